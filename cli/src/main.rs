@@ -1,0 +1,107 @@
+//! `xinfang` — the operator CLI (DESIGN.md §9).
+//!
+//! - `xinfang up --config FILE [--data DIR]`: one node — its nats-server (unless `nats.url`
+//!   names one) and the services as supervised child processes; prints a ready line.
+//! - `xinfang up --demo`: the Wuxi example (滨湖区) with demo petitions flowing.
+//! - `xinfang due --from RFC3339 --period 15d|5wd [--calendar FILE]`: a due instant.
+#![forbid(unsafe_code)]
+
+mod demo;
+mod nats_server;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use xinfang_shared::calendar::{Calendar, Period};
+
+#[derive(Parser)]
+#[command(
+    name = "xinfang",
+    version,
+    about = "xinfang: petition case routing (信访) — operator CLI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node: nats-server and the services, supervised.
+    Up {
+        /// The node file (TOML, DESIGN.md §8).
+        #[arg(long, required_unless_present = "demo")]
+        config: Option<PathBuf>,
+        /// Where the node keeps its data (default: data/<node code>).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Run the Wuxi example node with demo petitions.
+        #[arg(long, conflicts_with = "config")]
+        demo: bool,
+    },
+    /// Print the due instant of a period, by the code the deadlines service uses.
+    Due {
+        /// The triggering instant, RFC 3339 with offset.
+        #[arg(long)]
+        from: String,
+        /// `15d` calendar days, `5wd` working days, or `Ns`/`Nm`/`Nh`.
+        #[arg(long)]
+        period: String,
+        /// An extra yearly schedule (TOML, as in deploy/calendar/).
+        #[arg(long)]
+        calendar: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up { config, data, demo } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            runtime.block_on(up::main(config, data, demo))
+        }
+        Command::Due {
+            from,
+            period,
+            calendar,
+        } => due(&from, &period, calendar),
+    }
+}
+
+fn due(from: &str, period: &str, calendar: Option<PathBuf>) -> ExitCode {
+    let from = match chrono::DateTime::parse_from_rfc3339(from) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("xinfang due: --from {from:?}: {e} (expected RFC 3339, e.g. 2025-09-20T10:00:00+08:00)");
+            return ExitCode::from(2);
+        }
+    };
+    let period = match Period::parse(period) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("xinfang due: --period: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cal = Calendar::shipped();
+    if let Some(path) = calendar {
+        match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| cal.load_toml(&t))
+        {
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("xinfang due: --calendar {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let due = cal.due(from, period);
+    println!("{}", xinfang_shared::time::rfc3339(due.at));
+    if due.provisional {
+        eprintln!("provisional: a counted day lies in a year with no loaded holiday schedule");
+    }
+    ExitCode::SUCCESS
+}

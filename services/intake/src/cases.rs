@@ -1,0 +1,222 @@
+//! Existing cases: the staff view, the public status view (no personal data), and actions
+//! checked against the state machine and appended with optimistic concurrency.
+
+use serde_json::{json, Value};
+use xinfang_shared::action::{self, refusal_error};
+use xinfang_shared::error::{ApiError, ErrorCode};
+use xinfang_shared::event::{Envelope, EventData};
+use xinfang_shared::ids::CaseId;
+use xinfang_shared::ledger::{AppendError, Expect, Stored};
+use xinfang_shared::state::{self, CaseState};
+use xinfang_shared::time::rfc3339;
+
+use crate::register::{query_code_hash, unavailable};
+use crate::Intake;
+
+/// How often an action reloads and retries after a concurrent write to the same case.
+const MAX_CONFLICT_RETRIES: usize = 8;
+
+fn parse_case_id(s: &str) -> Result<CaseId, ApiError> {
+    CaseId::parse(s).map_err(|e| ApiError::field(ErrorCode::InvalidField, "case_id", e.0))
+}
+
+fn not_found(case: &str) -> ApiError {
+    ApiError::general(ErrorCode::NotFound, format!("no case {case} at this node"))
+}
+
+impl Intake {
+    async fn load(&self, case: &CaseId) -> Result<(Vec<Stored>, CaseState), ApiError> {
+        let history = self.ledger.history(case).await.map_err(unavailable)?;
+        let state = CaseState::fold(history.iter().map(|s| &s.event))
+            .ok_or_else(|| not_found(case.as_str()))?;
+        Ok((history, state))
+    }
+
+    fn dues(&self, events: &[Envelope], state: &CaseState) -> Value {
+        let dues = xinfang_shared::dues::open_dues(events, state, &self.policy, &self.calendar);
+        dues.into_iter()
+            .map(|(step, d)| {
+                (
+                    step.to_string(),
+                    json!({"due_at": rfc3339(d.at), "provisional": d.provisional}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    /// The full case record for staff.
+    pub async fn case_view(&self, case_id: &str) -> Result<Value, ApiError> {
+        let case = parse_case_id(case_id)?;
+        let (history, state) = self.load(&case).await?;
+        let events: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
+        Ok(json!({
+            "ok": true,
+            "case_id": case,
+            "state": state.stage.as_str(),
+            "state_label": state.stage.label_zh(),
+            "organ_id": state.organ,
+            "declines": state.declines,
+            "extended": state.extended,
+            "due": self.dues(&events, &state),
+            "events": events,
+        }))
+    }
+
+    /// The public status: the case id and query code give the stage, the timeline and the due
+    /// dates — never names, ID numbers, phones, addresses or the content.
+    pub async fn status_view(&self, case_id: &str, query_code: &str) -> Result<Value, ApiError> {
+        let case = parse_case_id(case_id)?;
+        let (history, state) = self.load(&case).await.map_err(|e| match e.code {
+            ErrorCode::Unavailable => e,
+            _ => not_found(case_id),
+        })?;
+        let events: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
+        let expected = events.iter().find_map(registered_hash);
+        let given = query_code_hash(&case, &query_code.trim().to_ascii_uppercase());
+        if expected.is_none_or(|h| !constant_time_eq(h.as_bytes(), given.as_bytes())) {
+            return Err(not_found(case_id));
+        }
+        let timeline: Vec<Value> = events
+            .iter()
+            .filter(|e| PUBLIC_TYPES.contains(&e.kind.as_str()))
+            .map(|e| json!({"type": e.kind, "at": rfc3339(e.at), "label": public_label(&e.kind)}))
+            .collect();
+        Ok(json!({
+            "ok": true,
+            "case_id": case,
+            "state": state.stage.as_str(),
+            "state_label": state.stage.label_zh(),
+            "registered_at": rfc3339(state.registered_at),
+            "timeline": timeline,
+            "due": self.dues(&events, &state),
+        }))
+    }
+
+    /// Applies an action to a case: checked against its state, appended only if no one else
+    /// wrote to the case in between (else reload and decide again).
+    pub async fn act(&self, case_id: &str, body: &Value) -> Result<Value, ApiError> {
+        let case = parse_case_id(case_id)?;
+        let now = self.clock.now();
+        let request = action::parse(body, now)?;
+        let at = request.at.unwrap_or(now);
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let (history, state) = self.load(&case).await?;
+            let last_seq = history.last().map(|s| s.seq).unwrap_or(0);
+            let data = state::decide(
+                &state,
+                &request.action,
+                &request.actor,
+                at,
+                &self.calendar,
+                self.windows,
+            )
+            .map_err(refusal_error)?;
+            let event_id = ulid::Ulid::new().to_string();
+            let mut first: Option<Envelope> = None;
+            let mut stage = state.clone();
+            for d in data {
+                let (id, expect, cause) = match &first {
+                    None => (event_id.clone(), Expect::LastSeq(last_seq), None),
+                    Some(f) => {
+                        let kind = d.kind();
+                        (f.caused_id(&kind), Expect::Any, Some(f.event_id.clone()))
+                    }
+                };
+                let event = Envelope::new(
+                    id,
+                    case.clone(),
+                    self.ledger.node().clone(),
+                    at,
+                    request.actor.clone(),
+                    cause,
+                    d,
+                );
+                match self.ledger.append(&event, expect).await {
+                    Ok(_) => {}
+                    Err(AppendError::Conflict) if first.is_none() => {
+                        self.metrics.conflicts.with_label_values(&["act"]).inc();
+                        break;
+                    }
+                    Err(e) => return Err(unavailable(e)),
+                }
+                stage.apply(&event);
+                if first.is_none() {
+                    first = Some(event);
+                }
+            }
+            if let Some(f) = first {
+                return Ok(
+                    json!({"ok": true, "event_id": f.event_id, "state": stage.stage.as_str()}),
+                );
+            }
+        }
+        Err(ApiError::general(
+            ErrorCode::Conflict,
+            "the case is being changed by others; reload and retry",
+        ))
+    }
+}
+
+/// Events the public may see in the timeline (their type and time only).
+const PUBLIC_TYPES: &[&str] = &[
+    "registered",
+    "routed",
+    "forwarded",
+    "transferred_in",
+    "accepted",
+    "rejected",
+    "extended",
+    "replied",
+    "evaluated",
+    "review_requested",
+    "review_replied",
+    "rereview_requested",
+    "rereview_replied",
+    "hearing_started",
+    "hearing_ended",
+    "closed",
+    "terminated",
+];
+
+fn public_label(kind: &str) -> &'static str {
+    match kind {
+        "registered" => "已登记",
+        "routed" => "已转送有权处理机关",
+        "forwarded" => "已转属地办理",
+        "transferred_in" => "已接收",
+        "accepted" => "已受理",
+        "rejected" => "不予受理",
+        "extended" => "办理期限已延长",
+        "replied" => "已出具处理意见",
+        "evaluated" => "已评价",
+        "review_requested" => "已申请复查",
+        "review_replied" => "已出具复查意见",
+        "rereview_requested" => "已申请复核",
+        "rereview_replied" => "已出具复核意见",
+        "hearing_started" => "听证开始",
+        "hearing_ended" => "听证结束",
+        "closed" => "已办结",
+        "terminated" => "已终结",
+        _ => "",
+    }
+}
+
+fn registered_hash(e: &Envelope) -> Option<String> {
+    match e.data() {
+        Ok(Some(EventData::Registered(r))) => Some(r.query_code_hash),
+        Ok(Some(EventData::TransferredIn { snapshot, .. })) => snapshot.iter().find_map(|v| {
+            (v.get("type")? == "registered").then(|| {
+                v.get("data")?
+                    .get("query_code_hash")?
+                    .as_str()
+                    .map(str::to_string)
+            })?
+        }),
+        _ => None,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,137 @@
+//! The HTTP API (DESIGN.md §5): the same operations as the NATS endpoints, errors mapped to
+//! 400 / 401 / 404 / 409 / 413 / 503 with `{"ok": false, "error": {…}}` bodies.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+use xinfang_shared::error::{ApiError, ErrorCode};
+use xinfang_shared::petition::MAX_BODY_BYTES;
+
+use crate::register::Submitted;
+use crate::Intake;
+
+/// The API routes (without `/metrics`, `/healthz`, `/readyz`, which the caller merges in).
+pub fn router(intake: Arc<Intake>) -> Router {
+    Router::new()
+        .route("/v1/petitions", post(submit))
+        .route("/v1/cases/{id}", get(case))
+        .route("/v1/cases/{id}/status", get(status))
+        .route("/v1/cases/{id}/actions", post(act))
+        .with_state(intake)
+}
+
+/// A JSON 404 for every unknown path.
+pub async fn fallback() -> Response {
+    error(&ApiError::general(ErrorCode::NotFound, "no such endpoint"))
+}
+
+fn error(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, Json(e.to_body())).into_response()
+}
+
+fn reply(
+    intake: &Intake,
+    endpoint: &str,
+    started: Instant,
+    result: Result<(StatusCode, Value), ApiError>,
+) -> Response {
+    intake
+        .metrics
+        .latency
+        .with_label_values(&[endpoint, "http"])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok((status, body)) => (status, Json(body)).into_response(),
+        Err(e) => {
+            intake
+                .metrics
+                .refusals
+                .with_label_values(&[e.code.as_str()])
+                .inc();
+            error(&e)
+        }
+    }
+}
+
+/// Reads at most `MAX_BODY_BYTES`; a larger body is `payload_too_large`, never a cut-off read.
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::general(
+                ErrorCode::PayloadTooLarge,
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        })
+}
+
+async fn submit(State(intake): State<Arc<Intake>>, body: Body) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let bytes = read_body(body).await?;
+        intake.submit_counted(&bytes).await
+    }
+    .await
+    .map(|s: Submitted| {
+        let status = if s.replayed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        (status, serde_json::to_value(s.receipt).expect("serializes"))
+    });
+    reply(&intake, "submit", started, result)
+}
+
+async fn case(State(intake): State<Arc<Intake>>, Path(id): Path<String>) -> Response {
+    let started = Instant::now();
+    let result = intake.case_view(&id).await.map(|v| (StatusCode::OK, v));
+    reply(&intake, "case_get", started, result)
+}
+
+#[derive(Deserialize)]
+struct StatusQuery {
+    query_code: Option<String>,
+}
+
+async fn status(
+    State(intake): State<Arc<Intake>>,
+    Path(id): Path<String>,
+    query: Result<Query<StatusQuery>, QueryRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = match query.ok().and_then(|q| q.0.query_code) {
+        None => Err(ApiError::field(
+            ErrorCode::MissingField,
+            "query_code",
+            "the query code from the receipt is required",
+        )),
+        Some(code) => intake
+            .status_view(&id, &code)
+            .await
+            .map(|v| (StatusCode::OK, v)),
+    };
+    reply(&intake, "case_status", started, result)
+}
+
+async fn act(State(intake): State<Arc<Intake>>, Path(id): Path<String>, body: Body) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let bytes = read_body(body).await?;
+        let value = xinfang_shared::petition::parse_body(&bytes)?;
+        intake.act_counted(&id, &value).await
+    }
+    .await
+    .map(|v| (StatusCode::OK, v));
+    reply(&intake, "case_act", started, result)
+}

@@ -1,0 +1,177 @@
+//! xinfang intake (信访登记): the only door in. Petitions over HTTP and NATS are validated,
+//! get a case id and a query code, and are appended to the node's ledger before the receipt
+//! is sent; organ and petitioner actions are checked against the case's state and appended
+//! with optimistic concurrency.
+//!
+//! # Layout
+//! - [`register`]: submission → `registered` → receipt, idempotency keys.
+//! - [`case_ids`]: restart-proof per-day case id sequence.
+//! - [`cases`]: staff view, public status view, actions.
+//! - [`http`] and [`service`]: the two transports over the same operations.
+#![forbid(unsafe_code)]
+
+pub mod case_ids;
+pub mod cases;
+pub mod http;
+pub mod metrics;
+pub mod register;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use serde_json::Value;
+use xinfang_shared::calendar::Calendar;
+use xinfang_shared::config::Settings;
+use xinfang_shared::dues::Policy;
+use xinfang_shared::error::ApiError;
+use xinfang_shared::ledger::Ledger;
+use xinfang_shared::ops::{self, Readiness};
+use xinfang_shared::state::Windows;
+use xinfang_shared::time::{Clock, SystemClock};
+use xinfang_shared::{runtime, CancellationToken};
+
+use crate::case_ids::CaseIds;
+use crate::metrics::Metrics;
+use crate::register::Submitted;
+
+/// The intake service's state, shared by both transports.
+pub struct Intake {
+    pub settings: Settings,
+    pub ledger: Ledger,
+    pub case_ids: CaseIds,
+    pub idempotency: kv::Store,
+    pub calendar: Calendar,
+    pub policy: Policy,
+    pub windows: Windows,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    /// Salt of the petitioner keys (keyed hashes of ID numbers) used for repeat matching.
+    pub petitioner_key_salt: String,
+}
+
+impl Intake {
+    /// Connects the parts: ledger streams, case id and idempotency buckets.
+    pub async fn build(
+        settings: Settings,
+        js: async_nats::jetstream::Context,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
+        let node = settings.node_code();
+        let ledger = Ledger::open(js.clone(), node.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let case_ids = CaseIds::open(&js, node.clone()).await?;
+        let idempotency =
+            register::idempotency_bucket(&js, node.as_str(), settings.intake.idempotency_hours)
+                .await?;
+        let calendar = settings.calendar().map_err(|e| e.to_string())?;
+        let policy = Policy::from_settings(&settings);
+        let windows = Windows {
+            review: policy.review_window,
+            rereview: policy.rereview_window,
+        };
+        Ok(Self {
+            petitioner_key_salt: format!(
+                "xf-petitioner:{}",
+                settings.node.parent.as_deref().unwrap_or(node.as_str())
+            ),
+            settings,
+            ledger,
+            case_ids,
+            idempotency,
+            calendar,
+            policy,
+            windows,
+            clock,
+            metrics,
+        })
+    }
+
+    /// [`Intake::submit`], counted by channel and outcome.
+    pub async fn submit_counted(&self, body: &[u8]) -> Result<Submitted, ApiError> {
+        let result = self.submit(body).await;
+        let (channel, outcome) = match &result {
+            Ok(s) => (
+                s.channel.as_str(),
+                if s.replayed { "replayed" } else { "registered" },
+            ),
+            Err(e) if e.code == xinfang_shared::error::ErrorCode::Unavailable => {
+                ("unknown", "unavailable")
+            }
+            Err(_) => ("unknown", "refused"),
+        };
+        self.metrics
+            .petitions
+            .with_label_values(&[channel, outcome])
+            .inc();
+        result
+    }
+
+    /// [`Intake::act`], counted by action and outcome.
+    pub async fn act_counted(&self, case_id: &str, body: &Value) -> Result<Value, ApiError> {
+        let result = self.act(case_id, body).await;
+        let action = body
+            .get("action")
+            .and_then(Value::as_str)
+            .filter(|a| xinfang_shared::state::Action::NAMES.contains(a))
+            .unwrap_or("unknown");
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        self.metrics
+            .actions
+            .with_label_values(&[action, outcome])
+            .inc();
+        result
+    }
+}
+
+/// Runs intake until `shutdown`: HTTP API and ops endpoints on `http.listen`, NATS endpoints.
+/// Prints the ready line on stdout once both take requests.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
+    let node = settings.node_code();
+    let client = runtime::connect_nats(&settings.nats, &format!("xinfang-intake-{node}")).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let registry = ops::registry("intake", node.as_str());
+    let metrics = Metrics::register(&registry);
+    let listener = runtime::bind(&settings.http.listen, "http.listen").await?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let intake = Arc::new(Intake::build(settings, js, Arc::new(SystemClock), metrics).await?);
+    let ready = Readiness::default();
+    let app = http::router(intake.clone())
+        .merge(ops::router(registry, ready.clone()))
+        .fallback(http::fallback);
+    let http_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await
+    });
+    let nats = tokio::spawn(service::serve(
+        client.clone(),
+        intake.clone(),
+        shutdown.clone(),
+    ));
+    ready.set(true);
+    println!("{}", ops::ready_line("intake", &format!("http://{addr}")));
+    tracing::info!(%node, %addr, "intake ready");
+    shutdown.cancelled().await;
+    ready.set(false);
+    let drain = async {
+        let _ = nats.await;
+        let _ = server.await;
+        let _ = client.flush().await;
+    };
+    if tokio::time::timeout(Duration::from_secs(8), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within 8 s");
+    }
+    tracing::info!("intake stopped");
+    Ok(())
+}

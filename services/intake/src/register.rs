@@ -1,0 +1,264 @@
+//! Registering a petition (登记, Arts. 21–22): validate, allocate the case id and query code,
+//! append `registered`, and only then hand out the receipt. With an idempotency key the
+//! first receipt is kept (KV `XF_IDEM_N`, with a time-to-live) and every retry gets it back.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use xinfang_shared::error::{ApiError, ErrorCode};
+use xinfang_shared::event::{Actor, Envelope, EventData, Registered, RegisteredDue};
+use xinfang_shared::ids::CaseId;
+use xinfang_shared::ledger::{AppendError, Expect};
+use xinfang_shared::petition::{self, Channel, Submission};
+use xinfang_shared::time::rfc3339;
+
+use crate::Intake;
+
+/// Query codes use letters and digits that cannot be mistaken for each other (no 0/O, 1/I/L).
+const QUERY_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+/// The receipt a petitioner gets (DESIGN.md §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub ok: bool,
+    pub case_id: CaseId,
+    pub query_code: String,
+    pub registered_at: String,
+    pub due: serde_json::Value,
+    pub repeat_of: Option<CaseId>,
+}
+
+/// What the idempotency bucket keeps per key: the receipt and the event it stands for.
+#[derive(Serialize, Deserialize)]
+struct Remembered {
+    receipt: Receipt,
+    event: Envelope,
+}
+
+/// The outcome of a submission.
+pub struct Submitted {
+    pub receipt: Receipt,
+    /// A retry with a known idempotency key: the first receipt, nothing new registered.
+    pub replayed: bool,
+    pub channel: Channel,
+}
+
+/// SHA-256 of `case_id:code` — what events store instead of the query code.
+pub fn query_code_hash(case: &CaseId, code: &str) -> String {
+    hex::encode(Sha256::digest(format!("{case}:{code}").as_bytes()))
+}
+
+fn new_query_code() -> String {
+    let mut rng = rand::rng();
+    (0..6)
+        .map(|_| QUERY_ALPHABET[rng.random_range(0..QUERY_ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Opens (creating if needed) the idempotency bucket.
+pub async fn idempotency_bucket(
+    js: &jetstream::Context,
+    node: &str,
+    hours: u64,
+) -> Result<kv::Store, String> {
+    js.create_or_update_key_value(kv::Config {
+        bucket: format!("XF_IDEM_{node}"),
+        description: "idempotency keys of submitted petitions → first receipt".into(),
+        history: 1,
+        max_age: Duration::from_secs(hours.max(1) * 3600),
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("idempotency bucket: {e}"))
+}
+
+impl Intake {
+    /// Validates and registers a petition body.
+    pub async fn submit(&self, body: &[u8]) -> Result<Submitted, ApiError> {
+        let value = petition::parse_body(body)?;
+        let now = self.clock.now();
+        let submission = petition::validate(&value, &self.settings, now)?;
+        let channel = submission.petition.channel;
+        let (receipt, replayed) = match submission.idempotency_key.clone() {
+            None => (self.register(submission, now).await?, false),
+            Some(key) => self.register_once(&key, submission, now).await?,
+        };
+        Ok(Submitted {
+            receipt,
+            replayed,
+            channel,
+        })
+    }
+
+    async fn register(
+        &self,
+        submission: Submission,
+        now: xinfang_shared::time::Instant,
+    ) -> Result<Receipt, ApiError> {
+        for _ in 0..5 {
+            let (receipt, event) = self.prepare(&submission, now).await?;
+            match self.append_retrying(&event, Expect::NewCase).await {
+                Ok(()) => return Ok(receipt),
+                // the id already has events (a restored sequence, say): take the next one
+                Err(AppendError::Conflict) => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(ApiError::general(
+            ErrorCode::Unavailable,
+            "could not allocate a free case id",
+        ))
+    }
+
+    async fn register_once(
+        &self,
+        key: &str,
+        submission: Submission,
+        now: xinfang_shared::time::Instant,
+    ) -> Result<(Receipt, bool), ApiError> {
+        let slot = hex::encode(Sha256::digest(key.as_bytes()));
+        if let Some(first) = self.remembered(&slot).await? {
+            return self.replay(first).await;
+        }
+        let (receipt, event) = self.prepare(&submission, now).await?;
+        let record = serde_json::to_vec(&Remembered {
+            receipt: receipt.clone(),
+            event: event.clone(),
+        })
+        .expect("serializes");
+        match self.idempotency.create(&slot, record.into()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                // a concurrent retry of the same submission won the race
+                let first = self
+                    .remembered(&slot)
+                    .await?
+                    .ok_or_else(|| unavailable("idempotency record vanished"))?;
+                return self.replay(first).await;
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+        match self.append_retrying(&event, Expect::NewCase).await {
+            Ok(()) => Ok((receipt, false)),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn remembered(&self, slot: &str) -> Result<Option<Remembered>, ApiError> {
+        let Some(bytes) = self.idempotency.get(slot).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(unavailable)
+    }
+
+    /// The first receipt — after making sure its event is in the ledger (the first attempt
+    /// may have died between remembering and appending).
+    async fn replay(&self, first: Remembered) -> Result<(Receipt, bool), ApiError> {
+        let known = self
+            .ledger
+            .has(&first.event.case_id, "registered")
+            .await
+            .map_err(unavailable)?;
+        if !known {
+            self.append_retrying(&first.event, Expect::Any)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok((first.receipt, true))
+    }
+
+    /// Appends, retrying with the same event id while JetStream does not confirm; the
+    /// stream's duplicate window turns a retry of a write that did land into a no-op.
+    async fn append_retrying(&self, event: &Envelope, expect: Expect) -> Result<(), AppendError> {
+        let mut last = None;
+        for attempt in 0..4u32 {
+            match self.ledger.append(event, expect).await {
+                Ok(_) => return Ok(()),
+                Err(AppendError::Conflict) => return Err(AppendError::Conflict),
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "append not confirmed; retrying");
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    async fn prepare(
+        &self,
+        submission: &Submission,
+        now: xinfang_shared::time::Instant,
+    ) -> Result<(Receipt, Envelope), ApiError> {
+        let p = &submission.petition;
+        let case_id = self
+            .case_ids
+            .next(now.date_naive())
+            .await
+            .map_err(unavailable)?;
+        let query_code = new_query_code();
+        let route_due = self.calendar.due(p.received_at, self.policy.route);
+        let group = p.is_group();
+        let urgent_reasons: Vec<String> = if group {
+            vec!["group_petition".into()]
+        } else {
+            vec![]
+        };
+        let petitioner_keys = p
+            .petitioners
+            .iter()
+            .filter_map(|x| x.id_number.as_ref())
+            .map(|id| {
+                hex::encode(Sha256::digest(
+                    format!("{}:{id}", self.petitioner_key_salt).as_bytes(),
+                ))
+            })
+            .collect();
+        let data = Registered {
+            petition: p.clone(),
+            query_code_hash: query_code_hash(&case_id, &query_code),
+            repeat_of: None,
+            group,
+            urgent: !urgent_reasons.is_empty(),
+            urgent_reasons,
+            petitioner_keys,
+            due: RegisteredDue {
+                route: route_due.at,
+                provisional: route_due.provisional,
+            },
+        };
+        let event = Envelope::new(
+            ulid::Ulid::new().to_string(),
+            case_id.clone(),
+            self.ledger.node().clone(),
+            now,
+            Actor::system("intake"),
+            None,
+            EventData::Registered(Box::new(data)),
+        );
+        let receipt = Receipt {
+            ok: true,
+            case_id,
+            query_code,
+            registered_at: rfc3339(now),
+            due: serde_json::json!({"route": rfc3339(route_due.at), "provisional": route_due.provisional}),
+            repeat_of: None,
+        };
+        Ok((receipt, event))
+    }
+}
+
+/// An `unavailable` (503) error for a failure of the ledger or a bucket.
+pub fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "ledger unavailable");
+    ApiError::general(
+        ErrorCode::Unavailable,
+        "the case ledger is unavailable; please retry",
+    )
+}

@@ -1,0 +1,129 @@
+//! The NATS service endpoints (async-nats service API, queue group): `xf.N.api.petition.submit`,
+//! `…case.get`, `…case.status`, `…case.act`. Replies are JSON: the same bodies as over HTTP.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::service::ServiceExt;
+use futures::StreamExt;
+use serde_json::Value;
+use xinfang_shared::error::{ApiError, ErrorCode};
+use xinfang_shared::petition::parse_body;
+use xinfang_shared::subjects;
+use xinfang_shared::CancellationToken;
+
+use crate::register::Submitted;
+use crate::Intake;
+
+/// Starts the service and serves requests until `shutdown`.
+pub async fn serve(
+    client: async_nats::Client,
+    intake: Arc<Intake>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let node = intake.ledger.node().clone();
+    let service = client
+        .service_builder()
+        .description(format!("xinfang intake of node {node}"))
+        .queue_group(format!("xf-intake-{node}"))
+        .start("xinfang-intake", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| format!("nats service: {e}"))?;
+    let mut tasks = Vec::new();
+    for (name, endpoint) in [
+        ("petition_submit", "petition.submit"),
+        ("case_get", "case.get"),
+        ("case_status", "case.status"),
+        ("case_act", "case.act"),
+    ] {
+        let mut ep = service
+            .endpoint_builder()
+            .name(name)
+            .add(subjects::api(&node, endpoint))
+            .await
+            .map_err(|e| format!("nats endpoint {endpoint}: {e}"))?;
+        let intake = intake.clone();
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    r = ep.next() => match r { Some(r) => r, None => break },
+                };
+                let intake = intake.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let body = match handle(&intake, name, &request.message.payload).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            intake
+                                .metrics
+                                .refusals
+                                .with_label_values(&[e.code.as_str()])
+                                .inc();
+                            e.to_body()
+                        }
+                    };
+                    intake
+                        .metrics
+                        .latency
+                        .with_label_values(&[name, "nats"])
+                        .observe(started.elapsed().as_secs_f64());
+                    if let Err(e) = request
+                        .respond(Ok(serde_json::to_vec(&body).expect("serializes").into()))
+                        .await
+                    {
+                        tracing::warn!(error = %e, endpoint = name, "could not send a reply");
+                    }
+                });
+            }
+            let _ = ep.stop().await;
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = service.stop().await;
+    Ok(())
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> Result<&'a str, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Err(ApiError::field(
+            ErrorCode::MissingField,
+            key,
+            format!("{key} is required"),
+        )),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ApiError::field(
+            ErrorCode::InvalidField,
+            key,
+            "must be a string",
+        )),
+    }
+}
+
+async fn handle(intake: &Intake, endpoint: &str, payload: &[u8]) -> Result<Value, ApiError> {
+    match endpoint {
+        "petition_submit" => {
+            let s: Submitted = intake.submit_counted(payload).await?;
+            Ok(serde_json::to_value(s.receipt).expect("serializes"))
+        }
+        "case_get" => {
+            let v = parse_body(payload)?;
+            intake.case_view(field(&v, "case_id")?).await
+        }
+        "case_status" => {
+            let v = parse_body(payload)?;
+            intake
+                .status_view(field(&v, "case_id")?, field(&v, "query_code")?)
+                .await
+        }
+        "case_act" => {
+            let v = parse_body(payload)?;
+            let case = field(&v, "case_id")?.to_string();
+            intake.act_counted(&case, &v).await
+        }
+        _ => Err(ApiError::general(ErrorCode::NotFound, "no such endpoint")),
+    }
+}

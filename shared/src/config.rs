@@ -1,0 +1,552 @@
+//! Configuration (DESIGN.md §8): built-in defaults → the node file (`--config PATH`, TOML)
+//! → environment `XF__SECTION__KEY`. A bad config is refused with one line naming the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::calendar::{Calendar, Period};
+use crate::ids::{DivisionCode, NodeCode, OrganId};
+
+/// Everything a node's services read from the node file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub node: NodeSection,
+    #[serde(default)]
+    pub nats: NatsSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    #[serde(default)]
+    pub calendar: CalendarSection,
+    #[serde(default)]
+    pub deadlines: DeadlinesSection,
+    #[serde(default)]
+    pub intake: IntakeSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub divisions: Vec<Division>,
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+    #[serde(default)]
+    pub categories: Vec<Category>,
+    #[serde(default)]
+    pub organs: Vec<Organ>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Sections of services this build does not read yet (e.g. `notification`).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, toml::Value>,
+}
+
+/// `[node]`: which jurisdiction this is.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeSection {
+    pub code: String,
+    pub name: String,
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+/// `[nats]`: the node's NATS server.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NatsSection {
+    /// Empty: `xinfang up` starts its own server.
+    #[serde(default)]
+    pub url: String,
+    /// Path of a `.creds` file.
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
+    /// Require TLS to the server.
+    #[serde(default)]
+    pub tls_required: bool,
+    /// Root certificate for TLS.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// For `xinfang up`'s own server: fsync every write (default true; see TOPOLOGY.md).
+    #[serde(default = "yes")]
+    pub sync_always: bool,
+    /// For `xinfang up`'s own server: client listen address (default a free port on 127.0.0.1).
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[store]`: where the service keeps its sled projection.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSection {
+    #[serde(default = "default_store")]
+    pub path: PathBuf,
+}
+
+fn default_store() -> PathBuf {
+    PathBuf::from("data/store")
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            path: default_store(),
+        }
+    }
+}
+
+/// `[http]`: intake's API address (port 0 allowed).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSection {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:0".into()
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// `[metrics]`: where services without an HTTP API serve `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSection {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// `[calendar]`: extra yearly schedules on top of the shipped 2025 and 2026 ones.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CalendarSection {
+    /// A directory of `YYYY.toml` schedules, or one schedule file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// `[deadlines]`: period overrides of the DOMAIN.md defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DeadlinesSection {
+    #[serde(default)]
+    pub periods: BTreeMap<String, String>,
+}
+
+/// `[intake]`: limits of the intake service.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IntakeSection {
+    /// Hours an idempotency key is remembered.
+    #[serde(default = "default_idem_hours")]
+    pub idempotency_hours: u64,
+}
+
+fn default_idem_hours() -> u64 {
+    24
+}
+
+impl Default for IntakeSection {
+    fn default() -> Self {
+        Self {
+            idempotency_hours: default_idem_hours(),
+        }
+    }
+}
+
+/// `[log]`: `format = "text" | "json"`, `level` as an env-filter directive.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSection {
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_format() -> String {
+    "text".into()
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+/// `[[divisions]]`: the area this node has jurisdiction over.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Division {
+    pub code: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `[[peers]]`: other nodes, for 属地 forwarding.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Peer {
+    pub code: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub divisions: Vec<String>,
+}
+
+/// `[[categories]]`: matter categories (事项分类).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Category {
+    pub code: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// What an organ is, for the special routes of DOMAIN.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrganRole {
+    /// 信访局 — the node's petition bureau.
+    PetitionBureau,
+    Department,
+    /// 政法委 — litigation-related matters.
+    PoliticalLegal,
+    /// 纪委监委 — misconduct reports.
+    Discipline,
+}
+
+/// `[[organs]]`: an organ that can handle cases.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Organ {
+    pub id: String,
+    pub name: String,
+    pub role: OrganRole,
+    pub node: String,
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+/// `[[rules]]`: division prefix × category × kind → organ.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Rule {
+    pub id: String,
+    pub division_prefix: String,
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    pub organ: String,
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    #[serde(default)]
+    pub assigned_days: Option<u32>,
+}
+
+fn default_mode() -> String {
+    "transfer".into()
+}
+
+/// A config that cannot be used; `Display` is the one line an operator sees.
+#[derive(Debug, thiserror::Error)]
+#[error("config error: {0}")]
+pub struct ConfigError(pub String);
+
+/// Where a division is handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whereabouts {
+    /// In this node's own area.
+    Local,
+    /// In a peer's area: forward there.
+    Peer(NodeCode),
+}
+
+impl Settings {
+    /// Loads the node file at `path` (if any) with `XF__…` environment overrides and checks it.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("XF")
+                .prefix_separator("__")
+                .separator("__"),
+        );
+        let raw = builder.build().map_err(|e| ConfigError(e.to_string()))?;
+        let settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Parses a node file from text (no environment), for tests and tools.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let settings: Settings =
+            toml::from_str(text).map_err(|e| ConfigError(e.message().to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Cross-checks: codes parse, organs and rules refer to things that exist, one bureau.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, msg: String| Err(ConfigError(format!("{key}: {msg}")));
+        if let Err(e) = NodeCode::parse(&self.node.code) {
+            return bad("node.code", e.0);
+        }
+        if let Some(p) = &self.node.parent {
+            if let Err(e) = NodeCode::parse(p) {
+                return bad("node.parent", e.0);
+            }
+        }
+        if self.divisions.is_empty() {
+            return bad(
+                "divisions",
+                "at least one [[divisions]] entry is required".into(),
+            );
+        }
+        for (i, d) in self.divisions.iter().enumerate() {
+            if let Err(e) = DivisionCode::parse(&d.code) {
+                return bad(&format!("divisions[{i}].code"), e.0);
+            }
+        }
+        for (i, p) in self.peers.iter().enumerate() {
+            if let Err(e) = NodeCode::parse(&p.code) {
+                return bad(&format!("peers[{i}].code"), e.0);
+            }
+            for (j, d) in p.divisions.iter().enumerate() {
+                if let Err(e) = DivisionCode::parse(d) {
+                    return bad(&format!("peers[{i}].divisions[{j}]"), e.0);
+                }
+            }
+        }
+        for (i, o) in self.organs.iter().enumerate() {
+            if let Err(e) = OrganId::parse(&o.id) {
+                return bad(&format!("organs[{i}].id"), e.0);
+            }
+        }
+        let bureaus = self
+            .organs
+            .iter()
+            .filter(|o| o.role == OrganRole::PetitionBureau && o.node == self.node.code)
+            .count();
+        if bureaus != 1 {
+            return bad(
+                "organs",
+                format!(
+                    "exactly one petition_bureau organ of node {} is required, found {bureaus}",
+                    self.node.code
+                ),
+            );
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if !self.organs.iter().any(|o| o.id == r.organ) {
+                return bad(
+                    &format!("rules[{i}].organ"),
+                    format!("no organ with id {:?}", r.organ),
+                );
+            }
+            for c in &r.categories {
+                if !self.categories.iter().any(|k| &k.code == c) {
+                    return bad(
+                        &format!("rules[{i}].categories"),
+                        format!("unknown category {c:?}"),
+                    );
+                }
+            }
+        }
+        for (key, value) in &self.deadlines.periods {
+            if let Err(e) = Period::parse(value) {
+                return bad(&format!("deadlines.periods.{key}"), e);
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return bad("log.format", "must be \"text\" or \"json\"".into());
+        }
+        self.calendar()?;
+        Ok(())
+    }
+
+    /// This node's code.
+    pub fn node_code(&self) -> NodeCode {
+        NodeCode::parse(&self.node.code).expect("checked at load")
+    }
+
+    /// Whether a division is known to this node, and where it is handled. The most specific
+    /// (longest) matching prefix wins, so a peer's street-level area inside this node's
+    /// county code is still the peer's.
+    pub fn whereabouts(&self, division: &DivisionCode) -> Option<Whereabouts> {
+        let own = self
+            .divisions
+            .iter()
+            .filter(|d| division.is_within(&d.code))
+            .map(|d| (d.code.len(), Whereabouts::Local));
+        let peers = self.peers.iter().flat_map(|p| {
+            p.divisions
+                .iter()
+                .filter(|d| division.is_within(d))
+                .map(move |d| {
+                    (
+                        d.len(),
+                        Whereabouts::Peer(NodeCode::parse(&p.code).expect("checked")),
+                    )
+                })
+        });
+        own.chain(peers).max_by_key(|(len, _)| *len).map(|(_, w)| w)
+    }
+
+    /// True when `code` is a category of the node file.
+    pub fn has_category(&self, code: &str) -> bool {
+        self.categories.iter().any(|c| c.code == code)
+    }
+
+    /// The period configured for `step`, or `default`.
+    pub fn period(&self, step: &str, default: Period) -> Period {
+        self.deadlines
+            .periods
+            .get(step)
+            .and_then(|p| Period::parse(p).ok())
+            .unwrap_or(default)
+    }
+
+    /// The shipped schedules plus those under `calendar.path`.
+    pub fn calendar(&self) -> Result<Calendar, ConfigError> {
+        let mut cal = Calendar::shipped();
+        let Some(path) = &self.calendar.path else {
+            return Ok(cal);
+        };
+        let files: Vec<PathBuf> = if path.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| ConfigError(format!("calendar.path: {}: {e}", path.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            v.sort();
+            v
+        } else {
+            vec![path.clone()]
+        };
+        for f in files {
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| ConfigError(format!("calendar.path: {}: {e}", f.display())))?;
+            cal.load_toml(&text)
+                .map_err(|e| ConfigError(format!("calendar.path: {}: {e}", f.display())))?;
+        }
+        Ok(cal)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A small node file like the acceptance suite's.
+    pub const NODE: &str = r#"
+[node]
+code = "320211"
+name = "滨湖区"
+parent = "320200"
+
+[[divisions]]
+code = "320211"
+name = "滨湖区"
+
+[[peers]]
+code = "320213"
+name = "梁溪区"
+divisions = ["320213", "320211999"]
+
+[[categories]]
+code = "urban_construction"
+name = "城乡建设"
+
+[[organs]]
+id = "320211-xfj"
+name = "滨湖区信访局"
+role = "petition_bureau"
+node = "320211"
+
+[[organs]]
+id = "320211-zjj"
+name = "滨湖区住房和城乡建设局"
+role = "department"
+node = "320211"
+parent = "320200-zjj"
+
+[[rules]]
+id = "housing"
+division_prefix = "320211"
+categories = ["urban_construction"]
+organ = "320211-zjj"
+"#;
+
+    #[test]
+    fn loads_and_locates_divisions() {
+        let s = Settings::from_toml(NODE).unwrap();
+        let d = |c: &str| DivisionCode::parse(c).unwrap();
+        assert_eq!(s.whereabouts(&d("320211001")), Some(Whereabouts::Local));
+        assert_eq!(
+            s.whereabouts(&d("320213")),
+            Some(Whereabouts::Peer(NodeCode::parse("320213").unwrap()))
+        );
+        assert_eq!(
+            s.whereabouts(&d("320211999001")),
+            Some(Whereabouts::Peer(NodeCode::parse("320213").unwrap())),
+            "the longer prefix wins"
+        );
+        assert_eq!(s.whereabouts(&d("990101")), None);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                NODE.replace(
+                    "code = \"320211\"\nname = \"滨湖区\"\nparent",
+                    "code = \"3202\"\nname = \"滨湖区\"\nparent",
+                ),
+                "node.code",
+            ),
+            (
+                NODE.replace("organ = \"320211-zjj\"", "organ = \"nobody\""),
+                "rules[0].organ",
+            ),
+            (
+                NODE.replace("role = \"petition_bureau\"", "role = \"department\""),
+                "organs",
+            ),
+            (
+                format!("{NODE}\n[deadlines.periods]\nacceptance = \"15x\"\n"),
+                "deadlines.periods.acceptance",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Settings::from_toml(&text).unwrap_err().to_string();
+            assert!(e.contains(key), "{e} should name {key}");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The consumer loop every service uses: a durable pull consumer, ack only after the
+//! handler's outputs are durable, nak with backoff on transient failure, and term plus a
+//! logged, counted dead letter for an event that can never be processed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::{consumer, message::AckKind, Context};
+use futures::StreamExt;
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::Envelope;
+
+/// What became of one delivery.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Processed (or nothing to do): ack.
+    Done,
+    /// A transient failure (the ledger or a peer is down): redeliver after a delay.
+    Retry(String),
+    /// It can never be processed: term and count a dead letter.
+    Reject(String),
+}
+
+/// Which consumer to run.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub stream: String,
+    pub durable: String,
+    pub filter_subjects: Vec<String>,
+    /// Deliveries before a message becomes a dead letter.
+    pub max_deliver: i64,
+    /// Start after this stream sequence when the consumer is (re)created; also recreates
+    /// a consumer that is ahead of it (its projection was lost and must be rebuilt).
+    pub resume_after: Option<u64>,
+}
+
+/// A delivery handed to the handler.
+#[derive(Debug)]
+pub struct Delivery {
+    pub seq: u64,
+    /// How many times it has been delivered (1 the first time).
+    pub delivered: i64,
+    pub event: Envelope,
+}
+
+/// Metrics of one consumer.
+#[derive(Clone)]
+pub struct ConsumerMetrics {
+    processed: IntCounterVec,
+    dead_letters: IntCounterVec,
+    pending: IntGauge,
+}
+
+impl ConsumerMetrics {
+    /// Registers `xf_<service>_events_total`, `…_dead_letters_total`, `…_consumer_pending`.
+    pub fn register(registry: &Registry, service: &str) -> Self {
+        let processed = IntCounterVec::new(
+            Opts::new(
+                format!("xf_{service}_events_total"),
+                "Ledger events consumed, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let dead_letters = IntCounterVec::new(
+            Opts::new(
+                format!("xf_{service}_dead_letters_total"),
+                "Events terminated as dead letters",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let pending = IntGauge::new(
+            format!("xf_{service}_consumer_pending"),
+            "Messages the consumer has not yet received (consumer lag)",
+        )
+        .expect("valid metric");
+        for m in [
+            Box::new(processed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(dead_letters.clone()),
+            Box::new(pending.clone()),
+        ] {
+            let _ = registry.register(m);
+        }
+        Self {
+            processed,
+            dead_letters,
+            pending,
+        }
+    }
+}
+
+/// Backoff before redelivering a failed message: 1 s, 2 s, 4 s … capped at 60 s.
+pub fn backoff(delivered: i64) -> Duration {
+    let exp = delivered.clamp(1, 7) - 1;
+    Duration::from_secs((1u64 << exp).min(60))
+}
+
+/// Runs `handler` over the consumer's deliveries until `shutdown`; reconnects forever.
+pub async fn run<H, F>(
+    js: Context,
+    spec: Spec,
+    metrics: ConsumerMetrics,
+    shutdown: CancellationToken,
+    mut handler: H,
+) where
+    H: FnMut(Delivery) -> F,
+    F: Future<Output = Outcome>,
+{
+    let mut attempt = 0u32;
+    while !shutdown.is_cancelled() {
+        match consume(&js, &spec, &metrics, &shutdown, &mut handler).await {
+            Ok(()) => return,
+            Err(e) => {
+                attempt += 1;
+                let wait = backoff(attempt.min(6).into());
+                tracing::warn!(consumer = %spec.durable, error = %e, ?wait, "consumer interrupted; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn consume<H, F>(
+    js: &Context,
+    spec: &Spec,
+    metrics: &ConsumerMetrics,
+    shutdown: &CancellationToken,
+    handler: &mut H,
+) -> Result<(), String>
+where
+    H: FnMut(Delivery) -> F,
+    F: Future<Output = Outcome>,
+{
+    let consumer = open(js, spec).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(64)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            next = messages.next() => next,
+        };
+        let Some(msg) = next else {
+            return Err("message stream ended".into());
+        };
+        let msg = msg.map_err(|e| e.to_string())?;
+        let info = msg.info().map_err(|e| e.to_string())?;
+        let (seq, delivered) = (info.stream_sequence, info.delivered);
+        metrics.pending.set(info.pending as i64);
+        let event = match Envelope::from_slice(&msg.payload) {
+            Ok(event) => event,
+            Err(e) => {
+                dead_letter(metrics, &spec.durable, seq, "unreadable", &e.to_string());
+                msg.ack_with(AckKind::Term)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
+        };
+        let outcome = handler(Delivery {
+            seq,
+            delivered,
+            event,
+        })
+        .await;
+        match outcome {
+            Outcome::Done => {
+                metrics.processed.with_label_values(&["done"]).inc();
+                msg.double_ack().await.map_err(|e| e.to_string())?;
+            }
+            Outcome::Retry(why) if delivered < spec.max_deliver => {
+                metrics.processed.with_label_values(&["retry"]).inc();
+                tracing::warn!(consumer = %spec.durable, seq, delivered, %why, "will retry");
+                msg.ack_with(AckKind::Nak(Some(backoff(delivered))))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Outcome::Retry(why) => {
+                dead_letter(metrics, &spec.durable, seq, "retries_exhausted", &why);
+                msg.ack_with(AckKind::Term)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Outcome::Reject(why) => {
+                dead_letter(metrics, &spec.durable, seq, "rejected", &why);
+                msg.ack_with(AckKind::Term)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}
+
+fn dead_letter(
+    metrics: &ConsumerMetrics,
+    consumer: &str,
+    seq: u64,
+    reason: &'static str,
+    why: &str,
+) {
+    metrics.processed.with_label_values(&["dead_letter"]).inc();
+    metrics.dead_letters.with_label_values(&[reason]).inc();
+    tracing::error!(consumer, seq, reason, why, "dead letter: event terminated");
+}
+
+async fn open(js: &Context, spec: &Spec) -> Result<consumer::PullConsumer, String> {
+    let stream = js
+        .get_stream(&spec.stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let deliver_policy = match spec.resume_after {
+        Some(seq) if seq > 0 => consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: seq + 1,
+        },
+        _ => consumer::DeliverPolicy::All,
+    };
+    let config = consumer::pull::Config {
+        durable_name: Some(spec.durable.clone()),
+        filter_subjects: spec.filter_subjects.clone(),
+        deliver_policy,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: spec.max_deliver + 1,
+        max_ack_pending: 256,
+        ..Default::default()
+    };
+    if let Ok(mut existing) = stream
+        .get_consumer::<consumer::pull::Config>(&spec.durable)
+        .await
+    {
+        let info = existing.info().await.map_err(|e| e.to_string())?;
+        let ahead = spec
+            .resume_after
+            .is_some_and(|seq| info.ack_floor.stream_sequence > seq);
+        let mut have = info.config.filter_subjects.clone();
+        if !info.config.filter_subject.is_empty() {
+            have.push(info.config.filter_subject.clone());
+        }
+        have.sort();
+        let mut want = spec.filter_subjects.clone();
+        want.sort();
+        let refiltered = have != want;
+        if !ahead && !refiltered {
+            return Ok(existing);
+        }
+        tracing::info!(consumer = %spec.durable, ahead, refiltered, "recreating consumer to rebuild the projection");
+        stream
+            .delete_consumer(&spec.durable)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| e.to_string())
+}

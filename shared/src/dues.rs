@@ -1,0 +1,143 @@
+//! The due dates of a case's open steps (DOMAIN.md "Deadlines"), from its events: what the
+//! staff and public views show. The deadlines service arms its timers from the same policy.
+
+use std::collections::BTreeMap;
+
+use crate::calendar::{Calendar, Due, Period};
+use crate::config::Settings;
+use crate::event::{Envelope, EventData};
+use crate::state::{CaseState, Stage};
+
+/// The periods in force at a node: DOMAIN.md defaults with the node file's overrides.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub route: Period,
+    pub objection: Period,
+    pub acceptance: Period,
+    pub handling: Period,
+    pub review_window: Period,
+    pub review: Period,
+    pub rereview_window: Period,
+    pub rereview: Period,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            route: Period::Days(15),
+            objection: Period::WorkingDays(5),
+            acceptance: Period::Days(15),
+            handling: Period::Days(60),
+            review_window: Period::Days(30),
+            review: Period::Days(30),
+            rereview_window: Period::Days(30),
+            rereview: Period::Days(30),
+        }
+    }
+}
+
+impl Policy {
+    /// The defaults overridden by `[deadlines.periods]`.
+    pub fn from_settings(s: &Settings) -> Self {
+        let d = Self::default();
+        Self {
+            route: s.period("route", d.route),
+            objection: s.period("objection", d.objection),
+            acceptance: s.period("acceptance", d.acceptance),
+            handling: s.period("handling", d.handling),
+            review_window: s.period("review_window", d.review_window),
+            review: s.period("review", d.review),
+            rereview_window: s.period("rereview_window", d.rereview_window),
+            rereview: s.period("rereview", d.rereview),
+        }
+    }
+}
+
+/// Due dates of the steps open in `state`, keyed by step name.
+pub fn open_dues(
+    events: &[Envelope],
+    state: &CaseState,
+    policy: &Policy,
+    cal: &Calendar,
+) -> BTreeMap<&'static str, Due> {
+    let last = |kinds: &[&str]| {
+        events
+            .iter()
+            .rev()
+            .find(|e| kinds.contains(&e.kind.as_str()))
+    };
+    let mut dues = BTreeMap::new();
+    match state.stage {
+        Stage::AwaitingRoute => {
+            let start = events.first().map(|e| match e.data() {
+                Ok(Some(EventData::Registered(r))) => r.petition.received_at,
+                _ => e.at,
+            });
+            if let Some(from) = start {
+                dues.insert("route", cal.due(from, policy.route));
+            }
+        }
+        Stage::WithOrgan => {
+            if let Some(r) = last(&["routed"]) {
+                dues.insert("objection", cal.due(r.at, policy.objection));
+                dues.insert("acceptance", cal.due(r.at, policy.acceptance));
+            }
+        }
+        Stage::Accepted => {
+            if let Some(a) = last(&["accepted"]) {
+                dues.insert("handling", handling_due(events, a, policy, cal));
+            }
+        }
+        Stage::Replied => {
+            if let Some(t) = state.opinion_at {
+                dues.insert("review_window", cal.due(t, policy.review_window));
+            }
+        }
+        Stage::ReviewRequested => {
+            if let Some(r) = last(&["review_requested"]) {
+                dues.insert("review", cal.due(r.at, policy.review));
+            }
+        }
+        Stage::ReviewReplied => {
+            if let Some(t) = state.opinion_at {
+                dues.insert("rereview_window", cal.due(t, policy.rereview_window));
+            }
+        }
+        Stage::RereviewRequested | Stage::InHearing => {
+            if let Some(r) = last(&["rereview_requested"]) {
+                dues.insert("rereview", cal.due(r.at, policy.rereview));
+            }
+        }
+        _ => {}
+    }
+    dues
+}
+
+/// Handling: the assigned due of a 交办 case, else the period from acceptance, moved by an
+/// extension counted from the end of the original period (Art. 34).
+fn handling_due(events: &[Envelope], accepted: &Envelope, policy: &Policy, cal: &Calendar) -> Due {
+    let assigned = events.iter().rev().find_map(|e| match e.data() {
+        Ok(Some(EventData::Routed {
+            assigned_due: Some(d),
+            ..
+        })) => Some(d),
+        _ => None,
+    });
+    let mut due = match assigned {
+        Some(at) => Due {
+            at,
+            provisional: false,
+        },
+        None => cal.due(accepted.at, policy.handling),
+    };
+    for e in events {
+        if let Ok(Some(EventData::Extended { days, .. })) = e.data() {
+            let ext = cal.due(due.at, Period::Days(days));
+            due = Due {
+                at: ext.at,
+                provisional: due.provisional || ext.provisional,
+            };
+        }
+    }
+    due
+}

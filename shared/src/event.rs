@@ -1,0 +1,421 @@
+//! The ledger's events (DESIGN.md §3): one envelope, typed data per event type. Consumers read
+//! the envelope first and parse the data only for the types they know, so unknown types from
+//! newer writers are skipped, not failed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{CaseId, NodeCode, OrganId};
+use crate::petition::Petition;
+use crate::time::Instant;
+
+/// Who did it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    System,
+    Staff,
+    Petitioner,
+    Organ,
+}
+
+/// `{"kind","id"}` — the actor of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub kind: ActorKind,
+    pub id: String,
+}
+
+impl Actor {
+    /// A service of this system, e.g. `intake`.
+    pub fn system(service: &str) -> Self {
+        Self {
+            kind: ActorKind::System,
+            id: service.to_string(),
+        }
+    }
+}
+
+/// The envelope every event is written in. `data` stays raw JSON here; [`Envelope::data`]
+/// parses it into an [`EventData`] when the type is known.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique; also the `Nats-Msg-Id`.
+    pub event_id: String,
+    pub case_id: CaseId,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Node that wrote it.
+    pub node: NodeCode,
+    pub at: Instant,
+    pub actor: Actor,
+    #[serde(default)]
+    pub causation_id: Option<String>,
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// Why an envelope could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("event is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Envelope {
+    /// Builds an envelope around typed data.
+    pub fn new(
+        event_id: impl Into<String>,
+        case_id: CaseId,
+        node: NodeCode,
+        at: Instant,
+        actor: Actor,
+        causation_id: Option<String>,
+        data: EventData,
+    ) -> Self {
+        let (kind, data) = data.into_parts();
+        Self {
+            event_id: event_id.into(),
+            case_id,
+            kind,
+            node,
+            at,
+            actor,
+            causation_id,
+            data,
+        }
+    }
+
+    /// Parses the wire form.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, EventError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// The wire form.
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        serde_json::to_vec(self).expect("events serialize").into()
+    }
+
+    /// The typed data: `Ok(None)` for a type this build does not know.
+    pub fn data(&self) -> Result<Option<EventData>, EventError> {
+        if !EventData::KNOWN.contains(&self.kind.as_str()) {
+            return Ok(None);
+        }
+        let tagged = serde_json::json!({"type": self.kind, "data": self.data});
+        Ok(Some(serde_json::from_value(tagged)?))
+    }
+
+    /// A deterministic id for an event caused by this one (DESIGN.md §3).
+    pub fn caused_id(&self, what: &str) -> String {
+        format!("{}:{what}", self.event_id)
+    }
+}
+
+/// 转送 (transfer) or 交办 (assign with a set deadline and a required report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteMode {
+    Transfer,
+    Assign,
+}
+
+/// Refusal reasons (DESIGN.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// 诉访分离: belongs to court, arbitration or administrative review.
+    LitigationChannel,
+    SameMatterInProgress,
+    /// After re-review the same matter is not accepted again (Art. 36 ¶3).
+    TerminatedMatter,
+    NotAPetition,
+    Other,
+}
+
+/// The handling opinion's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Supported,
+    PartlySupported,
+    NotSupported,
+    Explained,
+}
+
+/// The petitioner's evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Satisfaction {
+    Satisfied,
+    BasicallySatisfied,
+    Unsatisfied,
+}
+
+/// A step with a timer (DOMAIN.md "Deadlines").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Route,
+    Objection,
+    Acceptance,
+    Handling,
+    ReviewWindow,
+    Review,
+    RereviewWindow,
+    Rereview,
+    Supervision,
+}
+
+/// Rungs of the supervision ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationLevel {
+    Reminder,
+    Supervision,
+    Parent,
+}
+
+/// Due dates known when a case is registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredDue {
+    pub route: Instant,
+    #[serde(default)]
+    pub provisional: bool,
+}
+
+/// `registered`: the petition as validated, plus what intake derived from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    #[serde(flatten)]
+    pub petition: Petition,
+    /// SHA-256 of the query code; the code itself is never stored.
+    pub query_code_hash: String,
+    #[serde(default)]
+    pub repeat_of: Option<CaseId>,
+    /// 集体访: headcount ≥ 5.
+    pub group: bool,
+    pub urgent: bool,
+    #[serde(default)]
+    pub urgent_reasons: Vec<String>,
+    /// Keyed hashes of the petitioners' ID numbers, for repeat matching.
+    #[serde(default)]
+    pub petitioner_keys: Vec<String>,
+    pub due: RegisteredDue,
+}
+
+/// Typed event data, one variant per type of DESIGN.md §3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum EventData {
+    Registered(Box<Registered>),
+    Routed {
+        organ_id: OrganId,
+        organ_name: String,
+        level: String,
+        mode: RouteMode,
+        #[serde(default)]
+        assigned_due: Option<Instant>,
+        rule_id: String,
+        reason: String,
+    },
+    Forwarded {
+        to_node: NodeCode,
+        reason: String,
+    },
+    TransferredIn {
+        from_node: NodeCode,
+        /// The case's events so far at the sending node.
+        snapshot: Vec<Value>,
+    },
+    Accepted {
+        organ_id: OrganId,
+    },
+    Rejected {
+        organ_id: OrganId,
+        reason_code: RejectReason,
+        #[serde(default)]
+        note: String,
+    },
+    JurisdictionDeclined {
+        organ_id: OrganId,
+        #[serde(default)]
+        suggested_organ_id: Option<OrganId>,
+        #[serde(default)]
+        note: String,
+    },
+    Extended {
+        days: u32,
+        reason: String,
+        approved_by: String,
+    },
+    Replied {
+        outcome: Outcome,
+        summary: String,
+    },
+    Evaluated {
+        satisfaction: Satisfaction,
+    },
+    ReviewRequested {
+        #[serde(default)]
+        reason: String,
+    },
+    ReviewReplied {
+        outcome: Outcome,
+        summary: String,
+    },
+    RereviewRequested {
+        #[serde(default)]
+        reason: String,
+    },
+    RereviewReplied {
+        outcome: Outcome,
+        summary: String,
+    },
+    HearingStarted {},
+    HearingEnded {},
+    DeadlineWarned {
+        step: Step,
+        due_at: Instant,
+        #[serde(default)]
+        provisional: bool,
+    },
+    DeadlineBreached {
+        step: Step,
+        due_at: Instant,
+        #[serde(default)]
+        provisional: bool,
+    },
+    Closed {
+        reason: String,
+    },
+    Terminated {},
+    Escalated {
+        level: EscalationLevel,
+        to: String,
+        #[serde(default)]
+        due_at: Option<Instant>,
+    },
+    DirectiveReceived {
+        text: String,
+        due_at: Instant,
+    },
+    Notified {
+        cause_event_id: String,
+        channel: String,
+        recipient: String,
+        attempts: u32,
+    },
+    NotificationFailed {
+        cause_event_id: String,
+        channel: String,
+        recipient: String,
+        attempts: u32,
+    },
+}
+
+impl EventData {
+    /// Every type name this build knows.
+    pub const KNOWN: &'static [&'static str] = &[
+        "registered",
+        "routed",
+        "forwarded",
+        "transferred_in",
+        "accepted",
+        "rejected",
+        "jurisdiction_declined",
+        "extended",
+        "replied",
+        "evaluated",
+        "review_requested",
+        "review_replied",
+        "rereview_requested",
+        "rereview_replied",
+        "hearing_started",
+        "hearing_ended",
+        "deadline_warned",
+        "deadline_breached",
+        "closed",
+        "terminated",
+        "escalated",
+        "directive_received",
+        "notified",
+        "notification_failed",
+    ];
+
+    /// The type name and the data object.
+    pub fn into_parts(self) -> (String, Value) {
+        let mut v = serde_json::to_value(self).expect("event data serializes");
+        let kind = v["type"].as_str().expect("tagged").to_string();
+        let data = v
+            .get_mut("data")
+            .map(Value::take)
+            .unwrap_or_else(|| serde_json::json!({}));
+        (kind, data)
+    }
+
+    /// The type name.
+    pub fn kind(&self) -> String {
+        self.clone().into_parts().0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::cst;
+    use chrono::TimeZone;
+
+    fn env(data: EventData) -> Envelope {
+        Envelope::new(
+            "01TEST",
+            CaseId::parse("320211-20261127-000042").unwrap(),
+            NodeCode::parse("320211").unwrap(),
+            cst().with_ymd_and_hms(2026, 11, 27, 10, 15, 0).unwrap(),
+            Actor::system("test"),
+            None,
+            data,
+        )
+    }
+
+    #[test]
+    fn wire_form_matches_the_design() {
+        let e = env(EventData::Accepted {
+            organ_id: OrganId::parse("320211-zjj").unwrap(),
+        });
+        let v: Value = serde_json::from_slice(&e.to_bytes()).unwrap();
+        assert_eq!(v["type"], "accepted");
+        assert_eq!(v["at"], "2026-11-27T10:15:00+08:00");
+        assert_eq!(v["actor"]["kind"], "system");
+        assert_eq!(v["data"]["organ_id"], "320211-zjj");
+        let back = Envelope::from_slice(&e.to_bytes()).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(
+            back.data().unwrap(),
+            Some(EventData::Accepted {
+                organ_id: OrganId::parse("320211-zjj").unwrap()
+            })
+        );
+    }
+
+    #[test]
+    fn every_known_type_round_trips_its_name() {
+        let e = env(EventData::HearingStarted {});
+        assert_eq!(e.kind, "hearing_started");
+        assert_eq!(e.data, serde_json::json!({}));
+        assert!(EventData::KNOWN.contains(&"notification_failed"));
+    }
+
+    #[test]
+    fn unknown_types_are_skipped_and_extra_fields_ignored() {
+        let mut e = env(EventData::Closed {
+            reason: "withdrawn".into(),
+        });
+        e.kind = "teleported".into();
+        assert!(e.data().unwrap().is_none());
+        let mut e = env(EventData::Closed {
+            reason: "withdrawn".into(),
+        });
+        e.data["added_in_v2"] = serde_json::json!(true);
+        assert!(e.data().unwrap().is_some());
+    }
+}

@@ -1,0 +1,247 @@
+//! The ledger client: provisions the node's streams, appends events with `Nats-Msg-Id` and
+//! the per-case optimistic-concurrency headers, and reads a case's history.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream, Context};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+
+use crate::event::Envelope;
+use crate::ids::{CaseId, NodeCode};
+use crate::subjects;
+
+/// How long the case stream remembers message ids to drop duplicates (≥ 10 min, DESIGN.md §3).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(60 * 60);
+
+/// What an append expects of the case's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No condition (events caused by other events; the message id makes them idempotent).
+    Any,
+    /// The case has no event yet (a new case id is really new).
+    NewCase,
+    /// The case's latest event is at this stream sequence (the writer saw the whole history).
+    LastSeq(u64),
+}
+
+/// Why an append did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer got there first: reload and retry.
+    #[error("the case changed since it was read")]
+    Conflict,
+    /// JetStream did not confirm the write; it may or may not be stored.
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger read failed: {0}")]
+pub struct ReadError(pub String);
+
+/// One stored event with its stream sequence.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub seq: u64,
+    pub event: Envelope,
+}
+
+/// A node's case ledger (`XF_CASES_N`).
+#[derive(Clone)]
+pub struct Ledger {
+    js: Context,
+    node: NodeCode,
+    stream: String,
+}
+
+impl Ledger {
+    /// Opens the ledger, creating or updating the node's case and outbox streams.
+    pub async fn open(js: Context, node: NodeCode) -> Result<Self, ReadError> {
+        provision(&js, &node).await?;
+        Ok(Self {
+            stream: subjects::case_stream(&node),
+            js,
+            node,
+        })
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &Context {
+        &self.js
+    }
+
+    /// The node this ledger belongs to.
+    pub fn node(&self) -> &NodeCode {
+        &self.node
+    }
+
+    /// The case stream's name.
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
+    /// Appends an event and waits until JetStream has stored it; returns its stream sequence.
+    /// A duplicate (same event id inside the window) returns the original's sequence.
+    #[tracing::instrument(skip(self, event), fields(case = %event.case_id, kind = %event.kind))]
+    pub async fn append(&self, event: &Envelope, expect: Expect) -> Result<u64, AppendError> {
+        let subject = subjects::case_event(&self.node, &event.case_id, &event.kind);
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.event_id.as_str());
+        headers.insert("Xf-Type", event.kind.as_str());
+        headers.insert("traceparent", traceparent(&event.event_id).as_str());
+        let last = match expect {
+            Expect::Any => None,
+            Expect::NewCase => Some(0),
+            Expect::LastSeq(seq) => Some(seq),
+        };
+        if let Some(seq) = last {
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                seq.to_string().as_str(),
+            );
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence-Subject",
+                subjects::case_filter(&self.node, &event.case_id).as_str(),
+            );
+        }
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, event.to_bytes())
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?
+            .await
+            .map_err(|e| match e.kind() {
+                jetstream::context::PublishErrorKind::WrongLastSequence => AppendError::Conflict,
+                _ => AppendError::Unavailable(e.to_string()),
+            })?;
+        Ok(ack.sequence)
+    }
+
+    /// Every event of a case, oldest first (empty if the case is unknown here).
+    #[tracing::instrument(skip(self))]
+    pub async fn history(&self, case: &CaseId) -> Result<Vec<Stored>, ReadError> {
+        self.read_filtered(subjects::case_filter(&self.node, case))
+            .await
+    }
+
+    /// Every stored message under `filter`, oldest first, as events.
+    pub async fn read_filtered(&self, filter: String) -> Result<Vec<Stored>, ReadError> {
+        let err = |e: &dyn std::fmt::Display| ReadError(e.to_string());
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| err(&e))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: filter,
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                replay_policy: consumer::ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(&e))?;
+        let total = consumer.cached_info().num_pending as usize;
+        let name = consumer.cached_info().name.clone();
+        let mut out = Vec::with_capacity(total);
+        let mut seen = 0;
+        while seen < total {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(total - seen)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .map_err(|e| err(&e))?;
+            let before = seen;
+            while let Some(msg) = batch.next().await {
+                let msg = msg.map_err(|e| err(&e))?;
+                let seq = msg.info().map_err(|e| err(&e))?.stream_sequence;
+                seen += 1;
+                match Envelope::from_slice(&msg.payload) {
+                    Ok(event) => out.push(Stored { seq, event }),
+                    Err(e) => {
+                        tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry")
+                    }
+                }
+            }
+            if seen == before {
+                return Err(ReadError(
+                    "the ledger stopped delivering a case's history".into(),
+                ));
+            }
+        }
+        let _ = stream.delete_consumer(&name).await;
+        Ok(out)
+    }
+
+    /// Whether the case already has an event of type `kind` in this ledger.
+    pub async fn has(&self, case: &CaseId, kind: &str) -> Result<bool, ReadError> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| ReadError(e.to_string()))?;
+        match stream
+            .get_last_raw_message_by_subject(&subjects::case_event(&self.node, case, kind))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(ReadError(e.to_string())),
+        }
+    }
+}
+
+/// A W3C `traceparent` derived from the event id, so one trace follows a case's event.
+fn traceparent(event_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(event_id.as_bytes());
+    format!(
+        "00-{}-{}-01",
+        hex::encode(&h[..16]),
+        hex::encode(&h[16..24])
+    )
+}
+
+/// Creates or updates the node's case and outbox streams (idempotent; safe at every start).
+pub async fn provision(js: &Context, node: &NodeCode) -> Result<(), ReadError> {
+    let cases = stream::Config {
+        name: subjects::case_stream(node),
+        description: Some(format!("xinfang case ledger of node {node}")),
+        subjects: vec![subjects::case_events(node)],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: DUPLICATE_WINDOW,
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        ..Default::default()
+    };
+    let outbox = stream::Config {
+        name: subjects::outbox_stream(node),
+        description: Some(format!("messages node {node} owes other nodes")),
+        subjects: vec![subjects::outbox_subjects(node)],
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        allow_direct: true,
+        ..Default::default()
+    };
+    for config in [cases, outbox] {
+        ensure_stream(js, config).await?;
+    }
+    Ok(())
+}
+
+/// Creates a stream, or updates it when it exists with another configuration.
+pub async fn ensure_stream(js: &Context, config: stream::Config) -> Result<(), ReadError> {
+    js.create_or_update_stream(config.clone())
+        .await
+        .map(|_| ())
+        .map_err(|e| ReadError(format!("stream {}: {e}", config.name)))
+}

@@ -1,0 +1,29 @@
+//! xinfang's shared library: the domain (pure, no I/O) and the plumbing every service uses.
+//!
+//! # Layout
+//! - Domain, pure: [`ids`] (newtypes that parse), [`petition`] (validation), [`event`]
+//!   (the ledger's events), [`state`] (the case state machine), [`calendar`] (the
+//!   regulation's clock), [`time`], [`error`] (wire errors), [`subjects`].
+//! - Plumbing: [`config`] (node file), [`ledger`] (JetStream append/read),
+//!   [`consumer`] (durable consumer loop), [`projection`] (sled), [`ops`] (metrics and
+//!   health), [`runtime`] (logging, signals, NATS connection).
+#![forbid(unsafe_code)]
+
+pub mod action;
+pub mod calendar;
+pub mod config;
+pub mod consumer;
+pub mod dues;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod ledger;
+pub mod ops;
+pub mod petition;
+pub mod projection;
+pub mod runtime;
+pub mod state;
+pub mod subjects;
+pub mod time;
+
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,76 @@
+//! Process plumbing shared by every service: logging, the shutdown signal, the NATS connection.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{LogSection, NatsSection};
+
+/// Logs to stderr, as text or JSON lines, filtered by `XF_LOG` or the config's level.
+pub fn init_telemetry(log: &LogSection) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("XF_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown signal received");
+        t.cancel();
+    });
+    token
+}
+
+/// Connects to NATS, retrying the first connection and reconnecting forever.
+pub async fn connect_nats(nats: &NatsSection, name: &str) -> Result<async_nats::Client, String> {
+    if nats.url.is_empty() {
+        return Err(
+            "nats.url is empty (run the service through `xinfang up`, or set XF__NATS__URL)".into(),
+        );
+    }
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(10)));
+    if let Some(creds) = &nats.credentials {
+        options = options
+            .credentials_file(creds)
+            .await
+            .map_err(|e| format!("nats.credentials: {e}"))?;
+    }
+    if nats.tls_required {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &nats.tls_ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    options
+        .connect(&nats.url)
+        .await
+        .map_err(|e| format!("nats.url {}: {e}", nats.url))
+}
+
+/// Binds a TCP listener, naming the config key on failure.
+pub async fn bind(addr: &str, key: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{key} {addr}: {e}"))
+}

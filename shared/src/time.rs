@@ -1,0 +1,56 @@
+//! Time as the regulation counts it: China Standard Time (UTC+8, no daylight saving), and a
+//! clock passed in wherever time matters so tests can fix it.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
+
+/// An instant with its UTC offset, as written in events (RFC 3339).
+pub type Instant = DateTime<FixedOffset>;
+
+/// Asia/Shanghai: UTC+8 all year.
+pub fn cst() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("valid offset")
+}
+
+/// `t` in China Standard Time.
+pub fn to_cst(t: Instant) -> Instant {
+    t.with_timezone(&cst())
+}
+
+/// The last second of `day` in China Standard Time (a period's end, "24:00").
+pub fn end_of_day(day: NaiveDate) -> Instant {
+    cst()
+        .from_local_datetime(&day.and_hms_opt(23, 59, 59).expect("valid time"))
+        .single()
+        .expect("fixed offsets are unambiguous")
+}
+
+/// Formats an instant as RFC 3339 with whole seconds and its offset.
+pub fn rfc3339(t: Instant) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+/// Source of "now".
+pub trait Clock: Send + Sync + 'static {
+    /// The current instant in China Standard Time.
+    fn now(&self) -> Instant;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Utc::now().with_timezone(&cst())
+    }
+}
+
+/// A clock stopped at one instant, for tests.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub Instant);
+
+impl Clock for FixedClock {
+    fn now(&self) -> Instant {
+        self.0
+    }
+}
