@@ -97,11 +97,14 @@ impl Intake {
     /// wrote to the case in between (else reload and decide again).
     pub async fn act(&self, case_id: &str, body: &Value) -> Result<Value, ApiError> {
         let case = parse_case_id(case_id)?;
-        let now = self.clock.now();
-        let request = action::parse(body, now)?;
-        let at = request.at.unwrap_or(now);
+        let request = action::parse(body, self.clock.now())?;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let (history, state) = self.load(&case).await?;
+            // done now unless the client says when; never before the case's latest event, which
+            // another service's clock may have stamped a little ahead of ours
+            let at = request
+                .at
+                .unwrap_or_else(|| self.clock.now().max(state.last_at));
             let last_seq = history.last().map(|s| s.seq).unwrap_or(0);
             let data = state::decide(
                 &state,

@@ -63,16 +63,38 @@ fn reply(
     }
 }
 
+/// How much of an oversized body is read and discarded before answering 413, so that a
+/// client still sending gets the answer instead of a broken connection.
+const DRAIN_LIMIT: usize = 16 << 20;
+
 /// Reads at most `MAX_BODY_BYTES`; a larger body is `payload_too_large`, never a cut-off read.
 async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::general(
-                ErrorCode::PayloadTooLarge,
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-        })
+    use futures::StreamExt;
+    let too_large = || {
+        ApiError::general(
+            ErrorCode::PayloadTooLarge,
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::general(ErrorCode::InvalidJson, "the request body could not be read")
+        })?;
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            return Err(too_large());
+        }
+        if seen <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
 }
 
 async fn submit(State(intake): State<Arc<Intake>>, body: Body) -> Response {

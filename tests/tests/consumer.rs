@@ -1,0 +1,148 @@
+//! The shared consumer loop and sled projection against a real nats-server: each event is
+//! applied once, a projection whose directory is lost is rebuilt from the stream, and an
+//! unreadable message becomes a counted dead letter instead of blocking the consumer.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use xinfang_shared::consumer::{self, ConsumerMetrics, Outcome, Spec};
+use xinfang_shared::event::{Actor, Envelope, EventData};
+use xinfang_shared::ids::{CaseId, NodeCode};
+use xinfang_shared::ledger::{Expect, Ledger};
+use xinfang_shared::projection::Projection;
+use xinfang_shared::{subjects, CancellationToken};
+use xinfang_tests::NatsServer;
+
+fn event(i: u32) -> Envelope {
+    Envelope::new(
+        format!("ev-{i}"),
+        CaseId::parse(&format!("320211-20261127-{:06}", i % 5 + 1)).unwrap(),
+        NodeCode::parse("320211").unwrap(),
+        xinfang_shared::time::to_cst(chrono::Utc::now().fixed_offset()),
+        Actor::system("test"),
+        None,
+        EventData::Closed {
+            reason: "test".into(),
+        },
+    )
+}
+
+/// Counts events per case into the projection until `want` have been applied.
+async fn project(
+    ledger: &Ledger,
+    dir: &std::path::Path,
+    want: u64,
+) -> (Projection, ConsumerMetrics, prometheus::Registry) {
+    let projection = Projection::open(dir, "counts").unwrap();
+    let registry = prometheus::Registry::new();
+    let metrics = ConsumerMetrics::register(&registry, "test");
+    let shutdown = CancellationToken::new();
+    let spec = Spec {
+        stream: ledger.stream_name().to_string(),
+        durable: "test-projection".into(),
+        filter_subjects: vec![subjects::case_events(ledger.node())],
+        max_deliver: 3,
+        resume_after: Some(projection.last_applied()),
+    };
+    let applied = Arc::new(Mutex::new(0u64));
+    let (p, a, s) = (projection.clone(), applied.clone(), shutdown.clone());
+    let task = tokio::spawn(consumer::run(
+        ledger.jetstream().clone(),
+        spec,
+        metrics.clone(),
+        shutdown.clone(),
+        move |d| {
+            let (p, a, s) = (p.clone(), a.clone(), s.clone());
+            async move {
+                let key = d.event.case_id.to_string();
+                let n = p
+                    .tree()
+                    .get(&key)
+                    .unwrap()
+                    .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap()))
+                    .unwrap_or(0);
+                let mut batch = sled::Batch::default();
+                batch.insert(key.as_bytes(), &(n + 1).to_be_bytes());
+                match p.apply(d.seq, batch).await {
+                    Ok(_) => {
+                        let mut a = a.lock().unwrap();
+                        *a = p.last_applied();
+                        if *a >= want {
+                            s.cancel();
+                        }
+                        Outcome::Done
+                    }
+                    Err(e) => Outcome::Retry(e.to_string()),
+                }
+            }
+        },
+    ));
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("projection caught up")
+        .unwrap();
+    (projection, metrics, registry)
+}
+
+fn counts(p: &Projection) -> Vec<(String, u64)> {
+    p.tree()
+        .iter()
+        .filter_map(|kv| kv.ok())
+        .filter(|(k, _)| k[0] != 0)
+        .map(|(k, v)| {
+            (
+                String::from_utf8(k.to_vec()).unwrap(),
+                u64::from_be_bytes(v.as_ref().try_into().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projection_applies_once_and_rebuilds_from_the_stream() {
+    let nats = NatsServer::start(false);
+    let ledger = Ledger::open(nats.jetstream().await, NodeCode::parse("320211").unwrap())
+        .await
+        .unwrap();
+    for i in 0..50 {
+        ledger.append(&event(i), Expect::Any).await.unwrap();
+    }
+    // a message that is not an event: dead-lettered, not retried forever
+    let js = ledger.jetstream();
+    js.publish(
+        "xf.320211.case.320211-20261127-000001.junk",
+        "not json".into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    // the same event id again: dropped by the stream's duplicate window
+    ledger.append(&event(7), Expect::Any).await.unwrap();
+    for i in 50..60 {
+        ledger.append(&event(i), Expect::Any).await.unwrap();
+    }
+    let last = 61; // 60 events + the junk message
+    let dir = tempfile::tempdir().unwrap();
+    let (first, metrics, registry) = project(&ledger, dir.path(), last).await;
+    let before = counts(&first);
+    assert_eq!(before.iter().map(|(_, n)| n).sum::<u64>(), 60, "{before:?}");
+    drop(metrics);
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(
+        text.contains("xf_test_dead_letters_total{reason=\"unreadable\"} 1"),
+        "{text}"
+    );
+    drop(first);
+
+    // lose the sled directory: the consumer is ahead of the projection and must replay
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    let (rebuilt, _, _) = project(&ledger, dir.path(), last).await;
+    assert_eq!(
+        counts(&rebuilt),
+        before,
+        "rebuilt projection equals the original"
+    );
+}
