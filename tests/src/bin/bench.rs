@@ -1,1 +1,135 @@
-fn main() {}
+//! `xinfang-bench`: intake throughput and latency next to raw JetStream acked publishes,
+//! measured in the same run on the same nats-server (and raw sled inserts for reference).
+//!
+//! Usage: `xinfang-bench [--petitions N] [--concurrency C]` after
+//! `cargo build --release --workspace --bins`. Prints a Markdown report.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use xinfang_tests::{node_toml, petition, NatsServer, ServiceProcess};
+
+struct Args {
+    petitions: usize,
+    concurrency: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args { petitions: 5000, concurrency: 32 };
+    let argv: Vec<String> = std::env::args().collect();
+    for w in argv.windows(2) {
+        match w[0].as_str() {
+            "--petitions" => a.petitions = w[1].parse().expect("--petitions N"),
+            "--concurrency" => a.concurrency = w[1].parse().expect("--concurrency C"),
+            _ => {}
+        }
+    }
+    a
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// Raw JetStream: `n` acked publishes of `size` bytes, `window` in flight.
+async fn raw_publish(nats: &NatsServer, n: usize, size: usize, window: usize) -> f64 {
+    let js = nats.jetstream().await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BENCH_RAW".into(),
+        subjects: vec!["bench.raw.>".into()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let sem = Arc::new(Semaphore::new(window));
+    let started = Instant::now();
+    let mut acks = Vec::with_capacity(n);
+    for i in 0..n {
+        let permit = sem.clone().acquire_owned().await.expect("semaphore");
+        let fut = js.publish(format!("bench.raw.{}", i % 1000), payload.clone()).await.expect("publish");
+        acks.push(tokio::spawn(async move {
+            fut.await.expect("ack");
+            drop(permit);
+        }));
+    }
+    join_all(acks).await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Intake over HTTP: `n` petitions, `c` clients; returns (petitions/s, sorted latencies).
+async fn intake_http(base: &str, n: usize, c: usize) -> (f64, Vec<Duration>) {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/v1/petitions");
+    let body = serde_json::to_vec(&petition()).expect("json");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..c).map(|_| {
+        let (client, url, body, next) = (client.clone(), url.clone(), body.clone(), next.clone());
+        tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let t = Instant::now();
+                let r = client.post(&url).header("content-type", "application/json").body(body.clone()).send().await.expect("send");
+                assert_eq!(r.status().as_u16(), 201, "submit failed");
+                let _: Value = r.json().await.expect("json");
+                lat.push(t.elapsed());
+            }
+            lat
+        })
+    });
+    let mut all: Vec<Duration> = join_all(workers).await.into_iter().flat_map(|r| r.expect("worker")).collect();
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    all.sort();
+    (rate, all)
+}
+
+/// Raw sled: `n` inserts of 64-byte values, one flush at the end.
+fn raw_sled(n: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::open(dir.path()).expect("sled");
+    let v = [7u8; 64];
+    let started = Instant::now();
+    for i in 0..n as u64 {
+        db.insert(i.to_be_bytes(), &v[..]).expect("insert");
+    }
+    db.flush().expect("flush");
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let event_size = serde_json::to_vec(&petition()).expect("json").len() + 600;
+    println!("| nats-server fsync | raw JetStream acked publishes/s ({event_size} B, window {}) | intake petitions/s (HTTP, {} clients) | submit p50 ms | submit p99 ms | petitions |", a.concurrency, a.concurrency);
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for sync_always in [true, false] {
+        let nats = NatsServer::start(sync_always);
+        let raw = raw_publish(&nats, a.petitions, event_size, a.concurrency).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("node.toml");
+        std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
+        let intake = ServiceProcess::start("intake", &config, &nats.url, dir.path());
+        // warm up connections and buckets
+        let _ = intake_http(&intake.http, 200, a.concurrency).await;
+        let (rate, lat) = intake_http(&intake.http, a.petitions, a.concurrency).await;
+        println!(
+            "| {} | {raw:.0} | {rate:.0} | {} | {} | {} |",
+            if sync_always { "always (as `xinfang up` runs it)" } else { "default (every 2 min)" },
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99)),
+            a.petitions
+        );
+        drop(intake);
+    }
+    println!();
+    println!("raw sled inserts/s (64 B values, one flush): {:.0}", raw_sled(200_000));
+}
