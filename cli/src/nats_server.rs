@@ -17,17 +17,10 @@ pub fn locate() -> Result<PathBuf, String> {
         Some(PathBuf::from(p))
     } else {
         let exe = std::env::current_exe().ok();
-        let starts = exe
-            .iter()
-            .flat_map(|e| e.ancestors().skip(1))
-            .map(Path::to_path_buf);
+        let starts = exe.iter().flat_map(|e| e.ancestors().skip(1)).map(Path::to_path_buf);
         let cwd = std::env::current_dir().ok();
         starts
-            .chain(
-                cwd.iter()
-                    .flat_map(|c| c.ancestors())
-                    .map(Path::to_path_buf),
-            )
+            .chain(cwd.iter().flat_map(|c| c.ancestors()).map(Path::to_path_buf))
             .map(|dir| dir.join(TOOLS_PATH))
             .find(|p| p.is_file())
             .or_else(|| which("nats-server"))
@@ -40,16 +33,12 @@ pub fn locate() -> Result<PathBuf, String> {
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 fn check_version(path: &Path) -> Result<(), String> {
-    let out = std::process::Command::new(path)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let out =
+        std::process::Command::new(path).arg("--version").output().map_err(|e| format!("{}: {e}", path.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let version = text.trim().rsplit('v').next().unwrap_or("");
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
@@ -73,23 +62,14 @@ pub struct Server {
 }
 
 /// Starts nats-server with JetStream under `dir`. `listen` is `host:port`, port 0 for any.
-pub async fn start(
-    binary: &Path,
-    dir: &Path,
-    node: &str,
-    listen: &str,
-    sync_always: bool,
-) -> Result<Server, String> {
-    let (host, port) = listen
-        .rsplit_once(':')
-        .ok_or_else(|| format!("nats.listen {listen:?}: expected host:port"))?;
+pub async fn start(binary: &Path, dir: &Path, node: &str, listen: &str, sync_always: bool) -> Result<Server, String> {
+    let (host, port) = listen.rsplit_once(':').ok_or_else(|| format!("nats.listen {listen:?}: expected host:port"))?;
     let port: i32 = match port.parse::<u16>() {
         Ok(0) => -1,
         Ok(p) => p.into(),
         Err(_) => return Err(format!("nats.listen {listen:?}: bad port")),
     };
-    std::fs::create_dir_all(dir.join("jetstream"))
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("jetstream")).map_err(|e| format!("{}: {e}", dir.display()))?;
     let config = dir.join("nats-server.conf");
     write_config(&config, dir, node, host, port, sync_always)?;
     let ports_dir = dir.join("ports");
@@ -108,11 +88,7 @@ pub async fn start(
         .map_err(|e| format!("starting {}: {e}", binary.display()))?;
     let url = read_port(&ports_dir, host).await?;
     // pin the port, so a restarted server comes back where the services look for it
-    let pinned: i32 = url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(port);
+    let pinned: i32 = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(port);
     write_config(&config, dir, node, host, pinned, sync_always)?;
     Ok(Server { child, url, config })
 }
@@ -133,20 +109,9 @@ impl Server {
     }
 }
 
-fn write_config(
-    path: &Path,
-    dir: &Path,
-    node: &str,
-    host: &str,
-    port: i32,
-    sync_always: bool,
-) -> Result<(), String> {
+fn write_config(path: &Path, dir: &Path, node: &str, host: &str, port: i32, sync_always: bool) -> Result<(), String> {
     let store = dir.join("jetstream");
-    let sync = if sync_always {
-        "\n  sync_interval: always"
-    } else {
-        ""
-    };
+    let sync = if sync_always { "\n  sync_interval: always" } else { "" };
     let text = format!(
         "# written by `xinfang up`; edits are overwritten\nserver_name: xf_{node}\nhost: {host}\nport: {port}\nmax_payload: 1MB\njetstream {{\n  store_dir: {store:?}{sync}\n}}\n",
     );
@@ -160,11 +125,7 @@ async fn read_port(ports_dir: &Path, host: &str) -> Result<String, String> {
             for entry in entries.flatten() {
                 if let Ok(text) = std::fs::read_to_string(entry.path()) {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                        if let Some(url) = v["nats"]
-                            .as_array()
-                            .and_then(|a| a.first())
-                            .and_then(|u| u.as_str())
-                        {
+                        if let Some(url) = v["nats"].as_array().and_then(|a| a.first()).and_then(|u| u.as_str()) {
                             let port = url.rsplit(':').next().unwrap_or("");
                             let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
                             return Ok(format!("nats://{host}:{port}"));

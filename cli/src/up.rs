@@ -18,13 +18,7 @@ use xinfang_shared::CancellationToken;
 use crate::nats_server;
 
 /// The services of a node, in start order. Those not built yet are skipped.
-pub const SERVICES: &[&str] = &[
-    "intake",
-    "routing",
-    "deadlines",
-    "escalation",
-    "notification",
-];
+pub const SERVICES: &[&str] = &["intake", "routing", "deadlines", "escalation", "notification"];
 
 /// How long children get between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -71,20 +65,8 @@ pub async fn main(config: Option<PathBuf>, data: Option<PathBuf>, demo: bool) ->
             Ok(b) => b,
             Err(e) => return fail(&e),
         };
-        let listen = settings
-            .nats
-            .listen
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1:0".into());
-        match nats_server::start(
-            &binary,
-            &data.join("nats"),
-            &node,
-            &listen,
-            settings.nats.sync_always,
-        )
-        .await
-        {
+        let listen = settings.nats.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
+        match nats_server::start(&binary, &data.join("nats"), &node, &listen, settings.nats.sync_always).await {
             Ok(server) => {
                 let url = server.url.clone();
                 nats = Some((server, binary));
@@ -100,19 +82,8 @@ pub async fn main(config: Option<PathBuf>, data: Option<PathBuf>, demo: bool) ->
         .iter()
         .filter_map(|name| {
             let binary = sibling(&format!("xinfang-{name}"))?;
-            let listen = if *name == "intake" {
-                settings.http.listen.clone()
-            } else {
-                settings.metrics.listen.clone()
-            };
-            Some(Service {
-                name,
-                binary,
-                child: None,
-                listen,
-                started: Instant::now(),
-                failures: 0,
-            })
+            let listen = if *name == "intake" { settings.http.listen.clone() } else { settings.metrics.listen.clone() };
+            Some(Service { name, binary, child: None, listen, started: Instant::now(), failures: 0 })
         })
         .collect();
     if services.is_empty() {
@@ -158,29 +129,12 @@ pub async fn main(config: Option<PathBuf>, data: Option<PathBuf>, demo: bool) ->
             }
         }
     }
-    println!(
-        "{}",
-        serde_json::json!({"ready": true, "node": node, "nats_url": nats_url, "http": http})
-    );
+    println!("{}", serde_json::json!({"ready": true, "node": node, "nats_url": nats_url, "http": http}));
     tracing::info!(%node, %nats_url, %http, services = ?services.iter().map(|s| s.name).collect::<Vec<_>>(), "node ready");
     if demo {
-        tokio::spawn(crate::demo::feed(
-            nats_url.clone(),
-            node.clone(),
-            http.clone(),
-            shutdown.clone(),
-        ));
+        tokio::spawn(crate::demo::feed(nats_url.clone(), node.clone(), http.clone(), shutdown.clone()));
     }
-    supervise(
-        &mut services,
-        &mut nats,
-        &config,
-        &data,
-        &nats_url,
-        &ready_tx,
-        &shutdown,
-    )
-    .await;
+    supervise(&mut services, &mut nats, &config, &data, &nats_url, &ready_tx, &shutdown).await;
     stop_all(&mut services, nats.as_mut().map(|(s, _)| s)).await;
     tracing::info!("node stopped");
     ExitCode::SUCCESS
@@ -204,11 +158,7 @@ fn spawn(
     nats_url: &str,
     ready: &mpsc::UnboundedSender<(&'static str, String)>,
 ) -> Result<(), String> {
-    let listen_key = if s.name == "intake" {
-        "XF__HTTP__LISTEN"
-    } else {
-        "XF__METRICS__LISTEN"
-    };
+    let listen_key = if s.name == "intake" { "XF__HTTP__LISTEN" } else { "XF__METRICS__LISTEN" };
     let mut child = Command::new(&s.binary)
         .arg("--config")
         .arg(config)
@@ -292,10 +242,7 @@ async fn supervise(
 
 /// SIGTERM to every service, SIGKILL after the grace period, then the same for nats-server.
 async fn stop_all(services: &mut [Service], nats: Option<&mut nats_server::Server>) {
-    let mut children: Vec<&mut Child> = services
-        .iter_mut()
-        .filter_map(|s| s.child.as_mut())
-        .collect();
+    let mut children: Vec<&mut Child> = services.iter_mut().filter_map(|s| s.child.as_mut()).collect();
     terminate(&mut children).await;
     if let Some(server) = nats {
         terminate(&mut [&mut server.child]).await;

@@ -42,35 +42,20 @@ fn serde_enum<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
 /// Parses an action request body at time `now`.
 pub fn parse(value: &Value, now: Instant) -> Result<ActionRequest, ApiError> {
     let obj = Obj::root(value)?;
-    let name = obj.enumeration(
-        "action",
-        |s| Action::NAMES.iter().find(|n| **n == s).copied(),
-        &Action::NAMES.join(", "),
-    )?;
+    let name =
+        obj.enumeration("action", |s| Action::NAMES.iter().find(|n| **n == s).copied(), &Action::NAMES.join(", "))?;
     let allowed: Vec<&str> = COMMON.iter().chain(fields(name)).copied().collect();
     obj.only(&allowed)?;
     let actor = match obj.get("actor") {
         None => return Err(obj.missing("actor")),
-        Some(v) => serde_json::from_value::<Actor>(v.clone()).map_err(|_| {
-            obj.invalid(
-                "actor",
-                "must be {\"kind\": \"organ|staff|petitioner\", \"id\": \"…\"}",
-            )
-        })?,
+        Some(v) => serde_json::from_value::<Actor>(v.clone())
+            .map_err(|_| obj.invalid("actor", "must be {\"kind\": \"organ|staff|petitioner\", \"id\": \"…\"}"))?,
     };
     if actor.id.trim().is_empty() || actor.id.len() > 64 {
-        return Err(ApiError::field(
-            ErrorCode::InvalidField,
-            "actor.id",
-            "must be 1–64 characters",
-        ));
+        return Err(ApiError::field(ErrorCode::InvalidField, "actor.id", "must be 1–64 characters"));
     }
     if actor.kind == ActorKind::System {
-        return Err(ApiError::field(
-            ErrorCode::InvalidField,
-            "actor.kind",
-            "system is not an actor for case actions",
-        ));
+        return Err(ApiError::field(ErrorCode::InvalidField, "actor.kind", "system is not an actor for case actions"));
     }
     let at = match obj.opt_str("at", 64)? {
         None => None,
@@ -83,16 +68,9 @@ pub fn parse(value: &Value, now: Instant) -> Result<ActionRequest, ApiError> {
             Some(to_cst(t))
         }
     };
-    let text = |key: &str| -> Result<String, ApiError> {
-        Ok(obj.opt_str(key, 2000)?.unwrap_or_default().to_string())
-    };
-    let outcome = || {
-        obj.enumeration(
-            "outcome",
-            serde_enum::<Outcome>,
-            "supported, partly_supported, not_supported, explained",
-        )
-    };
+    let text = |key: &str| -> Result<String, ApiError> { Ok(obj.opt_str(key, 2000)?.unwrap_or_default().to_string()) };
+    let outcome =
+        || obj.enumeration("outcome", serde_enum::<Outcome>, "supported, partly_supported, not_supported, explained");
     let action = match name {
         "accept" => Action::Accept,
         "reject" => Action::Reject {
@@ -120,7 +98,9 @@ pub fn parse(value: &Value, now: Instant) -> Result<ActionRequest, ApiError> {
             Action::Extend { days, reason, approved_by }
         }
         "reply" => Action::Reply { outcome: outcome()?, summary: obj.req_str("summary", 5000)?.to_string() },
-        "review_reply" => Action::ReplyReview { outcome: outcome()?, summary: obj.req_str("summary", 5000)?.to_string() },
+        "review_reply" => {
+            Action::ReplyReview { outcome: outcome()?, summary: obj.req_str("summary", 5000)?.to_string() }
+        }
         "rereview_reply" => {
             Action::ReplyRereview { outcome: outcome()?, summary: obj.req_str("summary", 5000)?.to_string() }
         }
@@ -144,9 +124,7 @@ pub fn parse(value: &Value, now: Instant) -> Result<ActionRequest, ApiError> {
 /// The wire error for a refusal by the state machine.
 pub fn refusal_error(r: Refusal) -> ApiError {
     match r {
-        Refusal::InvalidTransition { .. } => {
-            ApiError::general(ErrorCode::InvalidTransition, r.to_string())
-        }
+        Refusal::InvalidTransition { .. } => ApiError::general(ErrorCode::InvalidTransition, r.to_string()),
         Refusal::InvalidField { field, ref message } => {
             ApiError::field(ErrorCode::InvalidField, field, message.clone())
         }
@@ -173,44 +151,22 @@ mod tests {
     #[test]
     fn parses_actions_and_refuses_bad_fields() {
         let org = json!({"kind": "organ", "id": "320211-zjj"});
-        let r = parse(
-            &json!({"action": "reply", "actor": org, "outcome": "supported", "summary": "已修"}),
-            now(),
-        )
-        .unwrap();
-        assert_eq!(
-            r.action,
-            Action::Reply {
-                outcome: Outcome::Supported,
-                summary: "已修".into()
-            }
-        );
+        let r =
+            parse(&json!({"action": "reply", "actor": org, "outcome": "supported", "summary": "已修"}), now()).unwrap();
+        assert_eq!(r.action, Action::Reply { outcome: Outcome::Supported, summary: "已修".into() });
         use ErrorCode::*;
         let f = |s: &str| Some(s.to_string());
-        assert_eq!(
-            err(json!({"action": "fly", "actor": org})),
-            (InvalidField, f("action"))
-        );
+        assert_eq!(err(json!({"action": "fly", "actor": org})), (InvalidField, f("action")));
         assert_eq!(err(json!({"actor": org})), (MissingField, f("action")));
         assert_eq!(err(json!({"action": "accept"})), (MissingField, f("actor")));
+        assert_eq!(err(json!({"action": "accept", "actor": {"kind": "king", "id": "x"}})), (InvalidField, f("actor")));
+        assert_eq!(err(json!({"action": "accept", "actor": org, "days": 3})), (InvalidField, f("days")));
         assert_eq!(
-            err(json!({"action": "accept", "actor": {"kind": "king", "id": "x"}})),
-            (InvalidField, f("actor"))
-        );
-        assert_eq!(
-            err(json!({"action": "accept", "actor": org, "days": 3})),
+            err(json!({"action": "extend", "actor": org, "days": 45, "reason": "r", "approved_by": "a"})),
             (InvalidField, f("days"))
         );
         assert_eq!(
-            err(
-                json!({"action": "extend", "actor": org, "days": 45, "reason": "r", "approved_by": "a"})
-            ),
-            (InvalidField, f("days"))
-        );
-        assert_eq!(
-            err(
-                json!({"action": "extend", "actor": org, "days": "5", "reason": "r", "approved_by": "a"})
-            ),
+            err(json!({"action": "extend", "actor": org, "days": "5", "reason": "r", "approved_by": "a"})),
             (InvalidField, f("days"))
         );
         assert_eq!(
@@ -221,9 +177,6 @@ mod tests {
             err(json!({"action": "accept", "actor": org, "at": "2026-12-01T00:00:00+08:00"})),
             (InvalidField, f("at"))
         );
-        assert_eq!(
-            err(json!({"action": "reply", "actor": org, "outcome": "supported"})),
-            (MissingField, f("summary"))
-        );
+        assert_eq!(err(json!({"action": "reply", "actor": org, "outcome": "supported"})), (MissingField, f("summary")));
     }
 }

@@ -31,9 +31,7 @@ impl Period {
             .parse()
             .ok()
             .filter(|n| *n >= 1 && *n <= 3650)
-            .ok_or_else(|| {
-                format!("period {s:?}: expected a number 1–3650 then d, wd, s, m or h")
-            })?;
+            .ok_or_else(|| format!("period {s:?}: expected a number 1–3650 then d, wd, s, m or h"))?;
         Ok(match unit {
             "d" => Self::Days(n),
             "wd" => Self::WorkingDays(n),
@@ -73,10 +71,8 @@ struct ScheduleFile {
 }
 
 /// The shipped schedules (`deploy/calendar/*.toml`), built into every binary.
-pub const SHIPPED: &[&str] = &[
-    include_str!("../../deploy/calendar/2025.toml"),
-    include_str!("../../deploy/calendar/2026.toml"),
-];
+pub const SHIPPED: &[&str] =
+    &[include_str!("../../deploy/calendar/2025.toml"), include_str!("../../deploy/calendar/2026.toml")];
 
 /// A due instant and whether it was computed without that year's official schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,22 +112,11 @@ impl Calendar {
                 year.workdays.insert(d);
             }
         }
-        if let Some(d) = year
-            .holidays
-            .iter()
-            .chain(&year.workdays)
-            .find(|d| d.year() != file.year)
-        {
-            return Err(format!(
-                "calendar {}: date {d} is in another year",
-                file.year
-            ));
+        if let Some(d) = year.holidays.iter().chain(&year.workdays).find(|d| d.year() != file.year) {
+            return Err(format!("calendar {}: date {d} is in another year", file.year));
         }
         if let Some(d) = year.holidays.intersection(&year.workdays).next() {
-            return Err(format!(
-                "calendar {}: {d} is both a holiday and a working day",
-                file.year
-            ));
+            return Err(format!("calendar {}: {d} is both a holiday and a working day", file.year));
         }
         self.years.insert(file.year, year);
         Ok(file.year)
@@ -156,10 +141,9 @@ impl Calendar {
     pub fn due(&self, from: Instant, period: Period) -> Due {
         let start = to_cst(from).date_naive();
         match period {
-            Period::Exact(d) => Due {
-                at: from + chrono::Duration::from_std(d).expect("period fits"),
-                provisional: false,
-            },
+            Period::Exact(d) => {
+                Due { at: from + chrono::Duration::from_std(d).expect("period fits"), provisional: false }
+            }
             Period::Days(n) => {
                 let mut last = start + chrono::Days::new(n.into());
                 let (mut working, mut provisional) = self.is_working_day(last);
@@ -169,10 +153,7 @@ impl Calendar {
                     working = w;
                     provisional |= p;
                 }
-                Due {
-                    at: end_of_day(last),
-                    provisional,
-                }
+                Due { at: end_of_day(last), provisional }
             }
             Period::WorkingDays(n) => {
                 let mut day = start;
@@ -186,10 +167,7 @@ impl Calendar {
                         counted += 1;
                     }
                 }
-                Due {
-                    at: end_of_day(day),
-                    provisional,
-                }
+                Due { at: end_of_day(day), provisional }
             }
         }
     }
@@ -201,10 +179,8 @@ fn is_weekend(day: NaiveDate) -> bool {
 
 /// `2025-10-01` or an inclusive range `2025-10-01..2025-10-08`.
 fn parse_days(item: &str) -> Result<Vec<NaiveDate>, String> {
-    let day = |s: &str| {
-        NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-            .map_err(|_| format!("calendar: bad date {s:?}"))
-    };
+    let day =
+        |s: &str| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| format!("calendar: bad date {s:?}"));
     match item.split_once("..") {
         None => Ok(vec![day(item)?]),
         Some((a, b)) => {
@@ -231,14 +207,8 @@ mod tests {
     fn periods_parse() {
         assert_eq!(Period::parse("15d"), Ok(Period::Days(15)));
         assert_eq!(Period::parse("5wd"), Ok(Period::WorkingDays(5)));
-        assert_eq!(
-            Period::parse("3s"),
-            Ok(Period::Exact(Duration::from_secs(3)))
-        );
-        assert_eq!(
-            Period::parse("2m"),
-            Ok(Period::Exact(Duration::from_secs(120)))
-        );
+        assert_eq!(Period::parse("3s"), Ok(Period::Exact(Duration::from_secs(3))));
+        assert_eq!(Period::parse("2m"), Ok(Period::Exact(Duration::from_secs(120))));
         for bad in ["", "d", "0d", "15", "15x", "-1d", "1.5d", "99999d"] {
             assert!(Period::parse(bad).is_err(), "{bad}");
         }
@@ -260,18 +230,9 @@ mod tests {
     fn start_day_is_not_counted_and_time_zone_is_cst() {
         let cal = Calendar::shipped();
         // 2026-03-02 is a Monday; 23:30 UTC on 03-01 is already 03-02 in Shanghai
-        let from = chrono::Utc
-            .with_ymd_and_hms(2026, 3, 1, 23, 30, 0)
-            .unwrap()
-            .fixed_offset();
-        assert_eq!(
-            rfc(cal.due(from, Period::Days(1)).at),
-            "2026-03-03T23:59:59+08:00"
-        );
-        assert_eq!(
-            rfc(cal.due(from, Period::WorkingDays(1)).at),
-            "2026-03-03T23:59:59+08:00"
-        );
+        let from = chrono::Utc.with_ymd_and_hms(2026, 3, 1, 23, 30, 0).unwrap().fixed_offset();
+        assert_eq!(rfc(cal.due(from, Period::Days(1)).at), "2026-03-03T23:59:59+08:00");
+        assert_eq!(rfc(cal.due(from, Period::WorkingDays(1)).at), "2026-03-03T23:59:59+08:00");
     }
 
     #[test]
@@ -287,19 +248,10 @@ mod tests {
     #[test]
     fn bad_schedules_are_refused() {
         let mut cal = Calendar::default();
-        assert!(cal
-            .load_toml("year = 2027\nholidays = [\"2026-01-01\"]\nworkdays = []")
-            .is_err());
-        assert!(cal
-            .load_toml("year = 2027\nholidays = [\"2027-01-01\"]\nworkdays = [\"2027-01-01\"]")
-            .is_err());
-        assert!(cal
-            .load_toml("year = 2027\nholidays = [\"2027-13-01\"]\nworkdays = []")
-            .is_err());
-        assert_eq!(
-            cal.load_toml("year = 2027\nholidays = [\"2027-01-01..2027-01-03\"]\nworkdays = []"),
-            Ok(2027)
-        );
+        assert!(cal.load_toml("year = 2027\nholidays = [\"2026-01-01\"]\nworkdays = []").is_err());
+        assert!(cal.load_toml("year = 2027\nholidays = [\"2027-01-01\"]\nworkdays = [\"2027-01-01\"]").is_err());
+        assert!(cal.load_toml("year = 2027\nholidays = [\"2027-13-01\"]\nworkdays = []").is_err());
+        assert_eq!(cal.load_toml("year = 2027\nholidays = [\"2027-01-01..2027-01-03\"]\nworkdays = []"), Ok(2027));
     }
 
     fn rfc(t: Instant) -> String {

@@ -93,9 +93,7 @@ fn default_store() -> PathBuf {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self {
-            path: default_store(),
-        }
+        Self { path: default_store() }
     }
 }
 
@@ -112,9 +110,7 @@ fn default_listen() -> String {
 
 impl Default for HttpSection {
     fn default() -> Self {
-        Self {
-            listen: default_listen(),
-        }
+        Self { listen: default_listen() }
     }
 }
 
@@ -127,9 +123,7 @@ pub struct MetricsSection {
 
 impl Default for MetricsSection {
     fn default() -> Self {
-        Self {
-            listen: default_listen(),
-        }
+        Self { listen: default_listen() }
     }
 }
 
@@ -162,9 +156,7 @@ fn default_idem_hours() -> u64 {
 
 impl Default for IntakeSection {
     fn default() -> Self {
-        Self {
-            idempotency_hours: default_idem_hours(),
-        }
+        Self { idempotency_hours: default_idem_hours() }
     }
 }
 
@@ -187,10 +179,7 @@ fn default_log_level() -> String {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self {
-            format: default_log_format(),
-            level: default_log_level(),
-        }
+        Self { format: default_log_format(), level: default_log_level() }
     }
 }
 
@@ -284,30 +273,20 @@ impl Settings {
         let mut builder = config::Config::builder();
         if let Some(path) = path {
             if !path.exists() {
-                return Err(ConfigError(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        builder = builder.add_source(
-            config::Environment::with_prefix("XF")
-                .prefix_separator("__")
-                .separator("__"),
-        );
+        builder = builder.add_source(config::Environment::with_prefix("XF").prefix_separator("__").separator("__"));
         let raw = builder.build().map_err(|e| ConfigError(e.to_string()))?;
-        let settings: Settings = raw
-            .try_deserialize()
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let settings: Settings = raw.try_deserialize().map_err(|e| ConfigError(e.to_string()))?;
         settings.check()?;
         Ok(settings)
     }
 
     /// Parses a node file from text (no environment), for tests and tools.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let settings: Settings =
-            toml::from_str(text).map_err(|e| ConfigError(e.message().to_string()))?;
+        let settings: Settings = toml::from_str(text).map_err(|e| ConfigError(e.message().to_string()))?;
         settings.check()?;
         Ok(settings)
     }
@@ -324,10 +303,7 @@ impl Settings {
             }
         }
         if self.divisions.is_empty() {
-            return bad(
-                "divisions",
-                "at least one [[divisions]] entry is required".into(),
-            );
+            return bad("divisions", "at least one [[divisions]] entry is required".into());
         }
         for (i, d) in self.divisions.iter().enumerate() {
             if let Err(e) = DivisionCode::parse(&d.code) {
@@ -349,33 +325,21 @@ impl Settings {
                 return bad(&format!("organs[{i}].id"), e.0);
             }
         }
-        let bureaus = self
-            .organs
-            .iter()
-            .filter(|o| o.role == OrganRole::PetitionBureau && o.node == self.node.code)
-            .count();
+        let bureaus =
+            self.organs.iter().filter(|o| o.role == OrganRole::PetitionBureau && o.node == self.node.code).count();
         if bureaus != 1 {
             return bad(
                 "organs",
-                format!(
-                    "exactly one petition_bureau organ of node {} is required, found {bureaus}",
-                    self.node.code
-                ),
+                format!("exactly one petition_bureau organ of node {} is required, found {bureaus}", self.node.code),
             );
         }
         for (i, r) in self.rules.iter().enumerate() {
             if !self.organs.iter().any(|o| o.id == r.organ) {
-                return bad(
-                    &format!("rules[{i}].organ"),
-                    format!("no organ with id {:?}", r.organ),
-                );
+                return bad(&format!("rules[{i}].organ"), format!("no organ with id {:?}", r.organ));
             }
             for c in &r.categories {
                 if !self.categories.iter().any(|k| &k.code == c) {
-                    return bad(
-                        &format!("rules[{i}].categories"),
-                        format!("unknown category {c:?}"),
-                    );
+                    return bad(&format!("rules[{i}].categories"), format!("unknown category {c:?}"));
                 }
             }
         }
@@ -400,21 +364,13 @@ impl Settings {
     /// (longest) matching prefix wins, so a peer's street-level area inside this node's
     /// county code is still the peer's.
     pub fn whereabouts(&self, division: &DivisionCode) -> Option<Whereabouts> {
-        let own = self
-            .divisions
-            .iter()
-            .filter(|d| division.is_within(&d.code))
-            .map(|d| (d.code.len(), Whereabouts::Local));
+        let own =
+            self.divisions.iter().filter(|d| division.is_within(&d.code)).map(|d| (d.code.len(), Whereabouts::Local));
         let peers = self.peers.iter().flat_map(|p| {
             p.divisions
                 .iter()
                 .filter(|d| division.is_within(d))
-                .map(move |d| {
-                    (
-                        d.len(),
-                        Whereabouts::Peer(NodeCode::parse(&p.code).expect("checked")),
-                    )
-                })
+                .map(move |d| (d.len(), Whereabouts::Peer(NodeCode::parse(&p.code).expect("checked"))))
         });
         own.chain(peers).max_by_key(|(len, _)| *len).map(|(_, w)| w)
     }
@@ -426,11 +382,7 @@ impl Settings {
 
     /// The period configured for `step`, or `default`.
     pub fn period(&self, step: &str, default: Period) -> Period {
-        self.deadlines
-            .periods
-            .get(step)
-            .and_then(|p| Period::parse(p).ok())
-            .unwrap_or(default)
+        self.deadlines.periods.get(step).and_then(|p| Period::parse(p).ok()).unwrap_or(default)
     }
 
     /// The shipped schedules plus those under `calendar.path`.
@@ -451,10 +403,9 @@ impl Settings {
             vec![path.clone()]
         };
         for f in files {
-            let text = std::fs::read_to_string(&f)
-                .map_err(|e| ConfigError(format!("calendar.path: {}: {e}", f.display())))?;
-            cal.load_toml(&text)
-                .map_err(|e| ConfigError(format!("calendar.path: {}: {e}", f.display())))?;
+            let text =
+                std::fs::read_to_string(&f).map_err(|e| ConfigError(format!("calendar.path: {}: {e}", f.display())))?;
+            cal.load_toml(&text).map_err(|e| ConfigError(format!("calendar.path: {}: {e}", f.display())))?;
         }
         Ok(cal)
     }
@@ -509,10 +460,7 @@ organ = "320211-zjj"
         let s = Settings::from_toml(NODE).unwrap();
         let d = |c: &str| DivisionCode::parse(c).unwrap();
         assert_eq!(s.whereabouts(&d("320211001")), Some(Whereabouts::Local));
-        assert_eq!(
-            s.whereabouts(&d("320213")),
-            Some(Whereabouts::Peer(NodeCode::parse("320213").unwrap()))
-        );
+        assert_eq!(s.whereabouts(&d("320213")), Some(Whereabouts::Peer(NodeCode::parse("320213").unwrap())));
         assert_eq!(
             s.whereabouts(&d("320211999001")),
             Some(Whereabouts::Peer(NodeCode::parse("320213").unwrap())),
@@ -531,18 +479,9 @@ organ = "320211-zjj"
                 ),
                 "node.code",
             ),
-            (
-                NODE.replace("organ = \"320211-zjj\"", "organ = \"nobody\""),
-                "rules[0].organ",
-            ),
-            (
-                NODE.replace("role = \"petition_bureau\"", "role = \"department\""),
-                "organs",
-            ),
-            (
-                format!("{NODE}\n[deadlines.periods]\nacceptance = \"15x\"\n"),
-                "deadlines.periods.acceptance",
-            ),
+            (NODE.replace("organ = \"320211-zjj\"", "organ = \"nobody\""), "rules[0].organ"),
+            (NODE.replace("role = \"petition_bureau\"", "role = \"department\""), "organs"),
+            (format!("{NODE}\n[deadlines.periods]\nacceptance = \"15x\"\n"), "deadlines.periods.acceptance"),
         ];
         for (text, key) in cases {
             let e = Settings::from_toml(&text).unwrap_err().to_string();

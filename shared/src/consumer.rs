@@ -57,18 +57,12 @@ impl ConsumerMetrics {
     /// Registers `xf_<service>_events_total`, `…_dead_letters_total`, `…_consumer_pending`.
     pub fn register(registry: &Registry, service: &str) -> Self {
         let processed = IntCounterVec::new(
-            Opts::new(
-                format!("xf_{service}_events_total"),
-                "Ledger events consumed, by result",
-            ),
+            Opts::new(format!("xf_{service}_events_total"), "Ledger events consumed, by result"),
             &["result"],
         )
         .expect("valid metric");
         let dead_letters = IntCounterVec::new(
-            Opts::new(
-                format!("xf_{service}_dead_letters_total"),
-                "Events terminated as dead letters",
-            ),
+            Opts::new(format!("xf_{service}_dead_letters_total"), "Events terminated as dead letters"),
             &["reason"],
         )
         .expect("valid metric");
@@ -84,11 +78,7 @@ impl ConsumerMetrics {
         ] {
             let _ = registry.register(m);
         }
-        Self {
-            processed,
-            dead_letters,
-            pending,
-        }
+        Self { processed, dead_letters, pending }
     }
 }
 
@@ -99,13 +89,8 @@ pub fn backoff(delivered: i64) -> Duration {
 }
 
 /// Runs `handler` over the consumer's deliveries until `shutdown`; reconnects forever.
-pub async fn run<H, F>(
-    js: Context,
-    spec: Spec,
-    metrics: ConsumerMetrics,
-    shutdown: CancellationToken,
-    mut handler: H,
-) where
+pub async fn run<H, F>(js: Context, spec: Spec, metrics: ConsumerMetrics, shutdown: CancellationToken, mut handler: H)
+where
     H: FnMut(Delivery) -> F,
     F: Future<Output = Outcome>,
 {
@@ -162,18 +147,11 @@ where
             Ok(event) => event,
             Err(e) => {
                 dead_letter(metrics, &spec.durable, seq, "unreadable", &e.to_string());
-                msg.ack_with(AckKind::Term)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())?;
                 continue;
             }
         };
-        let outcome = handler(Delivery {
-            seq,
-            delivered,
-            event,
-        })
-        .await;
+        let outcome = handler(Delivery { seq, delivered, event }).await;
         match outcome {
             Outcome::Done => {
                 metrics.processed.with_label_values(&["done"]).inc();
@@ -182,47 +160,30 @@ where
             Outcome::Retry(why) if delivered < spec.max_deliver => {
                 metrics.processed.with_label_values(&["retry"]).inc();
                 tracing::warn!(consumer = %spec.durable, seq, delivered, %why, "will retry");
-                msg.ack_with(AckKind::Nak(Some(backoff(delivered))))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                msg.ack_with(AckKind::Nak(Some(backoff(delivered)))).await.map_err(|e| e.to_string())?;
             }
             Outcome::Retry(why) => {
                 dead_letter(metrics, &spec.durable, seq, "retries_exhausted", &why);
-                msg.ack_with(AckKind::Term)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())?;
             }
             Outcome::Reject(why) => {
                 dead_letter(metrics, &spec.durable, seq, "rejected", &why);
-                msg.ack_with(AckKind::Term)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())?;
             }
         }
     }
 }
 
-fn dead_letter(
-    metrics: &ConsumerMetrics,
-    consumer: &str,
-    seq: u64,
-    reason: &'static str,
-    why: &str,
-) {
+fn dead_letter(metrics: &ConsumerMetrics, consumer: &str, seq: u64, reason: &'static str, why: &str) {
     metrics.processed.with_label_values(&["dead_letter"]).inc();
     metrics.dead_letters.with_label_values(&[reason]).inc();
     tracing::error!(consumer, seq, reason, why, "dead letter: event terminated");
 }
 
 async fn open(js: &Context, spec: &Spec) -> Result<consumer::PullConsumer, String> {
-    let stream = js
-        .get_stream(&spec.stream)
-        .await
-        .map_err(|e| e.to_string())?;
+    let stream = js.get_stream(&spec.stream).await.map_err(|e| e.to_string())?;
     let deliver_policy = match spec.resume_after {
-        Some(seq) if seq > 0 => consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: seq + 1,
-        },
+        Some(seq) if seq > 0 => consumer::DeliverPolicy::ByStartSequence { start_sequence: seq + 1 },
         _ => consumer::DeliverPolicy::All,
     };
     let config = consumer::pull::Config {
@@ -235,14 +196,9 @@ async fn open(js: &Context, spec: &Spec) -> Result<consumer::PullConsumer, Strin
         max_ack_pending: 256,
         ..Default::default()
     };
-    if let Ok(mut existing) = stream
-        .get_consumer::<consumer::pull::Config>(&spec.durable)
-        .await
-    {
+    if let Ok(mut existing) = stream.get_consumer::<consumer::pull::Config>(&spec.durable).await {
         let info = existing.info().await.map_err(|e| e.to_string())?;
-        let ahead = spec
-            .resume_after
-            .is_some_and(|seq| info.ack_floor.stream_sequence > seq);
+        let ahead = spec.resume_after.is_some_and(|seq| info.ack_floor.stream_sequence > seq);
         let mut have = info.config.filter_subjects.clone();
         if !info.config.filter_subject.is_empty() {
             have.push(info.config.filter_subject.clone());
@@ -255,13 +211,7 @@ async fn open(js: &Context, spec: &Spec) -> Result<consumer::PullConsumer, Strin
             return Ok(existing);
         }
         tracing::info!(consumer = %spec.durable, ahead, refiltered, "recreating consumer to rebuild the projection");
-        stream
-            .delete_consumer(&spec.durable)
-            .await
-            .map_err(|e| e.to_string())?;
+        stream.delete_consumer(&spec.durable).await.map_err(|e| e.to_string())?;
     }
-    stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| e.to_string())
+    stream.create_consumer(config).await.map_err(|e| e.to_string())
 }

@@ -60,12 +60,7 @@ pub fn open_dues(
     policy: &Policy,
     cal: &Calendar,
 ) -> BTreeMap<&'static str, Due> {
-    let last = |kinds: &[&str]| {
-        events
-            .iter()
-            .rev()
-            .find(|e| kinds.contains(&e.kind.as_str()))
-    };
+    let last = |kinds: &[&str]| events.iter().rev().find(|e| kinds.contains(&e.kind.as_str()));
     let mut dues = BTreeMap::new();
     match state.stage {
         Stage::AwaitingRoute => {
@@ -117,26 +112,17 @@ pub fn open_dues(
 /// extension counted from the end of the original period (Art. 34).
 fn handling_due(events: &[Envelope], accepted: &Envelope, policy: &Policy, cal: &Calendar) -> Due {
     let assigned = events.iter().rev().find_map(|e| match e.data() {
-        Ok(Some(EventData::Routed {
-            assigned_due: Some(d),
-            ..
-        })) => Some(d),
+        Ok(Some(EventData::Routed { assigned_due: Some(d), .. })) => Some(d),
         _ => None,
     });
     let mut due = match assigned {
-        Some(at) => Due {
-            at,
-            provisional: false,
-        },
+        Some(at) => Due { at, provisional: false },
         None => cal.due(accepted.at, policy.handling),
     };
     for e in events {
         if let Ok(Some(EventData::Extended { days, .. })) = e.data() {
             let ext = cal.due(due.at, Period::Days(days));
-            due = Due {
-                at: ext.at,
-                provisional: due.provisional || ext.provisional,
-            };
+            due = Due { at: ext.at, provisional: due.provisional || ext.provisional };
         }
     }
     due

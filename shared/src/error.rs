@@ -71,20 +71,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error about one field.
     pub fn field(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            field: Some(field.into()),
-            message: message.into(),
-        }
+        Self { code, field: Some(field.into()), message: message.into() }
     }
 
     /// An error about the request as a whole.
     pub fn general(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            field: None,
-            message: message.into(),
-        }
+        Self { code, field: None, message: message.into() }
     }
 
     /// `{"ok": false, "error": {…}}`.

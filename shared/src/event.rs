@@ -29,10 +29,7 @@ pub struct Actor {
 impl Actor {
     /// A service of this system, e.g. `intake`.
     pub fn system(service: &str) -> Self {
-        Self {
-            kind: ActorKind::System,
-            id: service.to_string(),
-        }
+        Self { kind: ActorKind::System, id: service.to_string() }
     }
 }
 
@@ -74,16 +71,7 @@ impl Envelope {
         data: EventData,
     ) -> Self {
         let (kind, data) = data.into_parts();
-        Self {
-            event_id: event_id.into(),
-            case_id,
-            kind,
-            node,
-            at,
-            actor,
-            causation_id,
-            data,
-        }
+        Self { event_id: event_id.into(), case_id, kind, node, at, actor, causation_id, data }
     }
 
     /// Parses the wire form.
@@ -346,10 +334,7 @@ impl EventData {
     pub fn into_parts(self) -> (String, Value) {
         let mut v = serde_json::to_value(self).expect("event data serializes");
         let kind = v["type"].as_str().expect("tagged").to_string();
-        let data = v
-            .get_mut("data")
-            .map(Value::take)
-            .unwrap_or_else(|| serde_json::json!({}));
+        let data = v.get_mut("data").map(Value::take).unwrap_or_else(|| serde_json::json!({}));
         (kind, data)
     }
 
@@ -379,9 +364,7 @@ mod tests {
 
     #[test]
     fn wire_form_matches_the_design() {
-        let e = env(EventData::Accepted {
-            organ_id: OrganId::parse("320211-zjj").unwrap(),
-        });
+        let e = env(EventData::Accepted { organ_id: OrganId::parse("320211-zjj").unwrap() });
         let v: Value = serde_json::from_slice(&e.to_bytes()).unwrap();
         assert_eq!(v["type"], "accepted");
         assert_eq!(v["at"], "2026-11-27T10:15:00+08:00");
@@ -389,12 +372,7 @@ mod tests {
         assert_eq!(v["data"]["organ_id"], "320211-zjj");
         let back = Envelope::from_slice(&e.to_bytes()).unwrap();
         assert_eq!(back, e);
-        assert_eq!(
-            back.data().unwrap(),
-            Some(EventData::Accepted {
-                organ_id: OrganId::parse("320211-zjj").unwrap()
-            })
-        );
+        assert_eq!(back.data().unwrap(), Some(EventData::Accepted { organ_id: OrganId::parse("320211-zjj").unwrap() }));
     }
 
     #[test]
@@ -407,14 +385,10 @@ mod tests {
 
     #[test]
     fn unknown_types_are_skipped_and_extra_fields_ignored() {
-        let mut e = env(EventData::Closed {
-            reason: "withdrawn".into(),
-        });
+        let mut e = env(EventData::Closed { reason: "withdrawn".into() });
         e.kind = "teleported".into();
         assert!(e.data().unwrap().is_none());
-        let mut e = env(EventData::Closed {
-            reason: "withdrawn".into(),
-        });
+        let mut e = env(EventData::Closed { reason: "withdrawn".into() });
         e.data["added_in_v2"] = serde_json::json!(true);
         assert!(e.data().unwrap().is_some());
     }

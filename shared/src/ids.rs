@@ -122,11 +122,7 @@ impl IdNumber {
 
     /// The check character for the first 17 digits.
     pub fn check_char(body: &str) -> u8 {
-        let sum: u32 = body
-            .bytes()
-            .zip(ID_WEIGHTS)
-            .map(|(b, w)| u32::from(b - b'0') * w)
-            .sum();
+        let sum: u32 = body.bytes().zip(ID_WEIGHTS).map(|(b, w)| u32::from(b - b'0') * w).sum();
         ID_CHECK[(sum % 11) as usize]
     }
 
@@ -152,8 +148,7 @@ impl Phone {
     /// Parses a mobile or landline number; spaces and dashes inside a mobile number are refused.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         let b = s.as_bytes();
-        let mobile =
-            b.len() == 11 && all_digits(s) && b[0] == b'1' && (b'3'..=b'9').contains(&b[1]);
+        let mobile = b.len() == 11 && all_digits(s) && b[0] == b'1' && (b'3'..=b'9').contains(&b[1]);
         let landline = match s.split_once('-') {
             Some((area, local)) => {
                 area.starts_with('0')
@@ -192,10 +187,7 @@ string_newtype!(OrganId);
 impl OrganId {
     /// Parses an id of 1–64 characters from `[A-Za-z0-9_-]`.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        if (1..=64).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             Ok(Self(s.to_string()))
         } else {
             err("an organ id has 1–64 characters from A–Z, a–z, 0–9, '-' and '_'")
@@ -255,10 +247,7 @@ mod tests {
         assert!(IdNumber::parse("11010519491331002X").is_err(), "month 13");
         assert!(IdNumber::parse("1101051949123100").is_err());
         assert!(IdNumber::parse("11010519491231002Y").is_err());
-        assert!(
-            IdNumber::parse("１１0105194912310021").is_err(),
-            "full-width digits"
-        );
+        assert!(IdNumber::parse("１１0105194912310021").is_err(), "full-width digits");
     }
 
     #[test]
@@ -274,15 +263,7 @@ mod tests {
         for ok in ["13812345678", "19900001111", "0510-85123456", "010-1234567"] {
             assert!(Phone::parse(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "12345",
-            "12812345678",
-            "1381234567",
-            "138123456789",
-            "0510 85123456",
-            "510-85123456",
-            "",
-        ] {
+        for bad in ["12345", "12812345678", "1381234567", "138123456789", "0510 85123456", "510-85123456", ""] {
             assert!(Phone::parse(bad).is_err(), "{bad}");
         }
     }
@@ -293,13 +274,7 @@ mod tests {
         assert_eq!(id.origin_node(), "320211");
         let d = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
         assert_eq!(CaseId::new(&NodeCode::parse("320211").unwrap(), d, 42), id);
-        for bad in [
-            "320211-20261327-000042",
-            "320211-20261127-42",
-            "x",
-            "320211.20261127.000042",
-            "",
-        ] {
+        for bad in ["320211-20261327-000042", "320211-20261127-42", "x", "320211.20261127.000042", ""] {
             assert!(CaseId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -60,11 +60,7 @@ impl Ledger {
     /// Opens the ledger, creating or updating the node's case and outbox streams.
     pub async fn open(js: Context, node: NodeCode) -> Result<Self, ReadError> {
         provision(&js, &node).await?;
-        Ok(Self {
-            stream: subjects::case_stream(&node),
-            js,
-            node,
-        })
+        Ok(Self { stream: subjects::case_stream(&node), js, node })
     }
 
     /// The JetStream context.
@@ -97,10 +93,7 @@ impl Ledger {
             Expect::LastSeq(seq) => Some(seq),
         };
         if let Some(seq) = last {
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence",
-                seq.to_string().as_str(),
-            );
+            headers.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
             headers.insert(
                 "Nats-Expected-Last-Subject-Sequence-Subject",
                 subjects::case_filter(&self.node, &event.case_id).as_str(),
@@ -119,21 +112,32 @@ impl Ledger {
         Ok(ack.sequence)
     }
 
+    /// Writes a cross-node message to this node's outbox (`xf.<me>.out.<to>.<kind>`), with the
+    /// envelope's id as message id; delivery to `to` is JetStream sourcing (DESIGN.md §6).
+    pub async fn send(&self, to: &NodeCode, kind: &str, message: &Envelope) -> Result<(), AppendError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", message.event_id.as_str());
+        headers.insert("Xf-Type", kind);
+        headers.insert("traceparent", traceparent(&message.event_id).as_str());
+        self.js
+            .publish_with_headers(subjects::outbox(&self.node, to, kind), headers, message.to_bytes())
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
     /// Every event of a case, oldest first (empty if the case is unknown here).
     #[tracing::instrument(skip(self))]
     pub async fn history(&self, case: &CaseId) -> Result<Vec<Stored>, ReadError> {
-        self.read_filtered(subjects::case_filter(&self.node, case))
-            .await
+        self.read_filtered(subjects::case_filter(&self.node, case)).await
     }
 
     /// Every stored message under `filter`, oldest first, as events.
     pub async fn read_filtered(&self, filter: String) -> Result<Vec<Stored>, ReadError> {
         let err = |e: &dyn std::fmt::Display| ReadError(e.to_string());
-        let stream = self
-            .js
-            .get_stream_no_info(&self.stream)
-            .await
-            .map_err(|e| err(&e))?;
+        let stream = self.js.get_stream_no_info(&self.stream).await.map_err(|e| err(&e))?;
         let consumer = stream
             .create_consumer(consumer::pull::Config {
                 filter_subject: filter,
@@ -171,9 +175,7 @@ impl Ledger {
                 }
             }
             if seen == before {
-                return Err(ReadError(
-                    "the ledger stopped delivering a case's history".into(),
-                ));
+                return Err(ReadError("the ledger stopped delivering a case's history".into()));
             }
         }
         let _ = stream.delete_consumer(&name).await;
@@ -182,15 +184,8 @@ impl Ledger {
 
     /// Whether the case already has an event of type `kind` in this ledger.
     pub async fn has(&self, case: &CaseId, kind: &str) -> Result<bool, ReadError> {
-        let stream = self
-            .js
-            .get_stream_no_info(&self.stream)
-            .await
-            .map_err(|e| ReadError(e.to_string()))?;
-        match stream
-            .get_last_raw_message_by_subject(&subjects::case_event(&self.node, case, kind))
-            .await
-        {
+        let stream = self.js.get_stream_no_info(&self.stream).await.map_err(|e| ReadError(e.to_string()))?;
+        match stream.get_last_raw_message_by_subject(&subjects::case_event(&self.node, case, kind)).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(false),
             Err(e) => Err(ReadError(e.to_string())),
@@ -202,11 +197,7 @@ impl Ledger {
 fn traceparent(event_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let h = Sha256::digest(event_id.as_bytes());
-    format!(
-        "00-{}-{}-01",
-        hex::encode(&h[..16]),
-        hex::encode(&h[16..24])
-    )
+    format!("00-{}-{}-01", hex::encode(&h[..16]), hex::encode(&h[16..24]))
 }
 
 /// Creates or updates the node's case and outbox streams (idempotent; safe at every start).
@@ -236,6 +227,37 @@ pub async fn provision(js: &Context, node: &NodeCode) -> Result<(), ReadError> {
         ensure_stream(js, config).await?;
     }
     Ok(())
+}
+
+/// Creates or updates `XF_INBOX_N`, sourcing from each peer's outbox the subjects addressed to
+/// this node (single-server layout of DESIGN.md §6). The source list is reconciled, never
+/// appended to, so a restart with the same peers changes nothing.
+pub async fn provision_inbox(js: &Context, node: &NodeCode, peers: &[NodeCode]) -> Result<(), ReadError> {
+    let mut sources: Vec<stream::Source> = peers
+        .iter()
+        .filter(|p| *p != node)
+        .map(|peer| stream::Source {
+            name: subjects::outbox_stream(peer),
+            filter_subject: Some(format!("xf.{peer}.out.{node}.>")),
+            ..Default::default()
+        })
+        .collect();
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    sources.dedup_by(|a, b| a.name == b.name);
+    ensure_stream(
+        js,
+        stream::Config {
+            name: subjects::inbox_stream(node),
+            description: Some(format!("messages for node {node} from other nodes")),
+            subjects: vec![],
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            sources: Some(sources),
+            allow_direct: true,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 /// Creates a stream, or updates it when it exists with another configuration.

@@ -21,9 +21,11 @@ pub mod ledger;
 pub mod ops;
 pub mod petition;
 pub mod projection;
+pub mod routing;
 pub mod runtime;
 pub mod state;
 pub mod subjects;
 pub mod time;
+pub mod transfer;
 
 pub use tokio_util::sync::CancellationToken;

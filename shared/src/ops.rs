@@ -29,16 +29,11 @@ impl Readiness {
 /// A registry with `xf_build_info{service,node,version} 1` already in it.
 pub fn registry(service: &str, node: &str) -> Registry {
     let registry = Registry::new();
-    let info = IntGaugeVec::new(
-        Opts::new("xf_build_info", "Build and node of this service"),
-        &["service", "node", "version"],
-    )
-    .expect("valid metric");
-    info.with_label_values(&[service, node, env!("CARGO_PKG_VERSION")])
-        .set(1);
-    registry
-        .register(Box::new(info))
-        .expect("first registration");
+    let info =
+        IntGaugeVec::new(Opts::new("xf_build_info", "Build and node of this service"), &["service", "node", "version"])
+            .expect("valid metric");
+    info.with_label_values(&[service, node, env!("CARGO_PKG_VERSION")]).set(1);
+    registry.register(Box::new(info)).expect("first registration");
     registry
 }
 
@@ -53,32 +48,19 @@ pub fn router(registry: Registry, ready: Readiness) -> Router {
                     let mut buf = Vec::new();
                     let encoder = TextEncoder::new();
                     match encoder.encode(&registry.gather(), &mut buf) {
-                        Ok(()) => (
-                            [(header::CONTENT_TYPE, encoder.format_type().to_string())],
-                            buf,
-                        )
-                            .into_response(),
-                        Err(e) => {
-                            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-                        }
+                        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_string())], buf).into_response(),
+                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
                     }
                 }
             }),
         )
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"ok": true})) }),
-        )
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"ok": true})) }))
         .route(
             "/readyz",
             get(move || {
                 let ready = ready.get();
                 async move {
-                    let status = if ready {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    };
+                    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                     (status, axum::Json(serde_json::json!({"ok": ready})))
                 }
             }),
@@ -88,4 +70,21 @@ pub fn router(registry: Registry, ready: Readiness) -> Router {
 /// The line a service prints on stdout when ready, read by `xinfang up`.
 pub fn ready_line(service: &str, http: &str) -> String {
     serde_json::json!({"ready": true, "service": service, "http": http}).to_string()
+}
+
+/// Serves `/metrics`, `/healthz`, `/readyz` on `listen` (the `metrics.listen` of services
+/// without an HTTP API) until `shutdown`; returns the bound address.
+pub async fn serve(
+    listen: &str,
+    registry: Registry,
+    ready: Readiness,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let listener = crate::runtime::bind(listen, "metrics.listen").await?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = router(registry, ready);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+    });
+    Ok((addr, task))
 }

@@ -86,9 +86,7 @@ impl Kind {
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Self::Suggestion, Self::ComplaintReport, Self::AppealRequest]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [Self::Suggestion, Self::ComplaintReport, Self::AppealRequest].into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -166,12 +164,8 @@ pub fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
             format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::general(
-            ErrorCode::InvalidJson,
-            format!("the body is not valid JSON (UTF-8): {e}"),
-        )
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::general(ErrorCode::InvalidJson, format!("the body is not valid JSON (UTF-8): {e}")))
 }
 
 /// Validates a submitted petition against the node's configuration at time `now`.
@@ -187,10 +181,7 @@ pub fn validate(value: &Value, settings: &Settings, now: Instant) -> Result<Subm
         None => now,
         Some(s) => {
             let t = DateTime::parse_from_rfc3339(s).map_err(|_| {
-                obj.invalid(
-                    "received_at",
-                    "must be an RFC 3339 time with offset, e.g. 2026-11-27T09:30:00+08:00",
-                )
+                obj.invalid("received_at", "must be an RFC 3339 time with offset, e.g. 2026-11-27T09:30:00+08:00")
             })?;
             if t > now + chrono::Duration::seconds(CLOCK_SKEW_SECS) {
                 return Err(ApiError::field(
@@ -219,11 +210,11 @@ pub fn validate(value: &Value, settings: &Settings, now: Instant) -> Result<Subm
     }
     let headcount = match obj.get("headcount") {
         None => petitioners.len() as u32,
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=100_000).contains(n))
-            .ok_or_else(|| obj.invalid("headcount", "must be a whole number from 1 to 100000"))?
-            as u32,
+        Some(v) => {
+            v.as_u64()
+                .filter(|n| (1..=100_000).contains(n))
+                .ok_or_else(|| obj.invalid("headcount", "must be a whole number from 1 to 100000"))? as u32
+        }
     };
     let location = {
         let v = obj.get("location").ok_or_else(|| obj.missing("location"))?;
@@ -237,10 +228,7 @@ pub fn validate(value: &Value, settings: &Settings, now: Instant) -> Result<Subm
                 format!("division {division} is neither this node's area nor a peer's"),
             ));
         }
-        Location {
-            division,
-            address: l.opt_str("address", 200)?.map(str::to_string),
-        }
+        Location { division, address: l.opt_str("address", 200)?.map(str::to_string) }
     };
     let category = obj.req_str("category", 64)?;
     if !settings.has_category(category) {
@@ -250,11 +238,7 @@ pub fn validate(value: &Value, settings: &Settings, now: Instant) -> Result<Subm
             format!("category {category:?} is not in this node's list"),
         ));
     }
-    let kind = obj.enumeration(
-        "kind",
-        Kind::parse,
-        "suggestion, complaint_report, appeal_request",
-    )?;
+    let kind = obj.enumeration("kind", Kind::parse, "suggestion, complaint_report, appeal_request")?;
     let respondent_organ_id = obj.opt_parse("respondent_organ_id", OrganId::parse)?;
     let title = obj.req_str("title", 200)?.to_string();
     let content = obj.req_str("content", MAX_CONTENT_CHARS)?.to_string();
@@ -286,28 +270,15 @@ impl<'a> Obj<'a> {
     /// The request body, which must be an object.
     pub fn root(v: &'a Value) -> Result<Self, ApiError> {
         match v {
-            Value::Object(map) => Ok(Self {
-                map,
-                path: String::new(),
-            }),
-            _ => Err(ApiError::general(
-                ErrorCode::InvalidJson,
-                "the body must be a JSON object",
-            )),
+            Value::Object(map) => Ok(Self { map, path: String::new() }),
+            _ => Err(ApiError::general(ErrorCode::InvalidJson, "the body must be a JSON object")),
         }
     }
 
     fn child(&self, v: &'a Value, path: &str) -> Result<Obj<'a>, ApiError> {
         match v {
-            Value::Object(map) => Ok(Obj {
-                map,
-                path: path.to_string(),
-            }),
-            _ => Err(ApiError::field(
-                ErrorCode::InvalidField,
-                path,
-                "must be an object",
-            )),
+            Value::Object(map) => Ok(Obj { map, path: path.to_string() }),
+            _ => Err(ApiError::field(ErrorCode::InvalidField, path, "must be an object")),
         }
     }
 
@@ -326,20 +297,13 @@ impl<'a> Obj<'a> {
 
     /// A `missing_field` error for `key`.
     pub fn missing(&self, key: &str) -> ApiError {
-        ApiError::field(
-            ErrorCode::MissingField,
-            self.path(key),
-            format!("{} is required", self.path(key)),
-        )
+        ApiError::field(ErrorCode::MissingField, self.path(key), format!("{} is required", self.path(key)))
     }
 
     /// Refuses keys outside `allowed`.
     pub fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
         match self.map.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(k) => Err(self.invalid(
-                k,
-                format!("unknown field {k:?}; allowed: {}", allowed.join(", ")),
-            )),
+            Some(k) => Err(self.invalid(k, format!("unknown field {k:?}; allowed: {}", allowed.join(", ")))),
             None => Ok(()),
         }
     }
@@ -397,12 +361,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A required string from a closed list.
-    pub fn enumeration<T>(
-        &self,
-        key: &str,
-        parse: impl Fn(&str) -> Option<T>,
-        allowed: &str,
-    ) -> Result<T, ApiError> {
+    pub fn enumeration<T>(&self, key: &str, parse: impl Fn(&str) -> Option<T>, allowed: &str) -> Result<T, ApiError> {
         let s = self.opt_str(key, 64)?.ok_or_else(|| self.missing(key))?;
         parse(s).ok_or_else(|| self.invalid(key, format!("{s:?} is not one of: {allowed}")))
     }
@@ -473,10 +432,7 @@ mod tests {
         assert!(!s.petition.is_group());
         let mut v = good();
         v.as_object_mut().unwrap().remove("headcount");
-        assert_eq!(
-            validate(&v, &settings(), now()).unwrap().petition.headcount,
-            1
-        );
+        assert_eq!(validate(&v, &settings(), now()).unwrap().petition.headcount, 1);
     }
 
     #[test]
@@ -488,117 +444,42 @@ mod tests {
             (no_content, MissingField, Some("content")),
             (with("content", json!(null)), MissingField, Some("content")),
             (with("content", json!("   ")), InvalidField, Some("content")),
-            (
-                with("content", json!("访".repeat(10_001))),
-                InvalidField,
-                Some("content"),
-            ),
+            (with("content", json!("访".repeat(10_001))), InvalidField, Some("content")),
             (with("content", json!(42)), InvalidField, Some("content")),
             (with("kind", json!("rumour")), InvalidField, Some("kind")),
-            (
-                with("channel", json!("pigeon")),
-                InvalidField,
-                Some("channel"),
-            ),
-            (
-                with("channel", json!(["online"])),
-                InvalidField,
-                Some("channel"),
-            ),
+            (with("channel", json!("pigeon")), InvalidField, Some("channel")),
+            (with("channel", json!(["online"])), InvalidField, Some("channel")),
             (with("headcount", json!(0)), InvalidField, Some("headcount")),
-            (
-                with("headcount", json!(1.5)),
-                InvalidField,
-                Some("headcount"),
-            ),
-            (
-                with("headcount", json!("3")),
-                InvalidField,
-                Some("headcount"),
-            ),
-            (
-                with("petitioners", json!([])),
-                InvalidField,
-                Some("petitioners"),
-            ),
-            (
-                with("petitioners", json!({})),
-                InvalidField,
-                Some("petitioners"),
-            ),
-            (
-                with("petitioners", json!(["张三"])),
-                InvalidField,
-                Some("petitioners[0]"),
-            ),
+            (with("headcount", json!(1.5)), InvalidField, Some("headcount")),
+            (with("headcount", json!("3")), InvalidField, Some("headcount")),
+            (with("petitioners", json!([])), InvalidField, Some("petitioners")),
+            (with("petitioners", json!({})), InvalidField, Some("petitioners")),
+            (with("petitioners", json!(["张三"])), InvalidField, Some("petitioners[0]")),
             (
                 with("petitioners", json!([{"name": "李四", "phone": "12345"}])),
                 InvalidField,
                 Some("petitioners[0].phone"),
             ),
             (
-                with(
-                    "petitioners",
-                    json!([{"name": "李四", "id_number": "110105194912310021"}]),
-                ),
+                with("petitioners", json!([{"name": "李四", "id_number": "110105194912310021"}])),
                 InvalidField,
                 Some("petitioners[0].id_number"),
             ),
-            (
-                with("petitioners", json!([{"name": "李四", "nmae": "x"}])),
-                InvalidField,
-                Some("petitioners[0].nmae"),
-            ),
+            (with("petitioners", json!([{"name": "李四", "nmae": "x"}])), InvalidField, Some("petitioners[0].nmae")),
             (
                 with("petitioners", json!([{"id_number": "11010519491231002X"}])),
                 MissingField,
                 Some("petitioners[0].name"),
             ),
-            (
-                with("location", json!({"division": "990101"})),
-                UnknownDivision,
-                Some("location.division"),
-            ),
-            (
-                with("location", json!({"division": "99"})),
-                InvalidField,
-                Some("location.division"),
-            ),
-            (
-                with("location", json!({})),
-                MissingField,
-                Some("location.division"),
-            ),
-            (
-                with("category", json!("astrology")),
-                UnknownCategory,
-                Some("category"),
-            ),
-            (
-                with("received_at", json!("2026-11-29T10:00:00+08:00")),
-                FutureReceivedAt,
-                Some("received_at"),
-            ),
-            (
-                with("received_at", json!("yesterday")),
-                InvalidField,
-                Some("received_at"),
-            ),
-            (
-                with("received_at", json!("1999-12-31T10:00:00+08:00")),
-                InvalidField,
-                Some("received_at"),
-            ),
-            (
-                with("respondent_organ_id", json!("a b")),
-                InvalidField,
-                Some("respondent_organ_id"),
-            ),
-            (
-                with("contnet", json!("typo")),
-                InvalidField,
-                Some("contnet"),
-            ),
+            (with("location", json!({"division": "990101"})), UnknownDivision, Some("location.division")),
+            (with("location", json!({"division": "99"})), InvalidField, Some("location.division")),
+            (with("location", json!({})), MissingField, Some("location.division")),
+            (with("category", json!("astrology")), UnknownCategory, Some("category")),
+            (with("received_at", json!("2026-11-29T10:00:00+08:00")), FutureReceivedAt, Some("received_at")),
+            (with("received_at", json!("yesterday")), InvalidField, Some("received_at")),
+            (with("received_at", json!("1999-12-31T10:00:00+08:00")), InvalidField, Some("received_at")),
+            (with("respondent_organ_id", json!("a b")), InvalidField, Some("respondent_organ_id")),
+            (with("contnet", json!("typo")), InvalidField, Some("contnet")),
             (json!([1, 2]), InvalidJson, None),
             (json!("text"), InvalidJson, None),
         ];
@@ -609,34 +490,19 @@ mod tests {
 
     #[test]
     fn bodies() {
-        assert_eq!(
-            parse_body(b"{not json").unwrap_err().code,
-            ErrorCode::InvalidJson
-        );
-        assert_eq!(
-            parse_body(b"\xff\xfe{}").unwrap_err().code,
-            ErrorCode::InvalidJson
-        );
+        assert_eq!(parse_body(b"{not json").unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(parse_body(b"\xff\xfe{}").unwrap_err().code, ErrorCode::InvalidJson);
         let deep = "[".repeat(10_000);
-        assert_eq!(
-            parse_body(deep.as_bytes()).unwrap_err().code,
-            ErrorCode::InvalidJson
-        );
+        assert_eq!(parse_body(deep.as_bytes()).unwrap_err().code, ErrorCode::InvalidJson);
         let huge = vec![b' '; MAX_BODY_BYTES + 1];
-        assert_eq!(
-            parse_body(&huge).unwrap_err().code,
-            ErrorCode::PayloadTooLarge
-        );
+        assert_eq!(parse_body(&huge).unwrap_err().code, ErrorCode::PayloadTooLarge);
     }
 
     #[test]
     fn received_at_is_kept_in_cst() {
         let v = with("received_at", json!("2026-11-27T01:00:00Z"));
         let p = validate(&v, &settings(), now()).unwrap().petition;
-        assert_eq!(
-            crate::time::rfc3339(p.received_at),
-            "2026-11-27T09:00:00+08:00"
-        );
+        assert_eq!(crate::time::rfc3339(p.received_at), "2026-11-27T09:00:00+08:00");
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {

@@ -18,19 +18,13 @@ pub struct Projection {
 impl Projection {
     /// Opens (or creates) the projection `name` in the sled database at `path`.
     pub fn open(path: &Path, name: &str) -> Result<Self, sled::Error> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()?;
         Self::in_db(&db, name)
     }
 
     /// The projection `name` inside an already open database.
     pub fn in_db(db: &Db, name: &str) -> Result<Self, sled::Error> {
-        Ok(Self {
-            tree: db.open_tree(name)?,
-            db: db.clone(),
-        })
+        Ok(Self { tree: db.open_tree(name)?, db: db.clone() })
     }
 
     /// The tree with the projection's state.

@@ -10,14 +10,8 @@ use crate::config::{LogSection, NatsSection};
 pub fn init_telemetry(log: &LogSection) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("XF_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if log.format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
 
 /// A token cancelled on SIGINT or SIGTERM.
@@ -25,8 +19,8 @@ pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -40,9 +34,7 @@ pub fn shutdown_on_signals() -> CancellationToken {
 /// Connects to NATS, retrying the first connection and reconnecting forever.
 pub async fn connect_nats(nats: &NatsSection, name: &str) -> Result<async_nats::Client, String> {
     if nats.url.is_empty() {
-        return Err(
-            "nats.url is empty (run the service through `xinfang up`, or set XF__NATS__URL)".into(),
-        );
+        return Err("nats.url is empty (run the service through `xinfang up`, or set XF__NATS__URL)".into());
     }
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
@@ -51,10 +43,7 @@ pub async fn connect_nats(nats: &NatsSection, name: &str) -> Result<async_nats::
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(10)));
     if let Some(creds) = &nats.credentials {
-        options = options
-            .credentials_file(creds)
-            .await
-            .map_err(|e| format!("nats.credentials: {e}"))?;
+        options = options.credentials_file(creds).await.map_err(|e| format!("nats.credentials: {e}"))?;
     }
     if nats.tls_required {
         options = options.require_tls(true);
@@ -62,15 +51,24 @@ pub async fn connect_nats(nats: &NatsSection, name: &str) -> Result<async_nats::
     if let Some(ca) = &nats.tls_ca {
         options = options.add_root_certificates(ca.clone());
     }
-    options
-        .connect(&nats.url)
-        .await
-        .map_err(|e| format!("nats.url {}: {e}", nats.url))
+    options.connect(&nats.url).await.map_err(|e| format!("nats.url {}: {e}", nats.url))
 }
 
 /// Binds a TCP listener, naming the config key on failure.
 pub async fn bind(addr: &str, key: &str) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("{key} {addr}: {e}"))
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("{key} {addr}: {e}"))
+}
+
+/// The `--config PATH` (or `--config=PATH`) argument of a service.
+pub fn config_arg() -> Option<std::path::PathBuf> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--config" {
+            return args.next().map(std::path::PathBuf::from);
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(std::path::PathBuf::from(p));
+        }
+    }
+    None
 }

@@ -78,10 +78,7 @@ impl Stage {
 
     /// No action can move it any more at this node.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Forwarded | Self::Rejected | Self::Terminated | Self::Closed
-        )
+        matches!(self, Self::Forwarded | Self::Rejected | Self::Terminated | Self::Closed)
     }
 }
 
@@ -181,45 +178,18 @@ impl CaseState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Accept,
-    Reject {
-        reason_code: RejectReason,
-        note: String,
-    },
-    DeclineJurisdiction {
-        suggested_organ_id: Option<OrganId>,
-        note: String,
-    },
-    Extend {
-        days: u32,
-        reason: String,
-        approved_by: String,
-    },
-    Reply {
-        outcome: Outcome,
-        summary: String,
-    },
-    Evaluate {
-        satisfaction: Satisfaction,
-    },
-    RequestReview {
-        reason: String,
-    },
-    ReplyReview {
-        outcome: Outcome,
-        summary: String,
-    },
-    RequestRereview {
-        reason: String,
-    },
+    Reject { reason_code: RejectReason, note: String },
+    DeclineJurisdiction { suggested_organ_id: Option<OrganId>, note: String },
+    Extend { days: u32, reason: String, approved_by: String },
+    Reply { outcome: Outcome, summary: String },
+    Evaluate { satisfaction: Satisfaction },
+    RequestReview { reason: String },
+    ReplyReview { outcome: Outcome, summary: String },
+    RequestRereview { reason: String },
     StartHearing,
     EndHearing,
-    ReplyRereview {
-        outcome: Outcome,
-        summary: String,
-    },
-    Withdraw {
-        reason: String,
-    },
+    ReplyRereview { outcome: Outcome, summary: String },
+    Withdraw { reason: String },
 }
 
 impl Action {
@@ -262,10 +232,7 @@ impl Action {
     fn by_petitioner(&self) -> bool {
         matches!(
             self,
-            Self::Evaluate { .. }
-                | Self::RequestReview { .. }
-                | Self::RequestRereview { .. }
-                | Self::Withdraw { .. }
+            Self::Evaluate { .. } | Self::RequestReview { .. } | Self::RequestRereview { .. } | Self::Withdraw { .. }
         )
     }
 }
@@ -281,10 +248,7 @@ pub struct Windows {
 
 impl Default for Windows {
     fn default() -> Self {
-        Self {
-            review: Period::Days(30),
-            rereview: Period::Days(30),
-        }
+        Self { review: Period::Days(30), rereview: Period::Days(30) }
     }
 }
 
@@ -293,16 +257,10 @@ impl Default for Windows {
 pub enum Refusal {
     /// Not allowed in the case's current stage.
     #[error("{action} is not allowed while the case is {stage}")]
-    InvalidTransition {
-        action: &'static str,
-        stage: &'static str,
-    },
+    InvalidTransition { action: &'static str, stage: &'static str },
     /// A field of the action is out of range.
     #[error("{field}: {message}")]
-    InvalidField {
-        field: &'static str,
-        message: String,
-    },
+    InvalidField { field: &'static str, message: String },
     /// The actor may not take this action on this case.
     #[error("{0}")]
     Unauthorized(String),
@@ -320,10 +278,7 @@ pub fn decide(
 ) -> Result<Vec<EventData>, Refusal> {
     use Stage as S;
     let name = action.name();
-    let refuse = || Refusal::InvalidTransition {
-        action: name,
-        stage: state.stage.as_str(),
-    };
+    let refuse = || Refusal::InvalidTransition { action: name, stage: state.stage.as_str() };
     if at < state.last_at {
         return Err(Refusal::InvalidField {
             field: "at",
@@ -335,10 +290,7 @@ pub fn decide(
     let within = |window: Period, field: &'static str| -> Result<(), Refusal> {
         let since = state.opinion_at.ok_or_else(refuse)?;
         if at > calendar.due(since, window).at {
-            Err(Refusal::InvalidField {
-                field,
-                message: format!("the {window} window for this request has passed"),
-            })
+            Err(Refusal::InvalidField { field, message: format!("the {window} window for this request has passed") })
         } else {
             Ok(())
         }
@@ -347,33 +299,16 @@ pub fn decide(
     let events = match (action, state.stage) {
         (Action::Accept, S::WithOrgan) => vec![D::Accepted { organ_id: organ()? }],
         (Action::Reject { reason_code, note }, S::WithOrgan) => {
-            vec![D::Rejected {
-                organ_id: organ()?,
-                reason_code: *reason_code,
-                note: note.clone(),
-            }]
+            vec![D::Rejected { organ_id: organ()?, reason_code: *reason_code, note: note.clone() }]
         }
-        (
-            Action::DeclineJurisdiction {
-                suggested_organ_id,
-                note,
-            },
-            S::WithOrgan,
-        ) => {
+        (Action::DeclineJurisdiction { suggested_organ_id, note }, S::WithOrgan) => {
             vec![D::JurisdictionDeclined {
                 organ_id: organ()?,
                 suggested_organ_id: suggested_organ_id.clone(),
                 note: note.clone(),
             }]
         }
-        (
-            Action::Extend {
-                days,
-                reason,
-                approved_by,
-            },
-            S::Accepted,
-        ) => {
+        (Action::Extend { days, reason, approved_by }, S::Accepted) => {
             if state.extended {
                 return Err(Refusal::InvalidField {
                     field: "days",
@@ -381,60 +316,32 @@ pub fn decide(
                 });
             }
             check_extension(*days, reason, approved_by)?;
-            vec![D::Extended {
-                days: *days,
-                reason: reason.clone(),
-                approved_by: approved_by.clone(),
-            }]
+            vec![D::Extended { days: *days, reason: reason.clone(), approved_by: approved_by.clone() }]
         }
         (Action::Reply { outcome, summary }, S::Accepted) => {
-            vec![D::Replied {
-                outcome: *outcome,
-                summary: non_blank(summary, "summary")?,
-            }]
+            vec![D::Replied { outcome: *outcome, summary: non_blank(summary, "summary")? }]
         }
-        (Action::Evaluate { satisfaction }, S::Replied | S::ReviewReplied | S::Terminated)
-            if !state.evaluated =>
-        {
-            vec![D::Evaluated {
-                satisfaction: *satisfaction,
-            }]
+        (Action::Evaluate { satisfaction }, S::Replied | S::ReviewReplied | S::Terminated) if !state.evaluated => {
+            vec![D::Evaluated { satisfaction: *satisfaction }]
         }
         (Action::RequestReview { reason }, S::Replied) => {
             within(windows.review, "at")?;
-            vec![D::ReviewRequested {
-                reason: reason.clone(),
-            }]
+            vec![D::ReviewRequested { reason: reason.clone() }]
         }
         (Action::ReplyReview { outcome, summary }, S::ReviewRequested) => {
-            vec![D::ReviewReplied {
-                outcome: *outcome,
-                summary: non_blank(summary, "summary")?,
-            }]
+            vec![D::ReviewReplied { outcome: *outcome, summary: non_blank(summary, "summary")? }]
         }
         (Action::RequestRereview { reason }, S::ReviewReplied) => {
             within(windows.rereview, "at")?;
-            vec![D::RereviewRequested {
-                reason: reason.clone(),
-            }]
+            vec![D::RereviewRequested { reason: reason.clone() }]
         }
         (Action::StartHearing, S::RereviewRequested) => vec![D::HearingStarted {}],
         (Action::EndHearing, S::InHearing) => vec![D::HearingEnded {}],
-        (Action::ReplyRereview { outcome, summary }, S::RereviewRequested) => vec![
-            D::RereviewReplied {
-                outcome: *outcome,
-                summary: non_blank(summary, "summary")?,
-            },
-            D::Terminated {},
-        ],
+        (Action::ReplyRereview { outcome, summary }, S::RereviewRequested) => {
+            vec![D::RereviewReplied { outcome: *outcome, summary: non_blank(summary, "summary")? }, D::Terminated {}]
+        }
         (Action::Withdraw { reason }, stage) if !stage.is_final() => {
-            vec![D::Closed {
-                reason: if reason.trim().is_empty() {
-                    "withdrawn".into()
-                } else {
-                    reason.clone()
-                },
-            }]
+            vec![D::Closed { reason: if reason.trim().is_empty() { "withdrawn".into() } else { reason.clone() } }]
         }
         _ => return Err(refuse()),
     };
@@ -444,10 +351,7 @@ pub fn decide(
 /// Art. 34: at most 30 days, with a reason and the approver.
 pub fn check_extension(days: u32, reason: &str, approved_by: &str) -> Result<(), Refusal> {
     if !(1..=30).contains(&days) {
-        return Err(Refusal::InvalidField {
-            field: "days",
-            message: "an extension is 1 to 30 days (Art. 34)".into(),
-        });
+        return Err(Refusal::InvalidField { field: "days", message: "an extension is 1 to 30 days (Art. 34)".into() });
     }
     non_blank(reason, "reason")?;
     non_blank(approved_by, "approved_by")?;
@@ -456,10 +360,7 @@ pub fn check_extension(days: u32, reason: &str, approved_by: &str) -> Result<(),
 
 fn non_blank(s: &str, field: &'static str) -> Result<String, Refusal> {
     if s.trim().is_empty() {
-        Err(Refusal::InvalidField {
-            field,
-            message: "must not be blank".into(),
-        })
+        Err(Refusal::InvalidField { field, message: "must not be blank".into() })
     } else {
         Ok(s.to_string())
     }
@@ -470,20 +371,13 @@ fn authorize(state: &CaseState, action: &Action, actor: &Actor) -> Result<(), Re
         ActorKind::Staff => Ok(()),
         ActorKind::Petitioner if action.by_petitioner() => Ok(()),
         ActorKind::Organ if !action.by_petitioner() => match &state.organ {
-            Some(o) if o.as_str() != actor.id => Err(Refusal::Unauthorized(format!(
-                "the case is with organ {o}, not {}",
-                actor.id
-            ))),
+            Some(o) if o.as_str() != actor.id => {
+                Err(Refusal::Unauthorized(format!("the case is with organ {o}, not {}", actor.id)))
+            }
             _ => Ok(()),
         },
-        ActorKind::System => Err(Refusal::Unauthorized(
-            "system actors do not take case actions".into(),
-        )),
-        _ => Err(Refusal::Unauthorized(format!(
-            "{} is not an action for {:?} actors",
-            action.name(),
-            actor.kind
-        ))),
+        ActorKind::System => Err(Refusal::Unauthorized("system actors do not take case actions".into())),
+        _ => Err(Refusal::Unauthorized(format!("{} is not an action for {:?} actors", action.name(), actor.kind))),
     }
 }
 

@@ -61,19 +61,10 @@ mod tests {
     fn names_match_the_design() {
         let n = NodeCode::parse("320211").unwrap();
         let c = CaseId::parse("320211-20261127-000042").unwrap();
-        assert_eq!(
-            case_event(&n, &c, "registered"),
-            "xf.320211.case.320211-20261127-000042.registered"
-        );
-        assert_eq!(
-            case_filter(&n, &c),
-            "xf.320211.case.320211-20261127-000042.*"
-        );
+        assert_eq!(case_event(&n, &c, "registered"), "xf.320211.case.320211-20261127-000042.registered");
+        assert_eq!(case_filter(&n, &c), "xf.320211.case.320211-20261127-000042.*");
         assert_eq!(case_stream(&n), "XF_CASES_320211");
-        assert_eq!(
-            outbox(&n, &NodeCode::parse("320200").unwrap(), "escalation"),
-            "xf.320211.out.320200.escalation"
-        );
+        assert_eq!(outbox(&n, &NodeCode::parse("320200").unwrap(), "escalation"), "xf.320211.out.320200.escalation");
         assert_eq!(api(&n, "petition.submit"), "xf.320211.api.petition.submit");
     }
 }

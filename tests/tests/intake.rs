@@ -30,11 +30,7 @@ async fn a_receipt_means_the_petition_is_in_the_ledger_even_after_sigkill() {
                     let Ok(body) = r.json::<Value>().await else {
                         return;
                     };
-                    if body["ok"] == true
-                        && tx
-                            .send(body["case_id"].as_str().unwrap().to_string())
-                            .is_err()
-                    {
+                    if body["ok"] == true && tx.send(body["case_id"].as_str().unwrap().to_string()).is_err() {
                         return;
                     }
                 }
@@ -57,18 +53,11 @@ async fn a_receipt_means_the_petition_is_in_the_ledger_even_after_sigkill() {
         node.intake.restart();
     }
     let unique: HashSet<&String> = receipts.iter().collect();
-    assert_eq!(
-        unique.len(),
-        receipts.len(),
-        "a case id was handed out twice"
-    );
+    assert_eq!(unique.len(), receipts.len(), "a case id was handed out twice");
     let ledger = node.ledger().await;
     for id in &receipts {
         let case = CaseId::parse(id).unwrap();
-        assert!(
-            ledger.has(&case, "registered").await.unwrap(),
-            "receipt {id} has no registered event"
-        );
+        assert!(ledger.has(&case, "registered").await.unwrap(), "receipt {id} has no registered event");
     }
     eprintln!("{} receipts checked across 5 SIGKILLs", receipts.len());
 }
@@ -83,10 +72,7 @@ async fn hostile_input_gets_a_4xx_with_a_code_never_a_5xx() {
     let bodies: Vec<(&str, Vec<u8>)> = vec![
         ("empty", vec![]),
         ("malformed", b"{\"channel\": online}".to_vec()),
-        (
-            "truncated",
-            b"{\"channel\": \"online\", \"petitioners\": [".to_vec(),
-        ),
+        ("truncated", b"{\"channel\": \"online\", \"petitioners\": [".to_vec()),
         ("invalid utf-8", b"{\"channel\": \"\xff\xfe\"}".to_vec()),
         ("lone surrogate", br#"{"title": "\ud800"}"#.to_vec()),
         ("bom", b"\xef\xbb\xbf{}".to_vec()),
@@ -97,8 +83,7 @@ async fn hostile_input_gets_a_4xx_with_a_code_never_a_5xx() {
         ("deep objects", deep_objects.into_bytes()),
         (
             "wrong types",
-            serde_json::to_vec(&json!({"channel": 1, "petitioners": "张三", "headcount": "many"}))
-                .unwrap(),
+            serde_json::to_vec(&json!({"channel": 1, "petitioners": "张三", "headcount": "many"})).unwrap(),
         ),
         ("nested wrong types", {
             let mut p = petition();
@@ -129,28 +114,15 @@ async fn hostile_input_gets_a_4xx_with_a_code_never_a_5xx() {
     ];
     for (name, body) in bodies {
         let (status, reply) = node.post_raw("/v1/petitions", body).await;
-        assert!(
-            (400..500).contains(&status),
-            "{name}: status {status}, {reply}"
-        );
+        assert!((400..500).contains(&status), "{name}: status {status}, {reply}");
         assert_eq!(reply["ok"], false, "{name}: {reply}");
-        assert!(
-            reply["error"]["code"].is_string() && reply["error"]["message"].is_string(),
-            "{name}: {reply}"
-        );
+        assert!(reply["error"]["code"].is_string() && reply["error"]["message"].is_string(), "{name}: {reply}");
     }
     // a streamed body with no Content-Length, far over the limit
-    let chunks = futures::stream::iter(
-        (0..200).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 64 * 1024]))),
-    );
-    let (status, reply) = node
-        .post_raw("/v1/petitions", reqwest::Body::wrap_stream(chunks))
-        .await;
-    assert_eq!(
-        (status, reply["error"]["code"].as_str()),
-        (413, Some("payload_too_large")),
-        "{reply}"
-    );
+    let chunks =
+        futures::stream::iter((0..200).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 64 * 1024]))));
+    let (status, reply) = node.post_raw("/v1/petitions", reqwest::Body::wrap_stream(chunks)).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (413, Some("payload_too_large")), "{reply}");
 
     for (path, body) in [
         ("/v1/cases/not-a-case/actions", b"{}".to_vec()),
@@ -159,10 +131,7 @@ async fn hostile_input_gets_a_4xx_with_a_code_never_a_5xx() {
             br#"{"action":"accept","actor":{"kind":"staff","id":"x"}}"#.to_vec(),
         ),
         ("/v1/cases/320211-20261127-000001/actions", b"\xff".to_vec()),
-        (
-            "/v1/cases/320211-20261127-000001/actions",
-            br#"{"action":"accept","actor":"me"}"#.to_vec(),
-        ),
+        ("/v1/cases/320211-20261127-000001/actions", br#"{"action":"accept","actor":"me"}"#.to_vec()),
         ("/v1/cases/%E8%AE%BF/actions", b"{}".to_vec()),
         ("/v1/nothing", b"{}".to_vec()),
     ] {
@@ -175,20 +144,10 @@ async fn hostile_input_gets_a_4xx_with_a_code_never_a_5xx() {
         "/v1/cases/320211-20261127-000001/status",
         "/v1/cases/320211-20261127-000001/status?query_code=%FF%FE",
     ] {
-        let r = node
-            .http
-            .get(format!("{}{path}", node.intake.http))
-            .send()
-            .await
-            .unwrap();
+        let r = node.http.get(format!("{}{path}", node.intake.http)).send().await.unwrap();
         assert!(r.status().is_client_error(), "{path}: {}", r.status());
     }
-    let r = node
-        .http
-        .get(format!("{}/healthz", node.intake.http))
-        .send()
-        .await
-        .unwrap();
+    let r = node.http.get(format!("{}/healthz", node.intake.http)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "intake is still up");
 }
 
@@ -206,20 +165,10 @@ async fn one_idempotency_key_makes_one_case_under_concurrency() {
         })
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    let codes: HashSet<String> = replies
-        .iter()
-        .map(|(_, b)| b["query_code"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        codes.len(),
-        1,
-        "every retry gets the first receipt, query code included"
-    );
+    let codes: HashSet<String> = replies.iter().map(|(_, b)| b["query_code"].as_str().unwrap().to_string()).collect();
+    assert_eq!(codes.len(), 1, "every retry gets the first receipt, query code included");
     let ledger = node.ledger().await;
-    let all = ledger
-        .read_filtered(subjects::case_type_filter(&node.node, "registered"))
-        .await
-        .unwrap();
+    let all = ledger.read_filtered(subjects::case_type_filter(&node.node, "registered")).await.unwrap();
     assert_eq!(all.len(), 1, "exactly one registered event");
 }
 
@@ -270,32 +219,19 @@ async fn conflicting_actions_never_both_succeed() {
     for _ in 0..8 {
         let case = routed_case(&node).await;
         let accept = json!({"action": "accept", "actor": organ});
-        let reject =
-            json!({"action": "reject", "actor": organ, "reason_code": "other", "note": "x"});
+        let reject = json!({"action": "reject", "actor": organ, "reason_code": "other", "note": "x"});
         let decline = json!({"action": "decline_jurisdiction", "actor": organ, "note": "非本单位"});
-        let (a, b, c) = tokio::join!(
-            node.act(&case, &accept),
-            node.act(&case, &reject),
-            node.act(&case, &decline)
-        );
+        let (a, b, c) = tokio::join!(node.act(&case, &accept), node.act(&case, &reject), node.act(&case, &decline));
         let ok = [&a, &b, &c].iter().filter(|(s, _)| *s == 200).count();
         assert_eq!(ok, 1, "{a:?} {b:?} {c:?}");
         for (s, body) in [a, b, c] {
-            assert!(
-                s == 200 || (s == 409 && body["error"]["code"] == "invalid_transition"),
-                "{s} {body}"
-            );
+            assert!(s == 200 || (s == 409 && body["error"]["code"] == "invalid_transition"), "{s} {body}");
         }
         let decided = node
             .events(&case)
             .await
             .iter()
-            .filter(|e| {
-                matches!(
-                    e.kind.as_str(),
-                    "accepted" | "rejected" | "jurisdiction_declined"
-                )
-            })
+            .filter(|e| matches!(e.kind.as_str(), "accepted" | "rejected" | "jurisdiction_declined"))
             .count();
         assert_eq!(decided, 1);
     }

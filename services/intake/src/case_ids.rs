@@ -29,11 +29,7 @@ impl CaseIds {
             })
             .await
             .map_err(|e| format!("case id bucket: {e}"))?;
-        Ok(Self {
-            node,
-            kv,
-            cache: Mutex::new(None),
-        })
+        Ok(Self { node, kv, cache: Mutex::new(None) })
     }
 
     /// The next id for `day` (the local registration date).
@@ -61,12 +57,7 @@ impl CaseIds {
                         *cache = Some((key.clone(), value, entry.revision));
                         continue;
                     }
-                    _ => self
-                        .kv
-                        .create(&key, "1".into())
-                        .await
-                        .map(|r| (1, r))
-                        .map_err(|e| e.to_string()),
+                    _ => self.kv.create(&key, "1".into()).await.map(|r| (1, r)).map_err(|e| e.to_string()),
                 },
             };
             match result {

@@ -4,11 +4,12 @@
 use serde_json::{json, Value};
 use xinfang_shared::action::{self, refusal_error};
 use xinfang_shared::error::{ApiError, ErrorCode};
-use xinfang_shared::event::{Envelope, EventData};
+use xinfang_shared::event::Envelope;
 use xinfang_shared::ids::CaseId;
 use xinfang_shared::ledger::{AppendError, Expect, Stored};
 use xinfang_shared::state::{self, CaseState};
 use xinfang_shared::time::rfc3339;
+use xinfang_shared::transfer::registered_of;
 
 use crate::register::{query_code_hash, unavailable};
 use crate::Intake;
@@ -27,20 +28,14 @@ fn not_found(case: &str) -> ApiError {
 impl Intake {
     async fn load(&self, case: &CaseId) -> Result<(Vec<Stored>, CaseState), ApiError> {
         let history = self.ledger.history(case).await.map_err(unavailable)?;
-        let state = CaseState::fold(history.iter().map(|s| &s.event))
-            .ok_or_else(|| not_found(case.as_str()))?;
+        let state = CaseState::fold(history.iter().map(|s| &s.event)).ok_or_else(|| not_found(case.as_str()))?;
         Ok((history, state))
     }
 
     fn dues(&self, events: &[Envelope], state: &CaseState) -> Value {
         let dues = xinfang_shared::dues::open_dues(events, state, &self.policy, &self.calendar);
         dues.into_iter()
-            .map(|(step, d)| {
-                (
-                    step.to_string(),
-                    json!({"due_at": rfc3339(d.at), "provisional": d.provisional}),
-                )
-            })
+            .map(|(step, d)| (step.to_string(), json!({"due_at": rfc3339(d.at), "provisional": d.provisional})))
             .collect::<serde_json::Map<_, _>>()
             .into()
     }
@@ -72,7 +67,7 @@ impl Intake {
             _ => not_found(case_id),
         })?;
         let events: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
-        let expected = events.iter().find_map(registered_hash);
+        let expected = registered_of(&events).map(|r| r.query_code_hash);
         let given = query_code_hash(&case, &query_code.trim().to_ascii_uppercase());
         if expected.is_none_or(|h| !constant_time_eq(h.as_bytes(), given.as_bytes())) {
             return Err(not_found(case_id));
@@ -102,19 +97,10 @@ impl Intake {
             let (history, state) = self.load(&case).await?;
             // done now unless the client says when; never before the case's latest event, which
             // another service's clock may have stamped a little ahead of ours
-            let at = request
-                .at
-                .unwrap_or_else(|| self.clock.now().max(state.last_at));
+            let at = request.at.unwrap_or_else(|| self.clock.now().max(state.last_at));
             let last_seq = history.last().map(|s| s.seq).unwrap_or(0);
-            let data = state::decide(
-                &state,
-                &request.action,
-                &request.actor,
-                at,
-                &self.calendar,
-                self.windows,
-            )
-            .map_err(refusal_error)?;
+            let data = state::decide(&state, &request.action, &request.actor, at, &self.calendar, self.windows)
+                .map_err(refusal_error)?;
             let event_id = ulid::Ulid::new().to_string();
             let mut first: Option<Envelope> = None;
             let mut stage = state.clone();
@@ -126,15 +112,8 @@ impl Intake {
                         (f.caused_id(&kind), Expect::Any, Some(f.event_id.clone()))
                     }
                 };
-                let event = Envelope::new(
-                    id,
-                    case.clone(),
-                    self.ledger.node().clone(),
-                    at,
-                    request.actor.clone(),
-                    cause,
-                    d,
-                );
+                let event =
+                    Envelope::new(id, case.clone(), self.ledger.node().clone(), at, request.actor.clone(), cause, d);
                 match self.ledger.append(&event, expect).await {
                     Ok(_) => {}
                     Err(AppendError::Conflict) if first.is_none() => {
@@ -149,15 +128,10 @@ impl Intake {
                 }
             }
             if let Some(f) = first {
-                return Ok(
-                    json!({"ok": true, "event_id": f.event_id, "state": stage.stage.as_str()}),
-                );
+                return Ok(json!({"ok": true, "event_id": f.event_id, "state": stage.stage.as_str()}));
             }
         }
-        Err(ApiError::general(
-            ErrorCode::Conflict,
-            "the case is being changed by others; reload and retry",
-        ))
+        Err(ApiError::general(ErrorCode::Conflict, "the case is being changed by others; reload and retry"))
     }
 }
 
@@ -202,21 +176,6 @@ fn public_label(kind: &str) -> &'static str {
         "closed" => "已办结",
         "terminated" => "已终结",
         _ => "",
-    }
-}
-
-fn registered_hash(e: &Envelope) -> Option<String> {
-    match e.data() {
-        Ok(Some(EventData::Registered(r))) => Some(r.query_code_hash),
-        Ok(Some(EventData::TransferredIn { snapshot, .. })) => snapshot.iter().find_map(|v| {
-            (v.get("type")? == "registered").then(|| {
-                v.get("data")?
-                    .get("query_code_hash")?
-                    .as_str()
-                    .map(str::to_string)
-            })?
-        }),
-        _ => None,
     }
 }
 

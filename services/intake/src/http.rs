@@ -39,25 +39,12 @@ fn error(e: &ApiError) -> Response {
     (status, Json(e.to_body())).into_response()
 }
 
-fn reply(
-    intake: &Intake,
-    endpoint: &str,
-    started: Instant,
-    result: Result<(StatusCode, Value), ApiError>,
-) -> Response {
-    intake
-        .metrics
-        .latency
-        .with_label_values(&[endpoint, "http"])
-        .observe(started.elapsed().as_secs_f64());
+fn reply(intake: &Intake, endpoint: &str, started: Instant, result: Result<(StatusCode, Value), ApiError>) -> Response {
+    intake.metrics.latency.with_label_values(&[endpoint, "http"]).observe(started.elapsed().as_secs_f64());
     match result {
         Ok((status, body)) => (status, Json(body)).into_response(),
         Err(e) => {
-            intake
-                .metrics
-                .refusals
-                .with_label_values(&[e.code.as_str()])
-                .inc();
+            intake.metrics.refusals.with_label_values(&[e.code.as_str()]).inc();
             error(&e)
         }
     }
@@ -71,18 +58,14 @@ const DRAIN_LIMIT: usize = 16 << 20;
 async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     use futures::StreamExt;
     let too_large = || {
-        ApiError::general(
-            ErrorCode::PayloadTooLarge,
-            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-        )
+        ApiError::general(ErrorCode::PayloadTooLarge, format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
     };
     let mut stream = body.into_data_stream();
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::general(ErrorCode::InvalidJson, "the request body could not be read")
-        })?;
+        let chunk =
+            chunk.map_err(|_| ApiError::general(ErrorCode::InvalidJson, "the request body could not be read"))?;
         seen += chunk.len();
         if seen > DRAIN_LIMIT {
             return Err(too_large());
@@ -105,11 +88,7 @@ async fn submit(State(intake): State<Arc<Intake>>, body: Body) -> Response {
     }
     .await
     .map(|s: Submitted| {
-        let status = if s.replayed {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        };
+        let status = if s.replayed { StatusCode::OK } else { StatusCode::CREATED };
         (status, serde_json::to_value(s.receipt).expect("serializes"))
     });
     reply(&intake, "submit", started, result)
@@ -133,15 +112,10 @@ async fn status(
 ) -> Response {
     let started = Instant::now();
     let result = match query.ok().and_then(|q| q.0.query_code) {
-        None => Err(ApiError::field(
-            ErrorCode::MissingField,
-            "query_code",
-            "the query code from the receipt is required",
-        )),
-        Some(code) => intake
-            .status_view(&id, &code)
-            .await
-            .map(|v| (StatusCode::OK, v)),
+        None => {
+            Err(ApiError::field(ErrorCode::MissingField, "query_code", "the query code from the receipt is required"))
+        }
+        Some(code) => intake.status_view(&id, &code).await.map(|v| (StatusCode::OK, v)),
     };
     reply(&intake, "case_status", started, result)
 }

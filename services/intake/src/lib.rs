@@ -13,6 +13,7 @@
 pub mod case_ids;
 pub mod cases;
 pub mod http;
+pub mod inbox;
 pub mod metrics;
 pub mod register;
 pub mod service;
@@ -24,13 +25,17 @@ use async_nats::jetstream::kv;
 use serde_json::Value;
 use xinfang_shared::calendar::Calendar;
 use xinfang_shared::config::Settings;
+use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
 use xinfang_shared::dues::Policy;
 use xinfang_shared::error::ApiError;
+use xinfang_shared::ids::NodeCode;
+use xinfang_shared::ledger;
 use xinfang_shared::ledger::Ledger;
 use xinfang_shared::ops::{self, Readiness};
 use xinfang_shared::state::Windows;
 use xinfang_shared::time::{Clock, SystemClock};
-use xinfang_shared::{runtime, CancellationToken};
+use xinfang_shared::transfer;
+use xinfang_shared::{runtime, subjects, CancellationToken};
 
 use crate::case_ids::CaseIds;
 use crate::metrics::Metrics;
@@ -60,24 +65,14 @@ impl Intake {
         metrics: Metrics,
     ) -> Result<Self, String> {
         let node = settings.node_code();
-        let ledger = Ledger::open(js.clone(), node.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
         let case_ids = CaseIds::open(&js, node.clone()).await?;
-        let idempotency =
-            register::idempotency_bucket(&js, node.as_str(), settings.intake.idempotency_hours)
-                .await?;
+        let idempotency = register::idempotency_bucket(&js, node.as_str(), settings.intake.idempotency_hours).await?;
         let calendar = settings.calendar().map_err(|e| e.to_string())?;
         let policy = Policy::from_settings(&settings);
-        let windows = Windows {
-            review: policy.review_window,
-            rereview: policy.rereview_window,
-        };
+        let windows = Windows { review: policy.review_window, rereview: policy.rereview_window };
         Ok(Self {
-            petitioner_key_salt: format!(
-                "xf-petitioner:{}",
-                settings.node.parent.as_deref().unwrap_or(node.as_str())
-            ),
+            petitioner_key_salt: format!("xf-petitioner:{}", settings.node.parent.as_deref().unwrap_or(node.as_str())),
             settings,
             ledger,
             case_ids,
@@ -94,19 +89,11 @@ impl Intake {
     pub async fn submit_counted(&self, body: &[u8]) -> Result<Submitted, ApiError> {
         let result = self.submit(body).await;
         let (channel, outcome) = match &result {
-            Ok(s) => (
-                s.channel.as_str(),
-                if s.replayed { "replayed" } else { "registered" },
-            ),
-            Err(e) if e.code == xinfang_shared::error::ErrorCode::Unavailable => {
-                ("unknown", "unavailable")
-            }
+            Ok(s) => (s.channel.as_str(), if s.replayed { "replayed" } else { "registered" }),
+            Err(e) if e.code == xinfang_shared::error::ErrorCode::Unavailable => ("unknown", "unavailable"),
             Err(_) => ("unknown", "refused"),
         };
-        self.metrics
-            .petitions
-            .with_label_values(&[channel, outcome])
-            .inc();
+        self.metrics.petitions.with_label_values(&[channel, outcome]).inc();
         result
     }
 
@@ -122,10 +109,7 @@ impl Intake {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
         };
-        self.metrics
-            .actions
-            .with_label_values(&[action, outcome])
-            .inc();
+        self.metrics.actions.with_label_values(&[action, outcome]).inc();
         result
     }
 }
@@ -138,40 +122,49 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let js = async_nats::jetstream::new(client.clone());
     let registry = ops::registry("intake", node.as_str());
     let metrics = Metrics::register(&registry);
+    let inbox_metrics = ConsumerMetrics::register(&registry, "intake_inbox");
     let listener = runtime::bind(&settings.http.listen, "http.listen").await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let intake = Arc::new(Intake::build(settings, js, Arc::new(SystemClock), metrics).await?);
     let ready = Readiness::default();
-    let app = http::router(intake.clone())
-        .merge(ops::router(registry, ready.clone()))
-        .fallback(http::fallback);
+    let app = http::router(intake.clone()).merge(ops::router(registry, ready.clone())).fallback(http::fallback);
     let http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await
+        axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
     });
-    let nats = tokio::spawn(service::serve(
-        client.clone(),
-        intake.clone(),
-        shutdown.clone(),
-    ));
+    let nats = tokio::spawn(service::serve(client.clone(), intake.clone(), shutdown.clone()));
+    let inbox = {
+        let peers: Vec<NodeCode> = intake.settings.peers.iter().filter_map(|p| NodeCode::parse(&p.code).ok()).collect();
+        let js = intake.ledger.jetstream().clone();
+        ledger::provision_inbox(&js, &node, &peers).await.map_err(|e| e.to_string())?;
+        let spec = Spec {
+            stream: subjects::inbox_stream(&node),
+            durable: "intake-inbox".into(),
+            filter_subjects: vec![format!("xf.*.out.{node}.{}", transfer::KIND)],
+            max_deliver: 20,
+            resume_after: None,
+        };
+        let ledger = intake.ledger.clone();
+        tokio::spawn(consumer::run(js, spec, inbox_metrics, shutdown.clone(), move |d| {
+            let ledger = ledger.clone();
+            async move { inbox::receive(&ledger, d).await }
+        }))
+    };
     ready.set(true);
     println!("{}", ops::ready_line("intake", &format!("http://{addr}")));
     tracing::info!(%node, %addr, "intake ready");
     shutdown.cancelled().await;
     ready.set(false);
-    let drain = async {
-        let _ = nats.await;
-        let _ = server.await;
-        let _ = client.flush().await;
-    };
-    if tokio::time::timeout(Duration::from_secs(8), drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests did not finish within 8 s");
+    // each step bounded: under a process-group signal nats-server may already be gone
+    let step = |secs| Duration::from_secs(secs);
+    if tokio::time::timeout(step(3), nats).await.is_err() {
+        tracing::warn!("NATS endpoints did not stop within 3 s");
     }
+    if tokio::time::timeout(step(5), server).await.is_err() {
+        tracing::warn!("HTTP requests did not finish within 5 s");
+    }
+    let _ = tokio::time::timeout(step(2), inbox).await;
+    let _ = tokio::time::timeout(step(1), client.flush()).await;
     tracing::info!("intake stopped");
     Ok(())
 }

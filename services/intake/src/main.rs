@@ -1,6 +1,5 @@
 //! `xinfang-intake --config FILE`: config → telemetry → run until SIGTERM.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use xinfang_shared::config::Settings;
@@ -8,7 +7,7 @@ use xinfang_shared::runtime;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = config_arg();
+    let config = runtime::config_arg();
     let settings = match Settings::load(config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -25,17 +24,4 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn config_arg() -> Option<PathBuf> {
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--config" {
-            return args.next().map(PathBuf::from);
-        }
-        if let Some(p) = a.strip_prefix("--config=") {
-            return Some(PathBuf::from(p));
-        }
-    }
-    None
 }

@@ -22,10 +22,7 @@ impl Metrics {
     pub fn register(registry: &Registry) -> Self {
         let m = Self {
             petitions: IntCounterVec::new(
-                Opts::new(
-                    "xf_intake_petitions_total",
-                    "Petitions submitted, by channel and outcome",
-                ),
+                Opts::new("xf_intake_petitions_total", "Petitions submitted, by channel and outcome"),
                 &["channel", "outcome"],
             )
             .expect("valid"),
@@ -35,48 +32,27 @@ impl Metrics {
             )
             .expect("valid"),
             actions: IntCounterVec::new(
-                Opts::new(
-                    "xf_intake_actions_total",
-                    "Case actions, by action and outcome",
-                ),
+                Opts::new("xf_intake_actions_total", "Case actions, by action and outcome"),
                 &["action", "outcome"],
             )
             .expect("valid"),
             latency: HistogramVec::new(
-                HistogramOpts::new(
-                    "xf_intake_request_duration_seconds",
-                    "Request handling time",
-                )
-                .buckets(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ]),
+                HistogramOpts::new("xf_intake_request_duration_seconds", "Request handling time")
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
                 &["endpoint", "transport"],
             )
             .expect("valid"),
             conflicts: IntCounterVec::new(
-                Opts::new(
-                    "xf_intake_append_conflicts_total",
-                    "Appends retried after a concurrent write",
-                ),
+                Opts::new("xf_intake_append_conflicts_total", "Appends retried after a concurrent write"),
                 &["endpoint"],
             )
             .expect("valid"),
         };
-        registry
-            .register(Box::new(m.petitions.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(m.refusals.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(m.actions.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(m.latency.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(m.conflicts.clone()))
-            .expect("register");
+        registry.register(Box::new(m.petitions.clone())).expect("register");
+        registry.register(Box::new(m.refusals.clone())).expect("register");
+        registry.register(Box::new(m.actions.clone())).expect("register");
+        registry.register(Box::new(m.latency.clone())).expect("register");
+        registry.register(Box::new(m.conflicts.clone())).expect("register");
         m
     }
 }

@@ -53,17 +53,11 @@ pub fn query_code_hash(case: &CaseId, code: &str) -> String {
 
 fn new_query_code() -> String {
     let mut rng = rand::rng();
-    (0..6)
-        .map(|_| QUERY_ALPHABET[rng.random_range(0..QUERY_ALPHABET.len())] as char)
-        .collect()
+    (0..6).map(|_| QUERY_ALPHABET[rng.random_range(0..QUERY_ALPHABET.len())] as char).collect()
 }
 
 /// Opens (creating if needed) the idempotency bucket.
-pub async fn idempotency_bucket(
-    js: &jetstream::Context,
-    node: &str,
-    hours: u64,
-) -> Result<kv::Store, String> {
+pub async fn idempotency_bucket(js: &jetstream::Context, node: &str, hours: u64) -> Result<kv::Store, String> {
     js.create_or_update_key_value(kv::Config {
         bucket: format!("XF_IDEM_{node}"),
         description: "idempotency keys of submitted petitions → first receipt".into(),
@@ -87,18 +81,10 @@ impl Intake {
             None => (self.register(submission, now).await?, false),
             Some(key) => self.register_once(&key, submission, now).await?,
         };
-        Ok(Submitted {
-            receipt,
-            replayed,
-            channel,
-        })
+        Ok(Submitted { receipt, replayed, channel })
     }
 
-    async fn register(
-        &self,
-        submission: Submission,
-        now: xinfang_shared::time::Instant,
-    ) -> Result<Receipt, ApiError> {
+    async fn register(&self, submission: Submission, now: xinfang_shared::time::Instant) -> Result<Receipt, ApiError> {
         for _ in 0..5 {
             let (receipt, event) = self.prepare(&submission, now).await?;
             match self.append_retrying(&event, Expect::NewCase).await {
@@ -108,10 +94,7 @@ impl Intake {
                 Err(e) => return Err(unavailable(e)),
             }
         }
-        Err(ApiError::general(
-            ErrorCode::Unavailable,
-            "could not allocate a free case id",
-        ))
+        Err(ApiError::general(ErrorCode::Unavailable, "could not allocate a free case id"))
     }
 
     async fn register_once(
@@ -125,19 +108,13 @@ impl Intake {
             return self.replay(first).await;
         }
         let (receipt, event) = self.prepare(&submission, now).await?;
-        let record = serde_json::to_vec(&Remembered {
-            receipt: receipt.clone(),
-            event: event.clone(),
-        })
-        .expect("serializes");
+        let record =
+            serde_json::to_vec(&Remembered { receipt: receipt.clone(), event: event.clone() }).expect("serializes");
         match self.idempotency.create(&slot, record.into()).await {
             Ok(_) => {}
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 // a concurrent retry of the same submission won the race
-                let first = self
-                    .remembered(&slot)
-                    .await?
-                    .ok_or_else(|| unavailable("idempotency record vanished"))?;
+                let first = self.remembered(&slot).await?.ok_or_else(|| unavailable("idempotency record vanished"))?;
                 return self.replay(first).await;
             }
             Err(e) => return Err(unavailable(e)),
@@ -152,23 +129,15 @@ impl Intake {
         let Some(bytes) = self.idempotency.get(slot).await.map_err(unavailable)? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(unavailable)
+        serde_json::from_slice(&bytes).map(Some).map_err(unavailable)
     }
 
     /// The first receipt — after making sure its event is in the ledger (the first attempt
     /// may have died between remembering and appending).
     async fn replay(&self, first: Remembered) -> Result<(Receipt, bool), ApiError> {
-        let known = self
-            .ledger
-            .has(&first.event.case_id, "registered")
-            .await
-            .map_err(unavailable)?;
+        let known = self.ledger.has(&first.event.case_id, "registered").await.map_err(unavailable)?;
         if !known {
-            self.append_retrying(&first.event, Expect::Any)
-                .await
-                .map_err(unavailable)?;
+            self.append_retrying(&first.event, Expect::Any).await.map_err(unavailable)?;
         }
         Ok((first.receipt, true))
     }
@@ -197,28 +166,16 @@ impl Intake {
         now: xinfang_shared::time::Instant,
     ) -> Result<(Receipt, Envelope), ApiError> {
         let p = &submission.petition;
-        let case_id = self
-            .case_ids
-            .next(now.date_naive())
-            .await
-            .map_err(unavailable)?;
+        let case_id = self.case_ids.next(now.date_naive()).await.map_err(unavailable)?;
         let query_code = new_query_code();
         let route_due = self.calendar.due(p.received_at, self.policy.route);
         let group = p.is_group();
-        let urgent_reasons: Vec<String> = if group {
-            vec!["group_petition".into()]
-        } else {
-            vec![]
-        };
+        let urgent_reasons: Vec<String> = if group { vec!["group_petition".into()] } else { vec![] };
         let petitioner_keys = p
             .petitioners
             .iter()
             .filter_map(|x| x.id_number.as_ref())
-            .map(|id| {
-                hex::encode(Sha256::digest(
-                    format!("{}:{id}", self.petitioner_key_salt).as_bytes(),
-                ))
-            })
+            .map(|id| hex::encode(Sha256::digest(format!("{}:{id}", self.petitioner_key_salt).as_bytes())))
             .collect();
         let data = Registered {
             petition: p.clone(),
@@ -228,10 +185,7 @@ impl Intake {
             urgent: !urgent_reasons.is_empty(),
             urgent_reasons,
             petitioner_keys,
-            due: RegisteredDue {
-                route: route_due.at,
-                provisional: route_due.provisional,
-            },
+            due: RegisteredDue { route: route_due.at, provisional: route_due.provisional },
         };
         let event = Envelope::new(
             ulid::Ulid::new().to_string(),
@@ -257,8 +211,5 @@ impl Intake {
 /// An `unavailable` (503) error for a failure of the ledger or a bucket.
 pub fn unavailable(e: impl std::fmt::Display) -> ApiError {
     tracing::warn!(error = %e, "ledger unavailable");
-    ApiError::general(
-        ErrorCode::Unavailable,
-        "the case ledger is unavailable; please retry",
-    )
+    ApiError::general(ErrorCode::Unavailable, "the case ledger is unavailable; please retry")
 }

@@ -16,11 +16,7 @@ use crate::register::Submitted;
 use crate::Intake;
 
 /// Starts the service and serves requests until `shutdown`.
-pub async fn serve(
-    client: async_nats::Client,
-    intake: Arc<Intake>,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
+pub async fn serve(client: async_nats::Client, intake: Arc<Intake>, shutdown: CancellationToken) -> Result<(), String> {
     let node = intake.ledger.node().clone();
     let service = client
         .service_builder()
@@ -56,23 +52,12 @@ pub async fn serve(
                     let body = match handle(&intake, name, &request.message.payload).await {
                         Ok(v) => v,
                         Err(e) => {
-                            intake
-                                .metrics
-                                .refusals
-                                .with_label_values(&[e.code.as_str()])
-                                .inc();
+                            intake.metrics.refusals.with_label_values(&[e.code.as_str()]).inc();
                             e.to_body()
                         }
                     };
-                    intake
-                        .metrics
-                        .latency
-                        .with_label_values(&[name, "nats"])
-                        .observe(started.elapsed().as_secs_f64());
-                    if let Err(e) = request
-                        .respond(Ok(serde_json::to_vec(&body).expect("serializes").into()))
-                        .await
-                    {
+                    intake.metrics.latency.with_label_values(&[name, "nats"]).observe(started.elapsed().as_secs_f64());
+                    if let Err(e) = request.respond(Ok(serde_json::to_vec(&body).expect("serializes").into())).await {
                         tracing::warn!(error = %e, endpoint = name, "could not send a reply");
                     }
                 });
@@ -89,17 +74,9 @@ pub async fn serve(
 
 fn field<'a>(v: &'a Value, key: &str) -> Result<&'a str, ApiError> {
     match v.get(key) {
-        None | Some(Value::Null) => Err(ApiError::field(
-            ErrorCode::MissingField,
-            key,
-            format!("{key} is required"),
-        )),
+        None | Some(Value::Null) => Err(ApiError::field(ErrorCode::MissingField, key, format!("{key} is required"))),
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(ApiError::field(
-            ErrorCode::InvalidField,
-            key,
-            "must be a string",
-        )),
+        Some(_) => Err(ApiError::field(ErrorCode::InvalidField, key, "must be a string")),
     }
 }
 
@@ -115,9 +92,7 @@ async fn handle(intake: &Intake, endpoint: &str, payload: &[u8]) -> Result<Value
         }
         "case_status" => {
             let v = parse_body(payload)?;
-            intake
-                .status_view(field(&v, "case_id")?, field(&v, "query_code")?)
-                .await
+            intake.status_view(field(&v, "case_id")?, field(&v, "query_code")?).await
         }
         "case_act" => {
             let v = parse_body(payload)?;

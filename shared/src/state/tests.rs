@@ -22,13 +22,7 @@ fn env(n: usize, at: Instant, data: EventData) -> Envelope {
 }
 
 fn registered(at: Instant) -> Envelope {
-    let mut e = env(
-        0,
-        at,
-        EventData::Closed {
-            reason: String::new(),
-        },
-    );
+    let mut e = env(0, at, EventData::Closed { reason: String::new() });
     e.kind = "registered".into();
     e
 }
@@ -50,24 +44,15 @@ fn routed(n: usize, at: Instant) -> Envelope {
 }
 
 fn staff() -> Actor {
-    Actor {
-        kind: ActorKind::Staff,
-        id: "clerk-1".into(),
-    }
+    Actor { kind: ActorKind::Staff, id: "clerk-1".into() }
 }
 
 fn organ(id: &str) -> Actor {
-    Actor {
-        kind: ActorKind::Organ,
-        id: id.into(),
-    }
+    Actor { kind: ActorKind::Organ, id: id.into() }
 }
 
 fn petitioner() -> Actor {
-    Actor {
-        kind: ActorKind::Petitioner,
-        id: "self".into(),
-    }
+    Actor { kind: ActorKind::Petitioner, id: "self".into() }
 }
 
 /// Plays actions against a case, applying what `decide` returns as the ledger would.
@@ -81,22 +66,11 @@ impl Case {
     fn routed() -> Self {
         let mut state = CaseState::start(&registered(t0())).unwrap();
         state.apply(&routed(1, t0()));
-        Self {
-            state,
-            n: 2,
-            cal: Calendar::shipped(),
-        }
+        Self { state, n: 2, cal: Calendar::shipped() }
     }
 
     fn act(&mut self, action: Action, actor: Actor, at: Instant) -> Result<(), Refusal> {
-        let events = decide(
-            &self.state,
-            &action,
-            &actor,
-            at,
-            &self.cal,
-            Windows::default(),
-        )?;
+        let events = decide(&self.state, &action, &actor, at, &self.cal, Windows::default())?;
         for data in events {
             self.n += 1;
             self.state.apply(&env(self.n, at, data));
@@ -106,10 +80,7 @@ impl Case {
 }
 
 fn reply() -> Action {
-    Action::Reply {
-        outcome: Outcome::Supported,
-        summary: "已维修".into(),
-    }
+    Action::Reply { outcome: Outcome::Supported, summary: "已维修".into() }
 }
 
 #[test]
@@ -119,77 +90,30 @@ fn the_full_path_to_termination() {
     let org = organ("320211-zjj");
     assert_eq!(c.state.stage, Stage::WithOrgan);
     c.act(Action::Accept, org.clone(), t).unwrap();
-    c.act(
-        Action::Extend {
-            days: 30,
-            reason: "鉴定".into(),
-            approved_by: "局长".into(),
-        },
-        org.clone(),
-        t,
-    )
-    .unwrap();
+    c.act(Action::Extend { days: 30, reason: "鉴定".into(), approved_by: "局长".into() }, org.clone(), t).unwrap();
     c.act(reply(), org.clone(), t + Duration::days(40)).unwrap();
+    c.act(Action::Evaluate { satisfaction: Satisfaction::Unsatisfied }, petitioner(), t + Duration::days(41)).unwrap();
+    c.act(Action::RequestReview { reason: "不服".into() }, petitioner(), t + Duration::days(45)).unwrap();
     c.act(
-        Action::Evaluate {
-            satisfaction: Satisfaction::Unsatisfied,
-        },
-        petitioner(),
-        t + Duration::days(41),
-    )
-    .unwrap();
-    c.act(
-        Action::RequestReview {
-            reason: "不服".into(),
-        },
-        petitioner(),
-        t + Duration::days(45),
-    )
-    .unwrap();
-    c.act(
-        Action::ReplyReview {
-            outcome: Outcome::NotSupported,
-            summary: "维持".into(),
-        },
+        Action::ReplyReview { outcome: Outcome::NotSupported, summary: "维持".into() },
         staff(),
         t + Duration::days(60),
     )
     .unwrap();
-    c.act(
-        Action::RequestRereview {
-            reason: "不服".into(),
-        },
-        petitioner(),
-        t + Duration::days(61),
-    )
-    .unwrap();
-    c.act(Action::StartHearing, staff(), t + Duration::days(62))
-        .unwrap();
+    c.act(Action::RequestRereview { reason: "不服".into() }, petitioner(), t + Duration::days(61)).unwrap();
+    c.act(Action::StartHearing, staff(), t + Duration::days(62)).unwrap();
     assert_eq!(c.state.stage, Stage::InHearing);
-    c.act(Action::EndHearing, staff(), t + Duration::days(63))
-        .unwrap();
+    c.act(Action::EndHearing, staff(), t + Duration::days(63)).unwrap();
     c.act(
-        Action::ReplyRereview {
-            outcome: Outcome::NotSupported,
-            summary: "维持".into(),
-        },
+        Action::ReplyRereview { outcome: Outcome::NotSupported, summary: "维持".into() },
         staff(),
         t + Duration::days(70),
     )
     .unwrap();
     assert_eq!(c.state.stage, Stage::Terminated);
     assert!(matches!(
-        c.act(
-            Action::Withdraw {
-                reason: String::new()
-            },
-            petitioner(),
-            t + Duration::days(71)
-        ),
-        Err(Refusal::InvalidTransition {
-            stage: "terminated",
-            ..
-        })
+        c.act(Action::Withdraw { reason: String::new() }, petitioner(), t + Duration::days(71)),
+        Err(Refusal::InvalidTransition { stage: "terminated", .. })
     ));
 }
 
@@ -198,10 +122,7 @@ fn reply_before_acceptance_names_the_stage() {
     let mut c = Case::routed();
     assert_eq!(
         c.act(reply(), organ("320211-zjj"), t0()),
-        Err(Refusal::InvalidTransition {
-            action: "reply",
-            stage: "with_organ"
-        })
+        Err(Refusal::InvalidTransition { action: "reply", stage: "with_organ" })
     );
 }
 
@@ -209,26 +130,18 @@ fn reply_before_acceptance_names_the_stage() {
 fn extension_is_1_to_30_days_once_with_reason_and_approver() {
     let mut c = Case::routed();
     c.act(Action::Accept, staff(), t0()).unwrap();
-    let ext = |days: u32, reason: &str, by: &str| Action::Extend {
-        days,
-        reason: reason.into(),
-        approved_by: by.into(),
-    };
+    let ext =
+        |days: u32, reason: &str, by: &str| Action::Extend { days, reason: reason.into(), approved_by: by.into() };
     for (a, field) in [
         (ext(45, "x", "y"), "days"),
         (ext(0, "x", "y"), "days"),
         (ext(10, " ", "y"), "reason"),
         (ext(10, "x", ""), "approved_by"),
     ] {
-        assert!(
-            matches!(c.act(a, staff(), t0()), Err(Refusal::InvalidField { field: f, .. }) if f == field)
-        );
+        assert!(matches!(c.act(a, staff(), t0()), Err(Refusal::InvalidField { field: f, .. }) if f == field));
     }
     c.act(ext(30, "x", "y"), staff(), t0()).unwrap();
-    assert!(matches!(
-        c.act(ext(5, "x", "y"), staff(), t0()),
-        Err(Refusal::InvalidField { field: "days", .. })
-    ));
+    assert!(matches!(c.act(ext(5, "x", "y"), staff(), t0()), Err(Refusal::InvalidField { field: "days", .. })));
 }
 
 #[test]
@@ -238,13 +151,8 @@ fn review_window_is_30_days_after_the_reply() {
     c.act(reply(), staff(), t0()).unwrap();
     // replied 2026-03-02 → 30 days → 2026-04-01 (Wed) 23:59:59
     let late = cst().with_ymd_and_hms(2026, 4, 2, 0, 0, 0).unwrap();
-    let req = Action::RequestReview {
-        reason: String::new(),
-    };
-    assert!(matches!(
-        c.act(req.clone(), petitioner(), late),
-        Err(Refusal::InvalidField { field: "at", .. })
-    ));
+    let req = Action::RequestReview { reason: String::new() };
+    assert!(matches!(c.act(req.clone(), petitioner(), late), Err(Refusal::InvalidField { field: "at", .. })));
     let in_time = cst().with_ymd_and_hms(2026, 4, 1, 23, 0, 0).unwrap();
     c.act(req, petitioner(), in_time).unwrap();
 }
@@ -252,60 +160,30 @@ fn review_window_is_30_days_after_the_reply() {
 #[test]
 fn actors_are_checked() {
     let mut c = Case::routed();
-    assert!(matches!(
-        c.act(Action::Accept, organ("320211-rsj"), t0()),
-        Err(Refusal::Unauthorized(_))
-    ));
-    assert!(matches!(
-        c.act(Action::Accept, petitioner(), t0()),
-        Err(Refusal::Unauthorized(_))
-    ));
-    assert!(matches!(
-        c.act(Action::Accept, Actor::system("x"), t0()),
-        Err(Refusal::Unauthorized(_))
-    ));
+    assert!(matches!(c.act(Action::Accept, organ("320211-rsj"), t0()), Err(Refusal::Unauthorized(_))));
+    assert!(matches!(c.act(Action::Accept, petitioner(), t0()), Err(Refusal::Unauthorized(_))));
+    assert!(matches!(c.act(Action::Accept, Actor::system("x"), t0()), Err(Refusal::Unauthorized(_))));
     c.act(Action::Accept, organ("320211-zjj"), t0()).unwrap();
     c.act(reply(), organ("320211-zjj"), t0()).unwrap();
-    let eval = Action::Evaluate {
-        satisfaction: Satisfaction::Satisfied,
-    };
-    assert!(matches!(
-        c.act(eval.clone(), organ("320211-zjj"), t0()),
-        Err(Refusal::Unauthorized(_))
-    ));
+    let eval = Action::Evaluate { satisfaction: Satisfaction::Satisfied };
+    assert!(matches!(c.act(eval.clone(), organ("320211-zjj"), t0()), Err(Refusal::Unauthorized(_))));
     c.act(eval.clone(), petitioner(), t0()).unwrap();
-    assert!(
-        c.act(eval, petitioner(), t0()).is_err(),
-        "one evaluation per opinion"
-    );
+    assert!(c.act(eval, petitioner(), t0()).is_err(), "one evaluation per opinion");
 }
 
 #[test]
 fn effective_time_never_goes_back() {
     let mut c = Case::routed();
     let earlier = t0() - Duration::hours(1);
-    assert!(matches!(
-        c.act(Action::Accept, staff(), earlier),
-        Err(Refusal::InvalidField { field: "at", .. })
-    ));
+    assert!(matches!(c.act(Action::Accept, staff(), earlier), Err(Refusal::InvalidField { field: "at", .. })));
 }
 
 #[test]
 fn declines_count_and_reopen_routing() {
     let mut c = Case::routed();
-    c.act(
-        Action::DeclineJurisdiction {
-            suggested_organ_id: None,
-            note: "非本单位职责".into(),
-        },
-        staff(),
-        t0(),
-    )
-    .unwrap();
-    assert_eq!(
-        (c.state.stage, c.state.declines, c.state.organ.clone()),
-        (Stage::AwaitingRoute, 1, None)
-    );
+    c.act(Action::DeclineJurisdiction { suggested_organ_id: None, note: "非本单位职责".into() }, staff(), t0())
+        .unwrap();
+    assert_eq!((c.state.stage, c.state.declines, c.state.organ.clone()), (Stage::AwaitingRoute, 1, None));
     assert!(c.act(Action::Accept, staff(), t0()).is_err());
 }
 
@@ -334,51 +212,24 @@ fn model(stage: Stage, action: &str, extended: bool, evaluated: bool) -> Option<
     if (action == "extend" && extended) || (action == "evaluate" && evaluated) {
         return None;
     }
-    table
-        .iter()
-        .find(|(s, a, _)| *s == stage && *a == action)
-        .map(|(_, _, next)| *next)
+    table.iter().find(|(s, a, _)| *s == stage && *a == action).map(|(_, _, next)| *next)
 }
 
 fn arb_action() -> impl Strategy<Value = Action> {
     prop_oneof![
         Just(Action::Accept),
-        Just(Action::Reject {
-            reason_code: RejectReason::Other,
-            note: String::new()
-        }),
-        Just(Action::DeclineJurisdiction {
-            suggested_organ_id: None,
-            note: String::new()
-        }),
-        (1u32..=30).prop_map(|days| Action::Extend {
-            days,
-            reason: "r".into(),
-            approved_by: "a".into()
-        }),
+        Just(Action::Reject { reason_code: RejectReason::Other, note: String::new() }),
+        Just(Action::DeclineJurisdiction { suggested_organ_id: None, note: String::new() }),
+        (1u32..=30).prop_map(|days| Action::Extend { days, reason: "r".into(), approved_by: "a".into() }),
         Just(reply()),
-        Just(Action::Evaluate {
-            satisfaction: Satisfaction::BasicallySatisfied
-        }),
-        Just(Action::RequestReview {
-            reason: String::new()
-        }),
-        Just(Action::ReplyReview {
-            outcome: Outcome::Explained,
-            summary: "s".into()
-        }),
-        Just(Action::RequestRereview {
-            reason: String::new()
-        }),
+        Just(Action::Evaluate { satisfaction: Satisfaction::BasicallySatisfied }),
+        Just(Action::RequestReview { reason: String::new() }),
+        Just(Action::ReplyReview { outcome: Outcome::Explained, summary: "s".into() }),
+        Just(Action::RequestRereview { reason: String::new() }),
         Just(Action::StartHearing),
         Just(Action::EndHearing),
-        Just(Action::ReplyRereview {
-            outcome: Outcome::Explained,
-            summary: "s".into()
-        }),
-        Just(Action::Withdraw {
-            reason: String::new()
-        }),
+        Just(Action::ReplyRereview { outcome: Outcome::Explained, summary: "s".into() }),
+        Just(Action::Withdraw { reason: String::new() }),
     ]
 }
 

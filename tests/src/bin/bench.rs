@@ -18,10 +18,7 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        petitions: 5000,
-        concurrency: 32,
-    };
+    let mut a = Args { petitions: 5000, concurrency: 32 };
     let argv: Vec<String> = std::env::args().collect();
     for w in argv.windows(2) {
         match w[0].as_str() {
@@ -58,10 +55,7 @@ async fn raw_publish(nats: &NatsServer, n: usize, size: usize, window: usize) ->
     let mut acks = Vec::with_capacity(n);
     for i in 0..n {
         let permit = sem.clone().acquire_owned().await.expect("semaphore");
-        let fut = js
-            .publish(format!("bench.raw.{}", i % 1000), payload.clone())
-            .await
-            .expect("publish");
+        let fut = js.publish(format!("bench.raw.{}", i % 1000), payload.clone()).await.expect("publish");
         acks.push(tokio::spawn(async move {
             fut.await.expect("ack");
             drop(permit);
@@ -98,11 +92,7 @@ async fn intake_http(base: &str, n: usize, c: usize) -> (f64, Vec<Duration>) {
             lat
         })
     });
-    let mut all: Vec<Duration> = join_all(workers)
-        .await
-        .into_iter()
-        .flat_map(|r| r.expect("worker"))
-        .collect();
+    let mut all: Vec<Duration> = join_all(workers).await.into_iter().flat_map(|r| r.expect("worker")).collect();
     let rate = n as f64 / started.elapsed().as_secs_f64();
     all.sort();
     (rate, all)
@@ -139,11 +129,7 @@ async fn main() {
         let (rate, lat) = intake_http(&intake.http, a.petitions, a.concurrency).await;
         println!(
             "| {} | {raw:.0} | {rate:.0} | {} | {} | {} |",
-            if sync_always {
-                "always (as `xinfang up` runs it)"
-            } else {
-                "default (every 2 min)"
-            },
+            if sync_always { "always (as `xinfang up` runs it)" } else { "default (every 2 min)" },
             ms(percentile(&lat, 0.5)),
             ms(percentile(&lat, 0.99)),
             a.petitions
@@ -151,8 +137,5 @@ async fn main() {
         drop(intake);
     }
     println!();
-    println!(
-        "raw sled inserts/s (64 B values, one flush): {:.0}",
-        raw_sled(200_000)
-    );
+    println!("raw sled inserts/s (64 B values, one flush): {:.0}", raw_sled(200_000));
 }

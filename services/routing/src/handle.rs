@@ -1,0 +1,191 @@
+//! One ledger event → at most one routing decision on record. Idempotent: an event already
+//! answered (an event in the case caused by it) is acked without writing; the outputs carry
+//! ids derived from the cause, so a re-publish after a crash is dropped by the stream.
+
+use chrono::Utc;
+use xinfang_shared::calendar::Period;
+use xinfang_shared::config::Settings;
+use xinfang_shared::consumer::{Delivery, Outcome};
+use xinfang_shared::event::{Actor, Envelope, EventData};
+use xinfang_shared::ids::{NodeCode, OrganId};
+use xinfang_shared::ledger::{Expect, Ledger};
+use xinfang_shared::routing::{level_of, Decision, History, Router};
+use xinfang_shared::state::{CaseState, Stage};
+use xinfang_shared::time::to_cst;
+use xinfang_shared::transfer::{self, registered_of, Transfer};
+
+use crate::metrics::Metrics;
+use crate::rules::Rules;
+
+/// The routing service's working parts.
+pub struct Routing {
+    pub ledger: Ledger,
+    pub rules: Rules,
+    pub metrics: Metrics,
+}
+
+impl Routing {
+    /// Handles one delivery from the case stream.
+    pub async fn handle(&self, d: Delivery) -> Outcome {
+        let cause = d.event;
+        let history = match self.ledger.history(&cause.case_id).await {
+            Ok(h) => h,
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        let events: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
+        if events.iter().any(|e| e.causation_id.as_deref() == Some(cause.event_id.as_str())) {
+            self.metrics.skipped.inc();
+            return Outcome::Done;
+        }
+        let Some(state) = CaseState::fold(&events) else {
+            return Outcome::Reject(format!("case {} has no registered or transferred_in event", cause.case_id));
+        };
+        let settings = self.rules.get();
+        let decision = match (cause.kind.as_str(), state.stage) {
+            ("registered" | "transferred_in" | "jurisdiction_declined", Stage::AwaitingRoute) => {
+                let Some(registered) = registered_of(&events) else {
+                    return Outcome::Reject(format!("case {} carries no petition", cause.case_id));
+                };
+                Router::new(&settings).route(&registered.petition, &history_of(&events))
+            }
+            ("review_requested", Stage::ReviewRequested) | ("rereview_requested", Stage::RereviewRequested) => {
+                review_decision(&settings, state.organ.as_ref())
+            }
+            // the case moved on since this event (e.g. withdrawn): nothing to route
+            _ => return Outcome::Done,
+        };
+        if cause.kind != "registered" {
+            self.metrics.reroutes.with_label_values(&[cause.kind.as_str()]).inc();
+        }
+        let result = match decision {
+            Decision::Assign { organ_id, organ_name, level, mode, assigned_days, rule_id, reason, result } => {
+                let now = to_cst(Utc::now().fixed_offset());
+                let assigned_due = match (assigned_days, settings.calendar()) {
+                    (Some(days), Ok(cal)) => Some(cal.due(now, Period::Days(days)).at),
+                    _ => None,
+                };
+                let routed = EventData::Routed { organ_id, organ_name, level, mode, assigned_due, rule_id, reason };
+                self.append(&cause, "routed", routed).await.map(|_| result)
+            }
+            Decision::Forward { to_node, reason } => {
+                self.forward(&cause, &events, to_node, reason).await.map(|_| "forwarded")
+            }
+        };
+        match result {
+            Ok(result) => {
+                self.metrics.routed.with_label_values(&[result]).inc();
+                if cause.kind == "registered" {
+                    let lag = Utc::now().fixed_offset() - cause.at;
+                    self.metrics.latency.observe(lag.num_milliseconds().max(0) as f64 / 1000.0);
+                }
+                Outcome::Done
+            }
+            Err(e) => Outcome::Retry(e),
+        }
+    }
+
+    async fn append(&self, cause: &Envelope, what: &str, data: EventData) -> Result<(), String> {
+        let event = Envelope::new(
+            cause.caused_id(what),
+            cause.case_id.clone(),
+            self.ledger.node().clone(),
+            to_cst(Utc::now().fixed_offset()),
+            Actor::system("routing"),
+            Some(cause.event_id.clone()),
+            data,
+        );
+        self.ledger.append(&event, Expect::Any).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// 属地: the transfer goes into the outbox first, then `forwarded` is recorded; a crash in
+    /// between re-sends the same transfer id, which the outbox and the receiver drop.
+    async fn forward(
+        &self,
+        cause: &Envelope,
+        events: &[Envelope],
+        to_node: NodeCode,
+        reason: String,
+    ) -> Result<(), String> {
+        let snapshot = events.iter().map(|e| serde_json::to_value(e).expect("events serialize")).collect();
+        let message = Envelope {
+            event_id: cause.caused_id(transfer::KIND),
+            case_id: cause.case_id.clone(),
+            kind: transfer::KIND.into(),
+            node: self.ledger.node().clone(),
+            at: to_cst(Utc::now().fixed_offset()),
+            actor: Actor::system("routing"),
+            causation_id: Some(cause.event_id.clone()),
+            data: serde_json::to_value(Transfer { to_node: to_node.clone(), reason: reason.clone(), snapshot })
+                .expect("serializes"),
+        };
+        self.ledger.send(&to_node, transfer::KIND, &message).await.map_err(|e| e.to_string())?;
+        self.append(cause, "forwarded", EventData::Forwarded { to_node, reason }).await
+    }
+}
+
+/// What the router needs to know from the case's events.
+fn history_of(events: &[Envelope]) -> History {
+    let mut h = History::default();
+    for e in events {
+        match e.data() {
+            Ok(Some(EventData::JurisdictionDeclined { organ_id, suggested_organ_id, .. })) => {
+                h.declined.push(organ_id);
+                h.suggested = suggested_organ_id;
+            }
+            Ok(Some(EventData::TransferredIn { from_node, .. })) => h.came_from.push(from_node),
+            _ => {}
+        }
+    }
+    h
+}
+
+/// 复查/复核: the organ one level above the previous decider; on another node, the case goes
+/// there; with no known superior, the node's petition bureau.
+fn review_decision(settings: &Settings, decider: Option<&OrganId>) -> Decision {
+    let me = &settings.node.code;
+    let decider = decider.and_then(|d| settings.organs.iter().find(|o| o.id == d.as_str()));
+    let superior = decider.and_then(|d| d.parent.as_deref());
+    let known = superior.and_then(|p| settings.organs.iter().find(|o| o.id == p));
+    match (superior, known) {
+        (Some(_), Some(organ)) if organ.node == *me => Decision::Assign {
+            organ_id: OrganId::parse(&organ.id).expect("checked at load"),
+            organ_name: organ.name.clone(),
+            level: level_of(&organ.node).into(),
+            mode: xinfang_shared::event::RouteMode::Transfer,
+            assigned_days: None,
+            rule_id: "review".into(),
+            reason: format!("复查/复核由原处理机关的上一级机关{}办理", organ.name),
+            result: "assigned",
+        },
+        (Some(sup), known) => {
+            let node =
+                known.map(|o| o.node.clone()).unwrap_or_else(|| sup.split('-').next().unwrap_or_default().to_string());
+            match NodeCode::parse(&node) {
+                Ok(to_node) => Decision::Forward {
+                    to_node,
+                    reason: format!("复查/复核由上一级机关 {sup} 办理，转 {node}"),
+                },
+                Err(_) => bureau(settings, "原处理机关的上一级机关无法确定"),
+            }
+        }
+        _ => bureau(settings, "未登记原处理机关的上一级机关"),
+    }
+}
+
+fn bureau(settings: &Settings, why: &str) -> Decision {
+    let b = settings
+        .organs
+        .iter()
+        .find(|o| o.role == xinfang_shared::config::OrganRole::PetitionBureau && o.node == settings.node.code)
+        .expect("checked at load");
+    Decision::Assign {
+        organ_id: OrganId::parse(&b.id).expect("checked at load"),
+        organ_name: b.name.clone(),
+        level: level_of(&b.node).into(),
+        mode: xinfang_shared::event::RouteMode::Transfer,
+        assigned_days: None,
+        rule_id: "review_fallback".into(),
+        reason: format!("{why}，由{}协调", b.name),
+        result: "fallback",
+    }
+}
