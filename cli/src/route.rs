@@ -46,7 +46,7 @@ pub fn explain(config: &Path, petition_file: &Path) -> ExitCode {
                 "mode": mode, "assigned_days": assigned_days, "rule_id": rule_id, "reason": reason,
             })
         }
-        Decision::Forward { to_node, reason } => {
+        Decision::Forward { to_node, reason, .. } => {
             serde_json::json!({"result": "forwarded", "to_node": to_node, "reason": reason})
         }
     };

@@ -191,7 +191,8 @@ async fn open(js: &Context, spec: &Spec) -> Result<consumer::PullConsumer, Strin
         filter_subjects: spec.filter_subjects.clone(),
         deliver_policy,
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        // redelivery after a crash waits this long; handlers are idempotent and quick
+        ack_wait: Duration::from_secs(10),
         max_deliver: spec.max_deliver + 1,
         max_ack_pending: 256,
         ..Default::default()

@@ -188,6 +188,10 @@ pub struct Registered {
     /// Keyed hashes of the petitioners' ID numbers, for repeat matching.
     #[serde(default)]
     pub petitioner_keys: Vec<String>,
+    /// `repeat_of` is a terminated case: the same matter is not accepted again (Art. 36 ¶3);
+    /// the organ refuses it with `terminated_matter`.
+    #[serde(default)]
+    pub terminated_matter: bool,
     pub due: RegisteredDue,
 }
 
@@ -214,6 +218,9 @@ pub enum EventData {
         from_node: NodeCode,
         /// The case's events so far at the sending node.
         snapshot: Vec<Value>,
+        /// The organ here that should take it, when the sender named one (review one level up).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        organ_id: Option<OrganId>,
     },
     Accepted {
         organ_id: OrganId,

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use sled::{Batch, Db, Tree};
+pub use sled::Batch;
+use sled::{Db, Tree};
 
 const LAST_SEQ: &[u8] = b"\x00last_applied_seq";
 

@@ -32,7 +32,12 @@ pub enum Decision {
         result: &'static str,
     },
     /// 属地: the matter lies in another node's area (or the nodes dispute it: the parent).
-    Forward { to_node: NodeCode, reason: String },
+    Forward {
+        to_node: NodeCode,
+        reason: String,
+        /// The organ there that should take it, when known (review one level up).
+        organ_id: Option<OrganId>,
+    },
 }
 
 /// What the router knows about the case besides the petition.
@@ -44,6 +49,10 @@ pub struct History {
     pub suggested: Option<OrganId>,
     /// Nodes the case was transferred in from, oldest first.
     pub came_from: Vec<NodeCode>,
+    /// The organ the sending node named when it transferred the case here.
+    pub named: Option<OrganId>,
+    /// The organ handling the open case this petition repeats (Art. 19 ¶3).
+    pub repeat_organ: Option<OrganId>,
 }
 
 /// The administrative level of a node from its GB/T 2260 code.
@@ -122,8 +131,29 @@ impl<'a> Router<'a> {
         rules.into_iter().map(|(_, r)| r).collect()
     }
 
-    /// Decides where a case goes.
+    /// Decides where a case goes. A repeat of an open case goes to the organ already handling
+    /// it (Art. 19 ¶3) when the rules would send it elsewhere.
     pub fn route(&self, p: &Petition, h: &History) -> Decision {
+        let decision = self.route_by_rules(p, h);
+        let Decision::Assign { organ_id, .. } = &decision else { return decision };
+        let handling = h.repeat_organ.as_ref().filter(|r| *r != organ_id).and_then(|r| self.organ(r.as_str()));
+        let me = &self.settings.node.code;
+        let accused = |o: &Organ| {
+            p.kind == Kind::ComplaintReport && p.respondent_organ_id.as_ref().is_some_and(|r| r.as_str() == o.id)
+        };
+        match handling.filter(|o| o.node == *me && !accused(o) && !h.declined.iter().any(|d| d.as_str() == o.id)) {
+            Some(o) => self.assign(
+                o,
+                None,
+                "repeat",
+                format!("同一事项正在办理中，转原承办机关{}（条例第十九条）", o.name),
+                "assigned",
+            ),
+            None => decision,
+        }
+    }
+
+    fn route_by_rules(&self, p: &Petition, h: &History) -> Decision {
         let me = &self.settings.node.code;
         // 属地: a matter in a peer's area goes there, unless the nodes already passed it
         // between them, which is a dispute for their common parent (Art. 24)
@@ -131,6 +161,7 @@ impl<'a> Router<'a> {
             let disputed = h.came_from.iter().any(|n| n == &peer);
             return match (&self.settings.node.parent, disputed) {
                 (Some(parent), true) => Decision::Forward {
+                    organ_id: None,
                     to_node: NodeCode::parse(parent).expect("checked at load"),
                     reason: format!(
                         "事发地 {} 属 {peer} 管辖，但该案已由 {peer} 转来，两地管辖有争议，报共同上级 {parent} 协调",
@@ -138,6 +169,7 @@ impl<'a> Router<'a> {
                     ),
                 },
                 _ => Decision::Forward {
+                    organ_id: None,
                     to_node: peer.clone(),
                     reason: format!("属地管理：事发地 {} 属 {peer} 管辖", p.location.division),
                 },
@@ -160,6 +192,10 @@ impl<'a> Router<'a> {
                 format!("已被 {} 个机关退回，由{}人工交办", h.declined.len(), bureau.name),
                 "fallback",
             );
+        }
+        let local_allowed = |id: &OrganId| self.organ(id.as_str()).filter(|o| allowed(o) && o.node == *me);
+        if let Some(o) = h.named.as_ref().and_then(local_allowed) {
+            return self.assign(o, None, "named", format!("转来节点指定由{}办理", o.name), "assigned");
         }
         if let Some(s) =
             h.suggested.as_ref().and_then(|s| self.organ(s.as_str())).filter(|o| allowed(o) && o.node == *me)
@@ -194,6 +230,7 @@ impl<'a> Router<'a> {
                 // 分级负责: the competent organ sits at another level
                 if let Ok(to_node) = NodeCode::parse(&organ.node) {
                     return Decision::Forward {
+                        organ_id: OrganId::parse(&organ.id).ok(),
                         to_node,
                         reason: format!("规则 {}：事项由{}负责，转 {} 办理", rule.id, organ.name, organ.node),
                     };
@@ -251,6 +288,7 @@ impl<'a> Router<'a> {
                 "assigned",
             ),
             (None, Some(parent)) => Decision::Forward {
+                organ_id: None,
                 to_node: NodeCode::parse(parent).expect("checked at load"),
                 reason: format!("检举控告对象为{}，本级无其他可受理机关，报上级 {parent}", respondent.name),
             },

@@ -103,20 +103,40 @@ pub struct CaseState {
 impl CaseState {
     /// The state after a case's first event, or `None` if it cannot start a case.
     pub fn start(first: &Envelope) -> Option<Self> {
-        match first.kind.as_str() {
-            "registered" | "transferred_in" => Some(Self {
-                case_id: first.case_id.clone(),
-                stage: Stage::AwaitingRoute,
-                organ: None,
-                declines: 0,
-                extended: false,
-                evaluated: false,
-                opinion_at: None,
-                last_at: first.at,
-                registered_at: first.at,
-            }),
+        let fresh = Self {
+            case_id: first.case_id.clone(),
+            stage: Stage::AwaitingRoute,
+            organ: None,
+            declines: 0,
+            extended: false,
+            evaluated: false,
+            opinion_at: None,
+            last_at: first.at,
+            registered_at: first.at,
+        };
+        match first.data() {
+            Ok(Some(EventData::Registered(_))) => Some(fresh),
+            Ok(Some(EventData::TransferredIn { snapshot, .. })) => {
+                let mut state = fresh;
+                if let Some(before) = Self::fold(&snapshot_events(&snapshot)) {
+                    state = Self { registered_at: before.registered_at, ..before };
+                }
+                state.transferred(first.at);
+                Some(state)
+            }
             _ => None,
         }
+    }
+
+    /// Arriving at this node: a review or re-review request keeps waiting for its reviewer;
+    /// anything else waits for routing here.
+    fn transferred(&mut self, at: Instant) {
+        self.last_at = self.last_at.max(at);
+        self.stage = match self.stage {
+            Stage::ReviewRequested => Stage::ReviewRequested,
+            Stage::RereviewRequested | Stage::InHearing => Stage::RereviewRequested,
+            _ => Stage::AwaitingRoute,
+        };
     }
 
     /// Folds a case's events, oldest first; `None` if the first cannot start a case.
@@ -144,7 +164,7 @@ impl CaseState {
                 }
             }
             D::Forwarded { .. } => self.stage = Stage::Forwarded,
-            D::TransferredIn { .. } => self.stage = Stage::AwaitingRoute,
+            D::TransferredIn { .. } => self.transferred(e.at),
             D::Accepted { .. } => self.stage = Stage::Accepted,
             D::Rejected { .. } => self.stage = Stage::Rejected,
             D::JurisdictionDeclined { .. } => {
@@ -172,6 +192,11 @@ impl CaseState {
         self.opinion_at = Some(at);
         self.evaluated = false;
     }
+}
+
+/// The envelopes of a `transferred_in` snapshot (unreadable entries are skipped).
+pub fn snapshot_events(snapshot: &[serde_json::Value]) -> Vec<Envelope> {
+    snapshot.iter().filter_map(|v| serde_json::from_value(v.clone()).ok()).collect()
 }
 
 /// An action by an organ, a petitioner or staff (DESIGN.md §5 `case.act`).

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::{Envelope, EventData, Registered};
-use crate::ids::NodeCode;
+use crate::ids::{NodeCode, OrganId};
 
 /// The `kind` of a transfer in `xf.<from>.out.<to>.transfer`, and its envelope type.
 pub const KIND: &str = "transfer";
@@ -18,6 +18,9 @@ pub struct Transfer {
     pub reason: String,
     /// The case's events so far at the sending node, as written there.
     pub snapshot: Vec<Value>,
+    /// The organ of the receiving node that should take the case (复查/复核 one level up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organ_id: Option<OrganId>,
 }
 
 impl Transfer {
@@ -35,10 +38,7 @@ impl Transfer {
 pub fn registered_of(events: &[Envelope]) -> Option<Registered> {
     events.iter().find_map(|e| match e.data() {
         Ok(Some(EventData::Registered(r))) => Some(*r),
-        Ok(Some(EventData::TransferredIn { snapshot, .. })) => {
-            let inner: Vec<Envelope> = snapshot.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
-            registered_of(&inner)
-        }
+        Ok(Some(EventData::TransferredIn { snapshot, .. })) => registered_of(&crate::state::snapshot_events(&snapshot)),
         _ => None,
     })
 }

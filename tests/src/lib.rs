@@ -260,7 +260,7 @@ impl Drop for ServiceProcess {
 
 /// A node for tests: a NATS server, a node file, intake as a process, and typed helpers.
 pub struct TestNode {
-    pub nats: NatsServer,
+    pub nats: std::sync::Arc<NatsServer>,
     pub intake: ServiceProcess,
     /// Other services started beside intake, by name.
     pub others: Vec<(String, ServiceProcess)>,
@@ -283,10 +283,17 @@ impl TestNode {
 
     /// Starts node `320211` with intake and the named other services (e.g. `routing`).
     pub fn start_services(extra: &str, services: &[&str]) -> Self {
-        let nats = NatsServer::start(false);
+        let nats = std::sync::Arc::new(NatsServer::start(false));
+        let toml = node_toml("320211", &nats.url, extra);
+        Self::start_node(nats, &toml, services)
+    }
+
+    /// Starts a node from a full node file on an existing server (several nodes, one server).
+    pub fn start_node(nats: std::sync::Arc<NatsServer>, toml: &str, services: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("node.toml");
-        std::fs::write(&config, node_toml("320211", &nats.url, extra)).expect("write config");
+        std::fs::write(&config, toml).expect("write config");
+        let settings = xinfang_shared::config::Settings::from_toml(toml).expect("node file");
         let intake = ServiceProcess::start("intake", &config, &nats.url, dir.path());
         let others = services
             .iter()
@@ -296,7 +303,7 @@ impl TestNode {
             nats,
             intake,
             others,
-            node: NodeCode::parse("320211").expect("valid"),
+            node: settings.node_code(),
             config,
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client"),
             _dir: dir,
@@ -310,9 +317,20 @@ impl TestNode {
 
     /// Waits up to `timeout` for a case's first event of type `kind`.
     pub async fn wait_for(&self, case: &str, kind: &str, timeout: Duration) -> Option<Envelope> {
+        self.wait_for_where(case, kind, timeout, |_| true).await
+    }
+
+    /// Waits up to `timeout` for a case's first event of type `kind` that satisfies `pred`.
+    pub async fn wait_for_where(
+        &self,
+        case: &str,
+        kind: &str,
+        timeout: Duration,
+        pred: impl Fn(&Envelope) -> bool,
+    ) -> Option<Envelope> {
         let end = Instant::now() + timeout;
         loop {
-            if let Some(e) = self.events(case).await.into_iter().find(|e| e.kind == kind) {
+            if let Some(e) = self.events(case).await.into_iter().find(|e| e.kind == kind && pred(e)) {
                 return Some(e);
             }
             if Instant::now() > end {
@@ -365,11 +383,17 @@ pub fn id_number(seq: u32) -> String {
     format!("{body}{}", IdNumber::check_char(&body) as char)
 }
 
-/// A valid petition like the acceptance suite's.
+/// A valid petition like the acceptance suite's, always by the same petitioner (so later ones
+/// are repeats of open earlier ones).
 pub fn petition() -> Value {
+    petition_by(123)
+}
+
+/// A valid petition by petitioner number `who`.
+pub fn petition_by(who: u32) -> Value {
     json!({
         "channel": "online",
-        "petitioners": [{"name": "张三", "id_number": id_number(123), "phone": "13812345678", "address": "滨湖区蠡湖街道"}],
+        "petitioners": [{"name": "张三", "id_number": id_number(who), "phone": "13812345678", "address": "滨湖区蠡湖街道"}],
         "headcount": 1,
         "location": {"division": "320211", "address": "滨湖区蠡湖街道某小区"},
         "category": "urban_construction",

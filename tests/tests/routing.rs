@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use xinfang_shared::subjects;
-use xinfang_tests::{petition, TestNode};
+use xinfang_tests::{petition, petition_by, TestNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_a_burst_routes_every_case_exactly_once() {
@@ -59,7 +59,7 @@ async fn sigkill_during_a_burst_routes_every_case_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_reload_without_restart_and_bad_rules_are_refused() {
     let node = TestNode::start_services("", &["routing"]);
-    let (_, r) = node.submit(&petition()).await;
+    let (_, r) = node.submit(&petition_by(1)).await;
     let ev = node.wait_for(r["case_id"].as_str().unwrap(), "routed", Duration::from_secs(15)).await.expect("routed");
     assert_eq!(ev.data["organ_id"], "320211-zjj");
 
@@ -67,14 +67,14 @@ async fn rules_reload_without_restart_and_bad_rules_are_refused() {
     let good = std::fs::read_to_string(&node.config).unwrap();
     std::fs::write(&node.config, good.replace("organ = \"320211-zjj\"", "organ = \"nobody\"")).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_, r) = node.submit(&petition()).await;
+    let (_, r) = node.submit(&petition_by(2)).await;
     let ev = node.wait_for(r["case_id"].as_str().unwrap(), "routed", Duration::from_secs(15)).await.expect("routed");
     assert_eq!(ev.data["organ_id"], "320211-zjj", "old rules in force");
 
     // a good change: housing goes to the bureau now
     std::fs::write(&node.config, good.replace("organ = \"320211-zjj\"", "organ = \"320211-xfj\"")).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_, r) = node.submit(&petition()).await;
+    let (_, r) = node.submit(&petition_by(3)).await;
     let ev = node.wait_for(r["case_id"].as_str().unwrap(), "routed", Duration::from_secs(15)).await.expect("routed");
     assert_eq!(ev.data["organ_id"], "320211-xfj", "new rules in force: {}", ev.data);
 }

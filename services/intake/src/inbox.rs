@@ -25,7 +25,11 @@ pub async fn receive(ledger: &Ledger, d: Delivery) -> Outcome {
         xinfang_shared::time::to_cst(chrono::Utc::now().fixed_offset()),
         Actor::system("intake"),
         Some(message.event_id.clone()),
-        EventData::TransferredIn { from_node: message.node.clone(), snapshot: transfer.snapshot },
+        EventData::TransferredIn {
+            from_node: message.node.clone(),
+            snapshot: transfer.snapshot,
+            organ_id: transfer.organ_id,
+        },
     );
     match ledger.history(&message.case_id).await {
         Ok(h) if h.iter().any(|s| s.event.event_id == event.event_id) => return Outcome::Done,

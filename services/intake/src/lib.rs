@@ -16,6 +16,7 @@ pub mod http;
 pub mod inbox;
 pub mod metrics;
 pub mod register;
+pub mod repeats;
 pub mod service;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct Intake {
     pub windows: Windows,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
+    /// Which cases each petitioner has (repeat detection), rebuilt from the ledger.
+    pub repeats: xinfang_shared::projection::Projection,
     /// Salt of the petitioner keys (keyed hashes of ID numbers) used for repeat matching.
     pub petitioner_key_salt: String,
 }
@@ -71,6 +74,8 @@ impl Intake {
         let calendar = settings.calendar().map_err(|e| e.to_string())?;
         let policy = Policy::from_settings(&settings);
         let windows = Windows { review: policy.review_window, rereview: policy.rereview_window };
+        let repeats = xinfang_shared::projection::Projection::open(&settings.store.path, "repeats")
+            .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
         Ok(Self {
             petitioner_key_salt: format!("xf-petitioner:{}", settings.node.parent.as_deref().unwrap_or(node.as_str())),
             settings,
@@ -80,6 +85,7 @@ impl Intake {
             calendar,
             policy,
             windows,
+            repeats,
             clock,
             metrics,
         })
@@ -123,6 +129,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let registry = ops::registry("intake", node.as_str());
     let metrics = Metrics::register(&registry);
     let inbox_metrics = ConsumerMetrics::register(&registry, "intake_inbox");
+    let repeats_metrics = ConsumerMetrics::register(&registry, "intake_repeats");
     let listener = runtime::bind(&settings.http.listen, "http.listen").await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let intake = Arc::new(Intake::build(settings, js, Arc::new(SystemClock), metrics).await?);
@@ -133,6 +140,21 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
     });
     let nats = tokio::spawn(service::serve(client.clone(), intake.clone(), shutdown.clone()));
+    let repeats = {
+        let spec = Spec {
+            stream: intake.ledger.stream_name().to_string(),
+            durable: "intake-repeats".into(),
+            filter_subjects: repeats::TYPES.iter().map(|t| subjects::case_type_filter(&node, t)).collect(),
+            max_deliver: 20,
+            resume_after: Some(intake.repeats.last_applied()),
+        };
+        let projection = intake.repeats.clone();
+        let js = intake.ledger.jetstream().clone();
+        tokio::spawn(consumer::run(js, spec, repeats_metrics, shutdown.clone(), move |d| {
+            let projection = projection.clone();
+            async move { repeats::apply(&projection, d).await }
+        }))
+    };
     let inbox = {
         let peers: Vec<NodeCode> = intake.settings.peers.iter().filter_map(|p| NodeCode::parse(&p.code).ok()).collect();
         let js = intake.ledger.jetstream().clone();
@@ -164,6 +186,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         tracing::warn!("HTTP requests did not finish within 5 s");
     }
     let _ = tokio::time::timeout(step(2), inbox).await;
+    let _ = tokio::time::timeout(step(2), repeats).await;
     let _ = tokio::time::timeout(step(1), client.flush()).await;
     tracing::info!("intake stopped");
     Ok(())

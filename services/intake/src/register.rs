@@ -171,16 +171,18 @@ impl Intake {
         let route_due = self.calendar.due(p.received_at, self.policy.route);
         let group = p.is_group();
         let urgent_reasons: Vec<String> = if group { vec!["group_petition".into()] } else { vec![] };
-        let petitioner_keys = p
+        let petitioner_keys: Vec<String> = p
             .petitioners
             .iter()
             .filter_map(|x| x.id_number.as_ref())
             .map(|id| hex::encode(Sha256::digest(format!("{}:{id}", self.petitioner_key_salt).as_bytes())))
             .collect();
+        let repeat = crate::repeats::find(&self.repeats, &petitioner_keys, p);
         let data = Registered {
             petition: p.clone(),
             query_code_hash: query_code_hash(&case_id, &query_code),
-            repeat_of: None,
+            repeat_of: repeat.as_ref().map(|r| r.case_id.clone()),
+            terminated_matter: repeat.as_ref().is_some_and(|r| r.terminated),
             group,
             urgent: !urgent_reasons.is_empty(),
             urgent_reasons,
@@ -202,7 +204,7 @@ impl Intake {
             query_code,
             registered_at: rfc3339(now),
             due: serde_json::json!({"route": rfc3339(route_due.at), "provisional": route_due.provisional}),
-            repeat_of: None,
+            repeat_of: repeat.map(|r| r.case_id),
         };
         Ok((receipt, event))
     }

@@ -46,10 +46,37 @@ impl Routing {
                 let Some(registered) = registered_of(&events) else {
                     return Outcome::Reject(format!("case {} carries no petition", cause.case_id));
                 };
-                Router::new(&settings).route(&registered.petition, &history_of(&events))
+                let mut history = history_of(&events);
+                history.named = named_organ(&cause);
+                if let (Some(original), false) = (&registered.repeat_of, registered.terminated_matter) {
+                    history.repeat_organ = match self.ledger.history(original).await {
+                        Ok(h) => CaseState::fold(h.iter().map(|s| &s.event))
+                            .filter(|s| !s.stage.is_final())
+                            .and_then(|s| s.organ),
+                        Err(e) => return Outcome::Retry(e.to_string()),
+                    };
+                }
+                Router::new(&settings).route(&registered.petition, &history)
             }
             ("review_requested", Stage::ReviewRequested) | ("rereview_requested", Stage::RereviewRequested) => {
                 review_decision(&settings, state.organ.as_ref())
+            }
+            ("transferred_in", Stage::ReviewRequested | Stage::RereviewRequested) => {
+                match named_organ(&cause)
+                    .and_then(|o| settings.organs.iter().find(|x| x.id == o.as_str() && x.node == settings.node.code))
+                {
+                    Some(o) => Decision::Assign {
+                        organ_id: OrganId::parse(&o.id).expect("checked at load"),
+                        organ_name: o.name.clone(),
+                        level: level_of(&o.node).into(),
+                        mode: xinfang_shared::event::RouteMode::Transfer,
+                        assigned_days: None,
+                        rule_id: "review".into(),
+                        reason: format!("复查/复核由原处理机关的上一级机关{}办理", o.name),
+                        result: "assigned",
+                    },
+                    None => bureau(&settings, "转来的复查/复核未指明本级机关"),
+                }
             }
             // the case moved on since this event (e.g. withdrawn): nothing to route
             _ => return Outcome::Done,
@@ -67,8 +94,8 @@ impl Routing {
                 let routed = EventData::Routed { organ_id, organ_name, level, mode, assigned_due, rule_id, reason };
                 self.append(&cause, "routed", routed).await.map(|_| result)
             }
-            Decision::Forward { to_node, reason } => {
-                self.forward(&cause, &events, to_node, reason).await.map(|_| "forwarded")
+            Decision::Forward { to_node, reason, organ_id } => {
+                self.forward(&cause, &events, to_node, reason, organ_id).await.map(|_| "forwarded")
             }
         };
         match result {
@@ -105,6 +132,7 @@ impl Routing {
         events: &[Envelope],
         to_node: NodeCode,
         reason: String,
+        organ_id: Option<OrganId>,
     ) -> Result<(), String> {
         let snapshot = events.iter().map(|e| serde_json::to_value(e).expect("events serialize")).collect();
         let message = Envelope {
@@ -115,11 +143,24 @@ impl Routing {
             at: to_cst(Utc::now().fixed_offset()),
             actor: Actor::system("routing"),
             causation_id: Some(cause.event_id.clone()),
-            data: serde_json::to_value(Transfer { to_node: to_node.clone(), reason: reason.clone(), snapshot })
-                .expect("serializes"),
+            data: serde_json::to_value(Transfer {
+                to_node: to_node.clone(),
+                reason: reason.clone(),
+                snapshot,
+                organ_id,
+            })
+            .expect("serializes"),
         };
         self.ledger.send(&to_node, transfer::KIND, &message).await.map_err(|e| e.to_string())?;
         self.append(cause, "forwarded", EventData::Forwarded { to_node, reason }).await
+    }
+}
+
+/// The organ a `transferred_in` names.
+fn named_organ(cause: &Envelope) -> Option<OrganId> {
+    match cause.data() {
+        Ok(Some(EventData::TransferredIn { organ_id, .. })) => organ_id,
+        _ => None,
     }
 }
 
@@ -164,6 +205,7 @@ fn review_decision(settings: &Settings, decider: Option<&OrganId>) -> Decision {
                 Ok(to_node) => Decision::Forward {
                     to_node,
                     reason: format!("复查/复核由上一级机关 {sup} 办理，转 {node}"),
+                    organ_id: OrganId::parse(sup).ok(),
                 },
                 Err(_) => bureau(settings, "原处理机关的上一级机关无法确定"),
             }

@@ -210,6 +210,8 @@ fn arb_history() -> impl Strategy<Value = History> {
         declined: d.into_iter().map(|o| OrganId::parse(o).unwrap()).collect(),
         suggested: s.map(|o| OrganId::parse(o).unwrap()),
         came_from: vec![],
+        named: None,
+        repeat_organ: None,
     })
 }
 
@@ -232,7 +234,7 @@ proptest! {
                     prop_assert_eq!(organ_id.as_str(), "320211-xfj");
                 }
             }
-            Decision::Forward { to_node, reason } => {
+            Decision::Forward { to_node, reason, .. } => {
                 prop_assert!(!reason.is_empty());
                 prop_assert!(to_node.as_str() == "320213" || to_node.as_str() == "320200");
             }

@@ -22,9 +22,33 @@ fn env(n: usize, at: Instant, data: EventData) -> Envelope {
 }
 
 fn registered(at: Instant) -> Envelope {
-    let mut e = env(0, at, EventData::Closed { reason: String::new() });
-    e.kind = "registered".into();
-    e
+    use crate::event::{Registered, RegisteredDue};
+    use crate::ids::DivisionCode;
+    use crate::petition::{Channel, Kind, Location, Petition, Petitioner};
+    let petition = Petition {
+        channel: Channel::Letter,
+        received_at: at,
+        petitioners: vec![Petitioner { name: "张三".into(), id_number: None, phone: None, address: None }],
+        headcount: 1,
+        location: Location { division: DivisionCode::parse("320211").unwrap(), address: None },
+        category: "urban_construction".into(),
+        kind: Kind::AppealRequest,
+        respondent_organ_id: None,
+        title: "t".into(),
+        content: "c".into(),
+    };
+    let data = Registered {
+        petition,
+        query_code_hash: String::new(),
+        repeat_of: None,
+        group: false,
+        urgent: false,
+        urgent_reasons: vec![],
+        petitioner_keys: vec![],
+        terminated_matter: false,
+        due: RegisteredDue { route: at, provisional: false },
+    };
+    env(0, at, EventData::Registered(Box::new(data)))
 }
 
 fn routed(n: usize, at: Instant) -> Envelope {

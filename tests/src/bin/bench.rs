@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use futures::TryStreamExt;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use xinfang_tests::{node_toml, petition, NatsServer, ServiceProcess};
@@ -98,6 +99,37 @@ async fn intake_http(base: &str, n: usize, c: usize) -> (f64, Vec<Duration>) {
     (rate, all)
 }
 
+/// Intake and routing as processes: `n` petitions submitted by `c` clients; cases per second
+/// from the first submission until the last case has its `routed` event.
+async fn routed_end_to_end(nats: &NatsServer, n: usize, c: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
+    let intake = ServiceProcess::start("intake", &config, &nats.url, dir.path());
+    let routing = ServiceProcess::start("routing", &config, &nats.url, dir.path());
+    let js = nats.jetstream().await;
+    let count_routed = || async {
+        let stream = js.get_stream("XF_CASES_320211").await.expect("stream");
+        let info = stream
+            .info_with_subjects("xf.320211.case.*.routed")
+            .await
+            .expect("info")
+            .try_fold(0usize, |acc, (_, n)| async move { Ok(acc + n) })
+            .await
+            .expect("subjects");
+        info
+    };
+    let started = Instant::now();
+    let _ = intake_http(&intake.http, n, c).await;
+    while count_routed().await < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    drop(routing);
+    drop(intake);
+    rate
+}
+
 /// Raw sled: `n` inserts of 64-byte values, one flush at the end.
 fn raw_sled(n: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -135,6 +167,15 @@ async fn main() {
             a.petitions
         );
         drop(intake);
+    }
+    println!();
+    println!("| nats-server fsync | raw JetStream acked publishes/s | routed cases/s end to end (submit → `routed` in the ledger) | cases |");
+    println!("| --- | --- | --- | --- |");
+    for sync_always in [true, false] {
+        let nats = NatsServer::start(sync_always);
+        let raw = raw_publish(&nats, a.petitions, event_size, a.concurrency).await;
+        let routed = routed_end_to_end(&nats, a.petitions, a.concurrency).await;
+        println!("| {} | {raw:.0} | {routed:.0} | {} |", if sync_always { "always" } else { "default" }, a.petitions);
     }
     println!();
     println!("raw sled inserts/s (64 B values, one flush): {:.0}", raw_sled(200_000));
