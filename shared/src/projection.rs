@@ -1,6 +1,11 @@
 //! A sled projection that stores the last applied stream sequence together with the state, in
 //! one atomic batch, so a replay after a crash skips what is already applied and a lost
 //! directory is rebuilt from the stream (the consumer starts after [`Projection::last_applied`]).
+//!
+//! Batches are not fsynced one by one: sled flushes every few hundred milliseconds and recovers
+//! to a consistent prefix of batches after a crash. A consumer that acked events whose batches
+//! were lost is then ahead of the projection, and the consumer helper recreates it from
+//! `last_applied() + 1` (`consumer::Spec::resume_after`), so nothing acked is ever missing.
 
 use std::path::Path;
 
@@ -49,16 +54,20 @@ impl Projection {
             .unwrap_or(0)
     }
 
-    /// Applies `batch` as the effect of the event at stream sequence `seq` and flushes it to
-    /// disk. Returns `false` (and writes nothing) when `seq` was already applied.
+    /// Applies `batch` atomically as the effect of the event at stream sequence `seq`.
+    /// Returns `false` (and writes nothing) when `seq` was already applied.
     pub async fn apply(&self, seq: u64, mut batch: Batch) -> Result<bool, sled::Error> {
         if seq <= self.last_applied() {
             return Ok(false);
         }
         batch.insert(LAST_SEQ, &seq.to_be_bytes());
         self.tree.apply_batch(batch)?;
-        self.db.flush_async().await?;
         Ok(true)
+    }
+
+    /// Writes everything applied so far to disk (at shutdown).
+    pub async fn flush(&self) -> Result<(), sled::Error> {
+        self.db.flush_async().await.map(|_| ())
     }
 }
 
@@ -78,6 +87,7 @@ mod tests {
             let mut b = Batch::default();
             b.insert("a", "2");
             assert!(!p.apply(5, b).await.unwrap(), "a replay is skipped");
+            p.flush().await.unwrap();
         }
         let p = Projection::open(dir.path(), "cases").unwrap();
         assert_eq!(p.last_applied(), 5);

@@ -187,6 +187,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     }
     let _ = tokio::time::timeout(step(2), inbox).await;
     let _ = tokio::time::timeout(step(2), repeats).await;
+    if let Err(e) = intake.repeats.flush().await {
+        tracing::warn!(error = %e, "could not flush the repeats projection; it will catch up from the ledger");
+    }
     let _ = tokio::time::timeout(step(1), client.flush()).await;
     tracing::info!("intake stopped");
     Ok(())

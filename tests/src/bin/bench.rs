@@ -11,7 +11,7 @@ use futures::future::join_all;
 use futures::TryStreamExt;
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use xinfang_tests::{node_toml, petition, NatsServer, ServiceProcess};
+use xinfang_tests::{node_toml, petition, petition_by, NatsServer, ServiceProcess};
 
 struct Args {
     petitions: usize,
@@ -70,19 +70,27 @@ async fn raw_publish(nats: &NatsServer, n: usize, size: usize, window: usize) ->
 async fn intake_http(base: &str, n: usize, c: usize) -> (f64, Vec<Duration>) {
     let client = reqwest::Client::new();
     let url = format!("{base}/v1/petitions");
-    let body = serde_json::to_vec(&petition()).expect("json");
+    // 1000 different petitioners, as at a real bureau (a petitioner's earlier cases are
+    // looked up for repeats at every submission)
+    let bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..1000).map(|i| serde_json::to_vec(&petition_by(i)).expect("json")).collect());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let workers = (0..c).map(|_| {
-        let (client, url, body, next) = (client.clone(), url.clone(), body.clone(), next.clone());
+        let (client, url, bodies, next) = (client.clone(), url.clone(), bodies.clone(), next.clone());
         tokio::spawn(async move {
             let mut lat = Vec::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let body = bodies[i % bodies.len()].clone();
                 let t = Instant::now();
                 let r = client
                     .post(&url)
                     .header("content-type", "application/json")
-                    .body(body.clone())
+                    .body(body)
                     .send()
                     .await
                     .expect("send");
