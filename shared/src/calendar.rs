@@ -257,4 +257,97 @@ mod tests {
     fn rfc(t: Instant) -> String {
         crate::time::rfc3339(t)
     }
+
+    /// The official schedules as printed in DOMAIN.md, typed in again here so the shipped
+    /// TOML files and the parser are checked too.
+    const OFFICIAL: &[(&str, &str)] = &[
+        ("2025-01-01", "2025-01-01"),
+        ("2025-01-28", "2025-02-04"),
+        ("2025-04-04", "2025-04-06"),
+        ("2025-05-01", "2025-05-05"),
+        ("2025-05-31", "2025-06-02"),
+        ("2025-10-01", "2025-10-08"),
+        ("2026-01-01", "2026-01-03"),
+        ("2026-02-15", "2026-02-23"),
+        ("2026-04-04", "2026-04-06"),
+        ("2026-05-01", "2026-05-05"),
+        ("2026-06-19", "2026-06-21"),
+        ("2026-09-25", "2026-09-27"),
+        ("2026-10-01", "2026-10-07"),
+    ];
+    const MAKE_UP: &[&str] = &[
+        "2025-01-26",
+        "2025-02-08",
+        "2025-04-27",
+        "2025-09-28",
+        "2025-10-11",
+        "2026-01-04",
+        "2026-02-14",
+        "2026-02-28",
+        "2026-05-09",
+        "2026-09-20",
+        "2026-10-10",
+    ];
+
+    /// An independent, deliberately plain model: a table of every day from 2025-01-01 to
+    /// 2027-12-31 with its working flag; dues are found by walking the table.
+    struct Table {
+        days: Vec<(NaiveDate, bool)>,
+    }
+
+    impl Table {
+        fn new() -> Self {
+            let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+            let mut days = Vec::new();
+            let mut day = d("2025-01-01");
+            while day <= d("2027-12-31") {
+                let holiday = OFFICIAL.iter().any(|(a, b)| d(a) <= day && day <= d(b));
+                let make_up = MAKE_UP.iter().any(|m| d(m) == day);
+                let weekend = day.weekday().number_from_monday() >= 6;
+                days.push((day, make_up || (!weekend && !holiday)));
+                day = day.succ_opt().unwrap();
+            }
+            Self { days }
+        }
+
+        fn index(&self, day: NaiveDate) -> usize {
+            self.days.iter().position(|(d, _)| *d == day).unwrap()
+        }
+
+        fn calendar_days(&self, start: NaiveDate, n: usize) -> NaiveDate {
+            let i = self.index(start) + n;
+            self.days[i..].iter().find(|(_, working)| *working).unwrap().0
+        }
+
+        fn working_days(&self, start: NaiveDate, n: usize) -> NaiveDate {
+            self.days[self.index(start) + 1..].iter().filter(|(_, working)| *working).nth(n - 1).unwrap().0
+        }
+    }
+
+    #[test]
+    fn exhaustive_over_both_shipped_years() {
+        let cal = Calendar::shipped();
+        let table = Table::new();
+        let mut checked = 0;
+        let mut start = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+        while start.year() <= 2026 {
+            let from = cst().from_local_datetime(&start.and_hms_opt(10, 30, 0).unwrap()).unwrap();
+            for n in 1..=60u32 {
+                let due = cal.due(from, Period::Days(n));
+                let want = table.calendar_days(start, n as usize);
+                assert_eq!(due.at, end_of_day(want), "{start} + {n}d");
+                assert_eq!(due.provisional, want.year() > 2026, "{start} + {n}d provisional");
+                checked += 1;
+            }
+            for n in 1..=10u32 {
+                let due = cal.due(from, Period::WorkingDays(n));
+                let want = table.working_days(start, n as usize);
+                assert_eq!(due.at, end_of_day(want), "{start} + {n}wd");
+                assert_eq!(due.provisional, want.year() > 2026, "{start} + {n}wd provisional");
+                checked += 1;
+            }
+            start = start.succ_opt().unwrap();
+        }
+        assert_eq!(checked, 730 * 70);
+    }
 }

@@ -168,11 +168,18 @@ impl<'a> Router<'a> {
                         p.location.division
                     ),
                 },
-                _ => Decision::Forward {
-                    organ_id: None,
-                    to_node: peer.clone(),
-                    reason: format!("属地管理：事发地 {} 属 {peer} 管辖", p.location.division),
-                },
+                _ => {
+                    let name = self.settings.peers.iter().find(|x| x.code == peer.as_str()).map(|x| x.name.as_str());
+                    Decision::Forward {
+                        organ_id: None,
+                        to_node: peer.clone(),
+                        reason: format!(
+                            "属地管理：事发地 {} 属{}（{peer}）管辖",
+                            p.location.division,
+                            name.unwrap_or("相邻节点")
+                        ),
+                    }
+                }
             };
         }
         let bureau = self.bureau();

@@ -87,13 +87,8 @@ async fn intake_http(base: &str, n: usize, c: usize) -> (f64, Vec<Duration>) {
                 }
                 let body = bodies[i % bodies.len()].clone();
                 let t = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("send");
+                let r =
+                    client.post(&url).header("content-type", "application/json").body(body).send().await.expect("send");
                 assert_eq!(r.status().as_u16(), 201, "submit failed");
                 let _: Value = r.json().await.expect("json");
                 lat.push(t.elapsed());
