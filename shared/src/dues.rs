@@ -7,6 +7,7 @@ use crate::calendar::{Calendar, Due, Period};
 use crate::config::Settings;
 use crate::event::{Envelope, EventData};
 use crate::state::{CaseState, Stage};
+use crate::time::Instant;
 
 /// The periods in force at a node: DOMAIN.md defaults with the node file's overrides.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +61,23 @@ pub fn open_dues(
     policy: &Policy,
     cal: &Calendar,
 ) -> BTreeMap<&'static str, Due> {
+    open_steps(events, state, policy, cal).into_iter().map(|(step, (_, due))| (step, due)).collect()
+}
+
+/// When the warning of a step falls due: at 80 % of the period or 3 days before its end,
+/// whichever is later (DOMAIN.md "Warnings and supervision").
+pub fn warn_at(start: Instant, due: Instant) -> Instant {
+    let eighty = start + (due - start) * 4 / 5;
+    eighty.max(due - chrono::Duration::days(3))
+}
+
+/// The steps open in `state`: step name → (start, due).
+pub fn open_steps(
+    events: &[Envelope],
+    state: &CaseState,
+    policy: &Policy,
+    cal: &Calendar,
+) -> BTreeMap<&'static str, (Instant, Due)> {
     let last = |kinds: &[&str]| events.iter().rev().find(|e| kinds.contains(&e.kind.as_str()));
     let mut dues = BTreeMap::new();
     match state.stage {
@@ -69,38 +87,38 @@ pub fn open_dues(
                 _ => e.at,
             });
             if let Some(from) = start {
-                dues.insert("route", cal.due(from, policy.route));
+                dues.insert("route", (from, cal.due(from, policy.route)));
             }
         }
         Stage::WithOrgan => {
             if let Some(r) = last(&["routed"]) {
-                dues.insert("objection", cal.due(r.at, policy.objection));
-                dues.insert("acceptance", cal.due(r.at, policy.acceptance));
+                dues.insert("objection", (r.at, cal.due(r.at, policy.objection)));
+                dues.insert("acceptance", (r.at, cal.due(r.at, policy.acceptance)));
             }
         }
         Stage::Accepted => {
             if let Some(a) = last(&["accepted"]) {
-                dues.insert("handling", handling_due(events, a, policy, cal));
+                dues.insert("handling", (a.at, handling_due(events, a, policy, cal)));
             }
         }
         Stage::Replied => {
             if let Some(t) = state.opinion_at {
-                dues.insert("review_window", cal.due(t, policy.review_window));
+                dues.insert("review_window", (t, cal.due(t, policy.review_window)));
             }
         }
         Stage::ReviewRequested => {
             if let Some(r) = last(&["review_requested"]) {
-                dues.insert("review", cal.due(r.at, policy.review));
+                dues.insert("review", (r.at, cal.due(r.at, policy.review)));
             }
         }
         Stage::ReviewReplied => {
             if let Some(t) = state.opinion_at {
-                dues.insert("rereview_window", cal.due(t, policy.rereview_window));
+                dues.insert("rereview_window", (t, cal.due(t, policy.rereview_window)));
             }
         }
         Stage::RereviewRequested | Stage::InHearing => {
             if let Some(r) = last(&["rereview_requested"]) {
-                dues.insert("rereview", cal.due(r.at, policy.rereview));
+                dues.insert("rereview", (r.at, cal.due(r.at, policy.rereview)));
             }
         }
         _ => {}

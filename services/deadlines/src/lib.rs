@@ -1,0 +1,112 @@
+//! xinfang deadlines (期限): one durable timer per open step of every case, kept in sled and
+//! derived from the ledger; `deadline_warned` at the warning point, `deadline_breached` at the
+//! due instant, `closed` when a petitioner's window runs out. Each firing has an id derived
+//! from (case, step, due, kind), so a crash between appending and forgetting the timer cannot
+//! put it in the ledger twice; timers that came due while the service was down fire at start.
+//!
+//! # Layout
+//! - [`timers`]: the sled layout and the arm / fire operations.
+//! - [`metrics`].
+#![forbid(unsafe_code)]
+
+pub mod metrics;
+pub mod timers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use xinfang_shared::config::Settings;
+use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
+use xinfang_shared::dues::Policy;
+use xinfang_shared::ledger::Ledger;
+use xinfang_shared::ops::{self, Readiness};
+use xinfang_shared::projection::Projection;
+use xinfang_shared::{runtime, subjects, CancellationToken};
+
+use crate::metrics::Metrics;
+use crate::timers::Timers;
+
+/// Ledger events that open, move or close a step (deadlines' own events are left out).
+pub const TRIGGERS: &[&str] = &[
+    "registered",
+    "routed",
+    "forwarded",
+    "transferred_in",
+    "accepted",
+    "rejected",
+    "jurisdiction_declined",
+    "extended",
+    "replied",
+    "review_requested",
+    "review_replied",
+    "rereview_requested",
+    "rereview_replied",
+    "hearing_started",
+    "hearing_ended",
+    "closed",
+    "terminated",
+];
+
+/// How often due timers are looked for.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Runs deadlines until `shutdown`.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
+    let node = settings.node_code();
+    let client = runtime::connect_nats(&settings.nats, &format!("xinfang-deadlines-{node}")).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
+    let registry = ops::registry("deadlines", node.as_str());
+    let metrics = Metrics::register(&registry);
+    let consumer_metrics = ConsumerMetrics::register(&registry, "deadlines");
+    let projection = Projection::open(&settings.store.path, "timers")
+        .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
+    let calendar = settings.calendar().map_err(|e| e.to_string())?;
+    let timers = Arc::new(Timers {
+        ledger: ledger.clone(),
+        projection,
+        calendar,
+        policy: Policy::from_settings(&settings),
+        metrics,
+    });
+    timers.count_armed();
+    let ready = Readiness::default();
+    let (addr, ops_task) = ops::serve(&settings.metrics.listen, registry, ready.clone(), shutdown.clone()).await?;
+    let spec = Spec {
+        stream: ledger.stream_name().to_string(),
+        durable: "deadlines".into(),
+        filter_subjects: TRIGGERS.iter().map(|t| subjects::case_type_filter(&node, t)).collect(),
+        max_deliver: 20,
+        resume_after: Some(timers.projection.last_applied()),
+    };
+    let firing = {
+        let (timers, shutdown) = (timers.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = timers.fire_due(xinfang_shared::time::to_cst(chrono::Utc::now().fixed_offset())).await {
+                    tracing::warn!(error = %e, "firing timers failed; will retry");
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(TICK) => {}
+                }
+            }
+        })
+    };
+    ready.set(true);
+    println!("{}", ops::ready_line("deadlines", &format!("http://{addr}")));
+    tracing::info!(%node, %addr, "deadlines ready");
+    let arming = timers.clone();
+    consumer::run(js, spec, consumer_metrics, shutdown.clone(), move |d| {
+        let timers = arming.clone();
+        async move { timers.arm(d).await }
+    })
+    .await;
+    ready.set(false);
+    let _ = tokio::time::timeout(Duration::from_secs(3), firing).await;
+    let _ = timers.projection.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), ops_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    tracing::info!("deadlines stopped");
+    Ok(())
+}

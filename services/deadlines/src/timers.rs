@@ -1,0 +1,236 @@
+//! The timers in sled, one tree (a [`Projection`], so its position in the ledger is stored
+//! with it):
+//! - `a/<case>/<step>` → [`Armed`]: the open step, its due and warning instants;
+//! - `t/<due ms, 16 hex>/<case>/<step>/<kind>` → [`Fire`]: what fires when, in due order.
+//!
+//! Arming recomputes a case's open steps from its history on every event that can change them
+//! ([`xinfang_shared::dues::open_steps`]) and reconciles. Firing appends the event with an id
+//! derived from (case, step, due, kind), then forgets the timer.
+
+use serde::{Deserialize, Serialize};
+use xinfang_shared::calendar::Calendar;
+use xinfang_shared::consumer::{Delivery, Outcome};
+use xinfang_shared::dues::{open_steps, warn_at, Policy};
+use xinfang_shared::event::{Actor, Envelope, EventData, Step};
+use xinfang_shared::ids::CaseId;
+use xinfang_shared::ledger::{Expect, Ledger};
+use xinfang_shared::projection::{Batch, Projection};
+use xinfang_shared::state::CaseState;
+use xinfang_shared::time::{to_cst, Instant};
+
+use crate::metrics::Metrics;
+
+/// An open step with a timer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Armed {
+    pub due_at: Instant,
+    pub warn_at: Instant,
+    pub provisional: bool,
+}
+
+/// What fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Warned,
+    Breached,
+}
+
+/// A scheduled firing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fire {
+    pub case_id: CaseId,
+    pub step: Step,
+    pub kind: Kind,
+    pub due_at: Instant,
+    pub provisional: bool,
+}
+
+fn step_name(step: Step) -> String {
+    serde_json::to_value(step).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn parse_step(name: &str) -> Option<Step> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
+}
+
+fn armed_key(case: &str, step: &str) -> Vec<u8> {
+    format!("a/{case}/{step}").into_bytes()
+}
+
+fn fire_key(at: Instant, case: &str, step: &str, kind: Kind) -> Vec<u8> {
+    let ms = at.timestamp_millis().max(0) as u64;
+    let kind = match kind {
+        Kind::Warned => "w",
+        Kind::Breached => "b",
+    };
+    format!("t/{ms:016x}/{case}/{step}/{kind}").into_bytes()
+}
+
+/// The id of a firing: the same whoever fires it, however often.
+pub fn firing_id(case: &str, step: &str, due: Instant, kind: &str) -> String {
+    format!("{case}:{step}:{}:{kind}", due.timestamp())
+}
+
+/// The deadlines service's working parts.
+pub struct Timers {
+    pub ledger: Ledger,
+    pub projection: Projection,
+    pub calendar: Calendar,
+    pub policy: Policy,
+    pub metrics: Metrics,
+}
+
+impl Timers {
+    /// Sets the armed-timer gauges from the store (at start).
+    pub fn count_armed(&self) {
+        for item in self.projection.tree().scan_prefix(b"a/").flatten() {
+            let key = String::from_utf8_lossy(&item.0).to_string();
+            let step = key.rsplit('/').next().unwrap_or_default().to_string();
+            self.metrics.armed.with_label_values(&[&step]).inc();
+            if serde_json::from_slice::<Armed>(&item.1).is_ok_and(|a| a.provisional) {
+                self.metrics.provisional.with_label_values(&[&step]).inc();
+            }
+        }
+    }
+
+    /// Reconciles a case's timers with its open steps after a ledger event.
+    pub async fn arm(&self, d: Delivery) -> Outcome {
+        let case = d.event.case_id.clone();
+        let history = match self.ledger.history(&case).await {
+            Ok(h) => h,
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        let events: Vec<Envelope> = history.into_iter().filter(|s| s.seq <= d.seq).map(|s| s.event).collect();
+        let Some(state) = CaseState::fold(&events) else { return Outcome::Done };
+        let want = open_steps(&events, &state, &self.policy, &self.calendar);
+        let tree = self.projection.tree();
+        let mut batch = Batch::default();
+        // steps that closed or moved: forget them; one that completed after its due and whose
+        // breach has not fired yet still gets its breach
+        for item in tree.scan_prefix(format!("a/{case}/").as_bytes()).flatten() {
+            let key = String::from_utf8_lossy(&item.0).to_string();
+            let step = key.rsplit('/').next().unwrap_or_default().to_string();
+            let Ok(armed) = serde_json::from_slice::<Armed>(&item.1) else { continue };
+            let same = want.get(step.as_str()).is_some_and(|(_, due)| due.at == armed.due_at);
+            if same {
+                continue;
+            }
+            if !want.contains_key(step.as_str()) && armed.due_at < d.event.at {
+                let breach_pending =
+                    tree.contains_key(fire_key(armed.due_at, case.as_str(), &step, Kind::Breached)).unwrap_or(false);
+                if breach_pending {
+                    if let Some(s) = parse_step(&step) {
+                        let fire = Fire {
+                            case_id: case.clone(),
+                            step: s,
+                            kind: Kind::Breached,
+                            due_at: armed.due_at,
+                            provisional: armed.provisional,
+                        };
+                        if let Err(e) = self.append_fire(&fire, d.event.at, false).await {
+                            return Outcome::Retry(e);
+                        }
+                    }
+                }
+            }
+            batch.remove(item.0.clone());
+            batch.remove(fire_key(armed.warn_at, case.as_str(), &step, Kind::Warned));
+            batch.remove(fire_key(armed.due_at, case.as_str(), &step, Kind::Breached));
+            self.metrics.armed.with_label_values(&[&step]).dec();
+            if armed.provisional {
+                self.metrics.provisional.with_label_values(&[&step]).dec();
+            }
+        }
+        for (step, (start, due)) in &want {
+            let key = armed_key(case.as_str(), step);
+            let current = tree.get(&key).ok().flatten().and_then(|v| serde_json::from_slice::<Armed>(&v).ok());
+            if current.is_some_and(|a| a.due_at == due.at) {
+                continue;
+            }
+            let Some(s) = parse_step(step) else { continue };
+            let armed = Armed { due_at: due.at, warn_at: warn_at(*start, due.at), provisional: due.provisional };
+            batch.insert(key, serde_json::to_vec(&armed).expect("serializes"));
+            let fire =
+                |kind| Fire { case_id: case.clone(), step: s, kind, due_at: due.at, provisional: due.provisional };
+            if armed.warn_at < armed.due_at {
+                batch.insert(
+                    fire_key(armed.warn_at, case.as_str(), step, Kind::Warned),
+                    serde_json::to_vec(&fire(Kind::Warned)).expect("serializes"),
+                );
+            }
+            batch.insert(
+                fire_key(armed.due_at, case.as_str(), step, Kind::Breached),
+                serde_json::to_vec(&fire(Kind::Breached)).expect("serializes"),
+            );
+            self.metrics.armed.with_label_values(&[step]).inc();
+            if armed.provisional {
+                self.metrics.provisional.with_label_values(&[step]).inc();
+            }
+        }
+        match self.projection.apply(d.seq, batch).await {
+            Ok(_) => Outcome::Done,
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    /// Fires every timer due at or before `now`, oldest first.
+    pub async fn fire_due(&self, now: Instant) -> Result<usize, String> {
+        let limit = format!("t/{:016x}0", now.timestamp_millis().max(0) as u64).into_bytes();
+        let mut fired = 0;
+        for item in self.projection.tree().range(b"t/".to_vec()..limit) {
+            let (key, value) = item.map_err(|e| e.to_string())?;
+            let Ok(fire) = serde_json::from_slice::<Fire>(&value) else {
+                let _ = self.projection.tree().remove(&key);
+                continue;
+            };
+            self.append_fire(&fire, now, true).await?;
+            self.projection.tree().remove(&key).map_err(|e| e.to_string())?;
+            fired += 1;
+        }
+        Ok(fired)
+    }
+
+    async fn append_fire(&self, fire: &Fire, now: Instant, on_time: bool) -> Result<(), String> {
+        let step = step_name(fire.step);
+        let case = fire.case_id.as_str();
+        let (kind, data) = match fire.kind {
+            Kind::Warned => (
+                "warned",
+                EventData::DeadlineWarned { step: fire.step, due_at: fire.due_at, provisional: fire.provisional },
+            ),
+            Kind::Breached => (
+                "breached",
+                EventData::DeadlineBreached { step: fire.step, due_at: fire.due_at, provisional: fire.provisional },
+            ),
+        };
+        let id = firing_id(case, &step, fire.due_at, kind);
+        self.append(fire, &id, data, now).await?;
+        // a petitioner who lets the review or re-review window pass has closed the case
+        if fire.kind == Kind::Breached && on_time && matches!(fire.step, Step::ReviewWindow | Step::RereviewWindow) {
+            let reason =
+                if fire.step == Step::ReviewWindow { "review_window_expired" } else { "rereview_window_expired" };
+            self.append(fire, &format!("{id}:closed"), EventData::Closed { reason: reason.into() }, now).await?;
+            self.metrics.fired.with_label_values(&[&step, "closed"]).inc();
+        }
+        self.metrics.fired.with_label_values(&[&step, kind]).inc();
+        if on_time && fire.kind == Kind::Breached {
+            let lag = (now - fire.due_at).num_milliseconds().max(0) as f64 / 1000.0;
+            self.metrics.lag.with_label_values(&[kind]).observe(lag);
+        }
+        Ok(())
+    }
+
+    async fn append(&self, fire: &Fire, id: &str, data: EventData, now: Instant) -> Result<(), String> {
+        let event = Envelope::new(
+            id.to_string(),
+            fire.case_id.clone(),
+            self.ledger.node().clone(),
+            to_cst(now),
+            Actor::system("deadlines"),
+            None,
+            data,
+        );
+        self.ledger.append(&event, Expect::Any).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}

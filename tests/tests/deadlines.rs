@@ -1,0 +1,74 @@
+//! Deadlines across processes: late steps are on record, timers fire once across SIGKILL and
+//! downtime, and a lost sled directory is rebuilt from the ledger without duplicates.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+use xinfang_shared::subjects;
+use xinfang_tests::{petition_by, TestNode};
+
+const FAST: &str = "\n[deadlines.periods]\nacceptance = \"3s\"\n";
+
+async fn breaches(node: &TestNode, step: &str) -> HashMap<String, usize> {
+    let ledger = node.ledger().await;
+    let mut out = HashMap::new();
+    for s in ledger.read_filtered(subjects::case_type_filter(&node.node, "deadline_breached")).await.unwrap() {
+        if s.event.data["step"] == step {
+            *out.entry(s.event.case_id.to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_registration_is_on_record_even_though_routing_was_quick() {
+    let node = TestNode::start_services(FAST, &["routing", "deadlines"]);
+    let mut p = petition_by(501);
+    let old = chrono::Utc::now() - chrono::Duration::days(20);
+    p["received_at"] = json!(old.to_rfc3339());
+    p["channel"] = json!("letter");
+    let (_, r) = node.submit(&p).await;
+    let case = r["case_id"].as_str().unwrap();
+    let breach =
+        node.wait_for_where(case, "deadline_breached", Duration::from_secs(20), |e| e.data["step"] == "route").await;
+    assert!(breach.is_some(), "route breach on record");
+    let warned = node
+        .wait_for_where(case, "deadline_breached", Duration::from_secs(20), |e| e.data["step"] == "acceptance")
+        .await;
+    assert!(warned.is_some(), "the 3 s acceptance period breaches too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timers_fire_once_across_sigkill_downtime_and_a_lost_store() {
+    let mut node = TestNode::start_services(FAST, &["routing", "deadlines"]);
+    let mut cases = Vec::new();
+    for i in 0..20 {
+        let (_, r) = node.submit(&petition_by(600 + i)).await;
+        cases.push(r["case_id"].as_str().unwrap().to_string());
+    }
+    // down while the acceptance timers come due
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.service("deadlines").sigkill();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    node.service("deadlines").restart();
+    let mut got = HashMap::new();
+    for _ in 0..100 {
+        got = breaches(&node, "acceptance").await;
+        if cases.iter().all(|c| got.contains_key(c)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for c in &cases {
+        assert_eq!(got.get(c), Some(&1), "{c}: one acceptance breach, got {got:?}");
+    }
+    // lose the store: the service rebuilds its timers from the ledger and fires nothing twice
+    let store = node.service("deadlines").dir.join("deadlines");
+    node.service("deadlines").sigkill();
+    std::fs::remove_dir_all(&store).unwrap();
+    node.service("deadlines").restart();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = breaches(&node, "acceptance").await;
+    assert_eq!(again, got, "no duplicate after the rebuild");
+}
