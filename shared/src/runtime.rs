@@ -72,3 +72,32 @@ pub fn config_arg() -> Option<std::path::PathBuf> {
     }
     None
 }
+
+/// The whole `main` of a service binary: `--config` → settings (a bad config: one line on
+/// stderr, exit 2) → telemetry → `run(settings, config path, shutdown)` until SIGTERM/SIGINT.
+pub fn service_main<F, Fut>(service: &str, run: F) -> std::process::ExitCode
+where
+    F: FnOnce(crate::config::Settings, Option<std::path::PathBuf>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let config = config_arg();
+    let settings = match crate::config::Settings::load(config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("xinfang-{service}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async move {
+        init_telemetry(&settings.log);
+        let shutdown = shutdown_on_signals();
+        match run(settings, config, shutdown).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "{service} stopped");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}

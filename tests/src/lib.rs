@@ -370,6 +370,30 @@ impl TestNode {
         Ledger::open(self.nats.jetstream().await, self.node.clone()).await.expect("ledger")
     }
 
+    /// Appends a `routed` event to `320211-zjj` for a case, as routing would (for tests that
+    /// run intake alone).
+    pub async fn route_by_hand(&self, case: &str) {
+        use xinfang_shared::event::{Actor, EventData, RouteMode};
+        let routed = Envelope::new(
+            ulid::Ulid::new().to_string(),
+            CaseId::parse(case).expect("case id"),
+            self.node.clone(),
+            xinfang_shared::time::to_cst(chrono::Utc::now().fixed_offset()),
+            Actor::system("test-routing"),
+            None,
+            EventData::Routed {
+                organ_id: xinfang_shared::ids::OrganId::parse("320211-zjj").expect("organ"),
+                organ_name: "住建局".into(),
+                level: "county".into(),
+                mode: RouteMode::Transfer,
+                assigned_due: None,
+                rule_id: "housing".into(),
+                reason: "test".into(),
+            },
+        );
+        self.ledger().await.append(&routed, xinfang_shared::ledger::Expect::Any).await.expect("append routed");
+    }
+
     /// A case's events in the ledger.
     pub async fn events(&self, case: &str) -> Vec<Envelope> {
         let case = CaseId::parse(case).expect("case id");

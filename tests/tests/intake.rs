@@ -6,9 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use xinfang_shared::event::{Actor, Envelope, EventData, RouteMode};
-use xinfang_shared::ids::{CaseId, OrganId};
-use xinfang_shared::ledger::Expect;
+use xinfang_shared::ids::CaseId;
 use xinfang_shared::subjects;
 use xinfang_tests::{petition, TestNode};
 
@@ -189,27 +187,9 @@ async fn case_ids_keep_counting_across_restarts() {
 
 async fn routed_case(node: &TestNode) -> String {
     let (_, r) = node.submit(&petition()).await;
-    let case = CaseId::parse(r["case_id"].as_str().unwrap()).unwrap();
-    let ledger = node.ledger().await;
-    let routed = Envelope::new(
-        ulid::Ulid::new().to_string(),
-        case.clone(),
-        node.node.clone(),
-        xinfang_shared::time::to_cst(chrono::Utc::now().fixed_offset()),
-        Actor::system("test-routing"),
-        None,
-        EventData::Routed {
-            organ_id: OrganId::parse("320211-zjj").unwrap(),
-            organ_name: "住建局".into(),
-            level: "district".into(),
-            mode: RouteMode::Transfer,
-            assigned_due: None,
-            rule_id: "housing".into(),
-            reason: "test".into(),
-        },
-    );
-    ledger.append(&routed, Expect::Any).await.unwrap();
-    case.to_string()
+    let case = r["case_id"].as_str().unwrap().to_string();
+    node.route_by_hand(&case).await;
+    case
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,31 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use xinfang_shared::event::{Actor, Envelope, EventData, RouteMode};
-use xinfang_shared::ids::{CaseId, OrganId};
-use xinfang_shared::ledger::Expect;
-use xinfang_tests::{node_toml, petition, NatsServer, TestNode};
-
-async fn route_by_hand(node: &TestNode, case: &str) {
-    let routed = Envelope::new(
-        ulid::Ulid::new().to_string(),
-        CaseId::parse(case).unwrap(),
-        node.node.clone(),
-        xinfang_shared::time::to_cst(chrono::Utc::now().fixed_offset()),
-        Actor::system("test-routing"),
-        None,
-        EventData::Routed {
-            organ_id: OrganId::parse("320211-zjj").unwrap(),
-            organ_name: "住建局".into(),
-            level: "county".into(),
-            mode: RouteMode::Transfer,
-            assigned_due: None,
-            rule_id: "housing".into(),
-            reason: "test".into(),
-        },
-    );
-    node.ledger().await.append(&routed, Expect::Any).await.unwrap();
-}
+use xinfang_tests::{node_toml, petition, petition_by, NatsServer, TestNode};
 
 async fn ok(node: &TestNode, case: &str, action: serde_json::Value) {
     let (s, b) = node.act(case, &action).await;
@@ -74,7 +50,7 @@ async fn repeats_are_linked_and_terminated_matters_flagged() {
     let me = json!({"kind": "petitioner", "id": "self"});
     let reply = |a: &str| json!({"action": a, "actor": staff, "outcome": "not_supported", "summary": "维持原处理意见"});
     for c in [case.as_str(), again["case_id"].as_str().unwrap()] {
-        route_by_hand(&node, c).await;
+        node.route_by_hand(c).await;
         ok(&node, c, json!({"action": "accept", "actor": org})).await;
         ok(&node, c, json!({"action": "reply", "actor": org, "outcome": "not_supported", "summary": "不予支持"})).await;
         ok(&node, c, json!({"action": "request_review", "actor": me, "reason": "不服"})).await;
@@ -97,7 +73,7 @@ async fn repeats_are_linked_and_terminated_matters_flagged() {
         }
     }
     assert!(late["repeat_of"].is_string(), "a petition about the terminated matter is linked and flagged");
-    route_by_hand(&node, late["case_id"].as_str().unwrap()).await;
+    node.route_by_hand(late["case_id"].as_str().unwrap()).await;
     ok(
         &node,
         late["case_id"].as_str().unwrap(),
@@ -169,4 +145,42 @@ async fn a_review_request_travels_to_the_organ_one_level_up_on_the_parent_node()
         json!({"action": "review_reply", "actor": reviewer, "outcome": "partly_supported", "summary": "部分支持"}),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_and_views_over_the_nats_endpoints() {
+    let node = TestNode::start();
+    let nc = async_nats::connect(&node.nats.url).await.unwrap();
+    let ask = |subject: &'static str, body: serde_json::Value| {
+        let nc = nc.clone();
+        async move {
+            let reply = nc.request(subject, serde_json::to_vec(&body).unwrap().into()).await.unwrap();
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+        }
+    };
+    let receipt = ask("xf.320211.api.petition.submit", petition_by(900)).await;
+    let case = receipt["case_id"].as_str().unwrap().to_string();
+    let early = ask(
+        "xf.320211.api.case.act",
+        json!({"case_id": case, "action": "accept", "actor": {"kind": "staff", "id": "c"}}),
+    )
+    .await;
+    assert_eq!(early["error"]["code"], "invalid_transition", "{early}");
+    assert!(early["error"]["message"].as_str().unwrap().contains("awaiting_route"), "names the state: {early}");
+    node.route_by_hand(&case).await;
+    let ok = ask(
+        "xf.320211.api.case.act",
+        json!({"case_id": case, "action": "accept", "actor": {"kind": "organ", "id": "320211-zjj"}}),
+    )
+    .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    let staff = ask("xf.320211.api.case.get", json!({"case_id": case})).await;
+    assert_eq!(staff["state"], "accepted");
+    assert!(staff["due"]["handling"]["due_at"].is_string(), "{staff}");
+    assert_eq!(staff["events"].as_array().unwrap().len(), 3);
+    let public = ask("xf.320211.api.case.status", json!({"case_id": case, "query_code": receipt["query_code"]})).await;
+    assert_eq!(public["state"], "accepted");
+    assert!(!public.to_string().contains("张三") && !public.to_string().contains("13812345678"), "{public}");
+    let wrong = ask("xf.320211.api.case.status", json!({"case_id": case, "query_code": "AAAAAA"})).await;
+    assert_eq!(wrong["error"]["code"], "not_found");
 }
