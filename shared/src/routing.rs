@@ -273,6 +273,44 @@ impl<'a> Router<'a> {
         self.assign(bureau, None, "fallback", format!("无匹配规则，由{}办理", bureau.name), "fallback")
     }
 
+    /// 复查/复核: the organ one level above the previous decider; on another node, the case
+    /// goes there. `named` is the organ a sending node asked for (the case came up for
+    /// review). With no known superior, the node's petition bureau coordinates.
+    pub fn review(&self, decider: Option<&OrganId>, named: Option<&OrganId>) -> Decision {
+        let me = &self.settings.node.code;
+        let reviewer = |o: &Organ| {
+            self.assign(o, None, "review", format!("复查/复核由原处理机关的上一级机关{}办理", o.name), "assigned")
+        };
+        let fallback = |why: &str| {
+            let b = self.bureau();
+            self.assign(b, None, "review_fallback", format!("{why}，由{}协调", b.name), "fallback")
+        };
+        if let Some(n) = named {
+            return match self.organ(n.as_str()).filter(|o| o.node == *me) {
+                Some(o) => reviewer(o),
+                None => fallback("转来的复查/复核未指明本级机关"),
+            };
+        }
+        let Some(superior) = decider.and_then(|d| self.organ(d.as_str())).and_then(|d| d.parent.as_deref()) else {
+            return fallback("未登记原处理机关的上一级机关");
+        };
+        let known = self.organ(superior);
+        if let Some(o) = known.filter(|o| o.node == *me) {
+            return reviewer(o);
+        }
+        // an organ id starts with its node's code (e.g. 320200-zjj)
+        let node =
+            known.map(|o| o.node.clone()).unwrap_or_else(|| superior.split('-').next().unwrap_or_default().into());
+        match NodeCode::parse(&node) {
+            Ok(to_node) => Decision::Forward {
+                to_node,
+                reason: format!("复查/复核由上一级机关 {superior} 办理，转 {node}"),
+                organ_id: OrganId::parse(superior).ok(),
+            },
+            Err(_) => fallback("原处理机关的上一级机关无法确定"),
+        }
+    }
+
     /// A report about `respondent`: its discipline organ, else its superior on this node, else
     /// the bureau — never the respondent (Art. 30 ¶3). Confidentiality outranks declines; when
     /// every local candidate is the respondent, the case goes to the parent node.

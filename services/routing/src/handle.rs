@@ -4,12 +4,11 @@
 
 use chrono::Utc;
 use xinfang_shared::calendar::Period;
-use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::event::{Actor, Envelope, EventData};
 use xinfang_shared::ids::{NodeCode, OrganId};
 use xinfang_shared::ledger::{Expect, Ledger};
-use xinfang_shared::routing::{level_of, Decision, History, Router};
+use xinfang_shared::routing::{Decision, History, Router};
 use xinfang_shared::state::{CaseState, Stage};
 use xinfang_shared::time::to_cst;
 use xinfang_shared::transfer::{self, registered_of, Transfer};
@@ -59,24 +58,10 @@ impl Routing {
                 Router::new(&settings).route(&registered.petition, &history)
             }
             ("review_requested", Stage::ReviewRequested) | ("rereview_requested", Stage::RereviewRequested) => {
-                review_decision(&settings, state.organ.as_ref())
+                Router::new(&settings).review(state.organ.as_ref(), None)
             }
             ("transferred_in", Stage::ReviewRequested | Stage::RereviewRequested) => {
-                match named_organ(&cause)
-                    .and_then(|o| settings.organs.iter().find(|x| x.id == o.as_str() && x.node == settings.node.code))
-                {
-                    Some(o) => Decision::Assign {
-                        organ_id: OrganId::parse(&o.id).expect("checked at load"),
-                        organ_name: o.name.clone(),
-                        level: level_of(&o.node).into(),
-                        mode: xinfang_shared::event::RouteMode::Transfer,
-                        assigned_days: None,
-                        rule_id: "review".into(),
-                        reason: format!("复查/复核由原处理机关的上一级机关{}办理", o.name),
-                        result: "assigned",
-                    },
-                    None => bureau(&settings, "转来的复查/复核未指明本级机关"),
-                }
+                Router::new(&settings).review(state.organ.as_ref(), named_organ(&cause).as_ref())
             }
             // the case moved on since this event (e.g. withdrawn): nothing to route
             _ => return Outcome::Done,
@@ -87,10 +72,7 @@ impl Routing {
         let result = match decision {
             Decision::Assign { organ_id, organ_name, level, mode, assigned_days, rule_id, reason, result } => {
                 let now = to_cst(Utc::now().fixed_offset());
-                let assigned_due = match (assigned_days, settings.calendar()) {
-                    (Some(days), Ok(cal)) => Some(cal.due(now, Period::Days(days)).at),
-                    _ => None,
-                };
+                let assigned_due = assigned_days.map(|days| self.rules.calendar().due(now, Period::Days(days)).at);
                 let routed = EventData::Routed { organ_id, organ_name, level, mode, assigned_due, rule_id, reason };
                 self.append(&cause, "routed", routed).await.map(|_| result)
             }
@@ -178,56 +160,4 @@ fn history_of(events: &[Envelope]) -> History {
         }
     }
     h
-}
-
-/// 复查/复核: the organ one level above the previous decider; on another node, the case goes
-/// there; with no known superior, the node's petition bureau.
-fn review_decision(settings: &Settings, decider: Option<&OrganId>) -> Decision {
-    let me = &settings.node.code;
-    let decider = decider.and_then(|d| settings.organs.iter().find(|o| o.id == d.as_str()));
-    let superior = decider.and_then(|d| d.parent.as_deref());
-    let known = superior.and_then(|p| settings.organs.iter().find(|o| o.id == p));
-    match (superior, known) {
-        (Some(_), Some(organ)) if organ.node == *me => Decision::Assign {
-            organ_id: OrganId::parse(&organ.id).expect("checked at load"),
-            organ_name: organ.name.clone(),
-            level: level_of(&organ.node).into(),
-            mode: xinfang_shared::event::RouteMode::Transfer,
-            assigned_days: None,
-            rule_id: "review".into(),
-            reason: format!("复查/复核由原处理机关的上一级机关{}办理", organ.name),
-            result: "assigned",
-        },
-        (Some(sup), known) => {
-            let node =
-                known.map(|o| o.node.clone()).unwrap_or_else(|| sup.split('-').next().unwrap_or_default().to_string());
-            match NodeCode::parse(&node) {
-                Ok(to_node) => Decision::Forward {
-                    to_node,
-                    reason: format!("复查/复核由上一级机关 {sup} 办理，转 {node}"),
-                    organ_id: OrganId::parse(sup).ok(),
-                },
-                Err(_) => bureau(settings, "原处理机关的上一级机关无法确定"),
-            }
-        }
-        _ => bureau(settings, "未登记原处理机关的上一级机关"),
-    }
-}
-
-fn bureau(settings: &Settings, why: &str) -> Decision {
-    let b = settings
-        .organs
-        .iter()
-        .find(|o| o.role == xinfang_shared::config::OrganRole::PetitionBureau && o.node == settings.node.code)
-        .expect("checked at load");
-    Decision::Assign {
-        organ_id: OrganId::parse(&b.id).expect("checked at load"),
-        organ_name: b.name.clone(),
-        level: level_of(&b.node).into(),
-        mode: xinfang_shared::event::RouteMode::Transfer,
-        assigned_days: None,
-        rule_id: "review_fallback".into(),
-        reason: format!("{why}，由{}协调", b.name),
-        result: "fallback",
-    }
 }

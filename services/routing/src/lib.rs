@@ -42,7 +42,7 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>, shutdown: Can
     let consumer_metrics = ConsumerMetrics::register(&registry, "routing");
     let ready = Readiness::default();
     let (addr, ops_task) = ops::serve(&settings.metrics.listen, registry, ready.clone(), shutdown.clone()).await?;
-    let rules = Rules::new(settings, config_path, metrics.clone());
+    let rules = Rules::new(settings, config_path, metrics.clone())?;
     let reload = tokio::spawn(rules.clone().watch(shutdown.clone()));
     let routing = Arc::new(Routing { ledger: ledger.clone(), rules, metrics });
     let spec = Spec {

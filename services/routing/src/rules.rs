@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use xinfang_shared::calendar::Calendar;
 use xinfang_shared::config::Settings;
 use xinfang_shared::CancellationToken;
 
@@ -13,23 +14,29 @@ use crate::metrics::Metrics;
 /// How often the node file is checked for changes.
 const POLL: Duration = Duration::from_secs(2);
 
-/// Shared, reloadable settings.
+/// Shared, reloadable settings, with the calendar they name (read once per load, not per case).
 #[derive(Clone)]
 pub struct Rules {
-    current: Arc<RwLock<Arc<Settings>>>,
+    current: Arc<RwLock<(Arc<Settings>, Arc<Calendar>)>>,
     path: Option<PathBuf>,
     metrics: Metrics,
 }
 
 impl Rules {
     /// Rules from `settings`, reloaded from `path` when it changes.
-    pub fn new(settings: Settings, path: Option<PathBuf>, metrics: Metrics) -> Self {
-        Self { current: Arc::new(RwLock::new(Arc::new(settings))), path, metrics }
+    pub fn new(settings: Settings, path: Option<PathBuf>, metrics: Metrics) -> Result<Self, String> {
+        let calendar = settings.calendar().map_err(|e| e.to_string())?;
+        Ok(Self { current: Arc::new(RwLock::new((Arc::new(settings), Arc::new(calendar)))), path, metrics })
     }
 
     /// The settings in force now.
     pub fn get(&self) -> Arc<Settings> {
-        self.current.read().expect("rules lock").clone()
+        self.current.read().expect("rules lock").0.clone()
+    }
+
+    /// The holiday calendar in force now.
+    pub fn calendar(&self) -> Arc<Calendar> {
+        self.current.read().expect("rules lock").1.clone()
     }
 
     /// Tries to load the node file again; on success the new rules are in force.
@@ -39,7 +46,8 @@ impl Rules {
         if fresh.node.code != self.get().node.code {
             return Err(format!("node.code changed to {}; restart the node to change it", fresh.node.code));
         }
-        *self.current.write().expect("rules lock") = Arc::new(fresh);
+        let calendar = fresh.calendar().map_err(|e| e.to_string())?;
+        *self.current.write().expect("rules lock") = (Arc::new(fresh), Arc::new(calendar));
         Ok(())
     }
 

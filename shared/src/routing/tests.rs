@@ -187,6 +187,29 @@ fn declines_reroute_then_fall_back_to_the_bureau() {
     assert_eq!(rule_of(&r.route(&p, &twice)), "declined_twice");
 }
 
+#[test]
+fn review_goes_one_level_up() {
+    let s = settings();
+    let r = Router::new(&s);
+    let id = |o: &str| OrganId::parse(o).unwrap();
+    // the superior lives on the parent node: the case travels there, naming it
+    let d = r.review(Some(&id("320211-zjj")), None);
+    assert!(
+        matches!(&d, Decision::Forward { to_node, organ_id: Some(o), .. }
+        if to_node.as_str() == "320200" && o.as_str() == "320200-zjj"),
+        "{d:?}"
+    );
+    // the superior is local
+    let d = r.review(Some(&id("320211-zjj-wy")), None);
+    assert_eq!((organ_of(&d), rule_of(&d)), ("320211-zjj", "review"));
+    // arrived from below naming a local organ
+    let d = r.review(Some(&id("320213-zjj")), Some(&id("320211-rsj")));
+    assert_eq!(organ_of(&d), "320211-rsj");
+    // nothing known: the bureau coordinates
+    assert_eq!(rule_of(&r.review(None, None)), "review_fallback");
+    assert_eq!(rule_of(&r.review(Some(&id("320211-zjj")), Some(&id("320200-gh")))), "review_fallback");
+}
+
 fn arb_petition() -> impl Strategy<Value = Petition> {
     let divisions = prop::sample::select(vec!["320211", "320211001", "320211002", "320211999", "320213"]);
     let categories =
