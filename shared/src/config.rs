@@ -360,6 +360,20 @@ impl Settings {
         NodeCode::parse(&self.node.code).expect("checked at load")
     }
 
+    /// The nodes whose outboxes feed this node's inbox: the peers and the parent.
+    pub fn inbox_sources(&self) -> Vec<NodeCode> {
+        let mut nodes: Vec<NodeCode> = self
+            .peers
+            .iter()
+            .map(|p| p.code.as_str())
+            .chain(self.node.parent.as_deref())
+            .filter_map(|c| NodeCode::parse(c).ok())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
     /// Whether a division is known to this node, and where it is handled. The most specific
     /// (longest) matching prefix wins, so a peer's street-level area inside this node's
     /// county code is still the peer's.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::calendar::{Calendar, Due, Period};
 use crate::config::Settings;
-use crate::event::{Envelope, EventData};
+use crate::event::{Envelope, EscalationLevel, EventData};
 use crate::state::{CaseState, Stage};
 use crate::time::Instant;
 
@@ -123,7 +123,36 @@ pub fn open_steps(
         }
         _ => {}
     }
+    ladder_steps(events, state, &mut dues);
     dues
+}
+
+/// The steps the supervision ladder adds: a supervision (督办) lasts while the late step it
+/// supervises is open; a directive (督办单) from the parent lasts until the organ's next
+/// decision or the case ends.
+fn ladder_steps(events: &[Envelope], state: &CaseState, dues: &mut BTreeMap<&'static str, (Instant, Due)>) {
+    let supervision = events.iter().rev().find_map(|e| match e.data() {
+        Ok(Some(EventData::Escalated { level: EscalationLevel::Supervision, due_at: Some(due), step, .. })) => {
+            Some((e.at, due, step))
+        }
+        _ => None,
+    });
+    if let Some((start, due, Some(step))) = supervision {
+        if dues.contains_key(step.name()) {
+            dues.insert("supervision", (start, Due { at: due, provisional: false }));
+        }
+    }
+    let open = !matches!(state.stage, Stage::Closed | Stage::Terminated | Stage::Forwarded);
+    let directive = events.iter().enumerate().rev().find_map(|(i, e)| match e.data() {
+        Ok(Some(EventData::DirectiveReceived { due_at, .. })) => Some((i, e.at, due_at)),
+        _ => None,
+    });
+    if let (Some((i, start, due)), true) = (directive, open) {
+        const ANSWERS: &[&str] = &["accepted", "rejected", "replied", "review_replied", "rereview_replied"];
+        if !events[i + 1..].iter().any(|e| ANSWERS.contains(&e.kind.as_str())) {
+            dues.insert("directive", (start, Due { at: due, provisional: false }));
+        }
+    }
 }
 
 /// Handling: the assigned due of a 交办 case, else the period from acceptance, moved by an

@@ -152,6 +152,26 @@ pub enum Step {
     RereviewWindow,
     Rereview,
     Supervision,
+    /// A directive (督办单) from the parent node, due by its own date.
+    Directive,
+}
+
+impl Step {
+    /// The wire name (`route`, `acceptance`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Route => "route",
+            Self::Objection => "objection",
+            Self::Acceptance => "acceptance",
+            Self::Handling => "handling",
+            Self::ReviewWindow => "review_window",
+            Self::Review => "review",
+            Self::RereviewWindow => "rereview_window",
+            Self::Rereview => "rereview",
+            Self::Supervision => "supervision",
+            Self::Directive => "directive",
+        }
+    }
 }
 
 /// Rungs of the supervision ladder.
@@ -289,10 +309,30 @@ pub enum EventData {
         to: String,
         #[serde(default)]
         due_at: Option<Instant>,
+        /// The late step that caused it, if any (a supervision lasts while that step is open).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<Step>,
+        /// Why, in words a clerk reads.
+        #[serde(default)]
+        reason: String,
     },
     DirectiveReceived {
         text: String,
         due_at: Instant,
+        /// The parent's id of the directive, and of the escalation it answers.
+        #[serde(default)]
+        directive_id: String,
+        #[serde(default)]
+        escalation_id: String,
+        #[serde(default)]
+        from_node: Option<NodeCode>,
+    },
+    /// The parent node's office acknowledged an escalation (its receipt is on record).
+    EscalationAcknowledged {
+        escalation_id: String,
+        by: String,
+        #[serde(default)]
+        from_node: Option<NodeCode>,
     },
     Notified {
         cause_event_id: String,
@@ -333,6 +373,7 @@ impl EventData {
         "terminated",
         "escalated",
         "directive_received",
+        "escalation_acknowledged",
         "notified",
         "notification_failed",
     ];

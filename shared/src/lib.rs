@@ -15,6 +15,7 @@ pub mod config;
 pub mod consumer;
 pub mod dues;
 pub mod error;
+pub mod escalation;
 pub mod event;
 pub mod ids;
 pub mod ledger;

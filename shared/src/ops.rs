@@ -80,9 +80,20 @@ pub async fn serve(
     ready: Readiness,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
+    serve_with(listen, registry, ready, Router::new(), shutdown).await
+}
+
+/// [`serve`] with the service's own routes (`api`) beside the health and metrics ones.
+pub async fn serve_with(
+    listen: &str,
+    registry: Registry,
+    ready: Readiness,
+    api: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
     let listener = crate::runtime::bind(listen, "metrics.listen").await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = router(registry, ready);
+    let app = router(registry, ready).merge(api);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
     });

@@ -29,6 +29,11 @@ pub fn rfc3339(t: Instant) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 
+/// Now, in China Standard Time (the system clock).
+pub fn now_cst() -> Instant {
+    Utc::now().with_timezone(&cst())
+}
+
 /// Source of "now".
 pub trait Clock: Send + Sync + 'static {
     /// The current instant in China Standard Time.

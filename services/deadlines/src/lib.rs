@@ -45,6 +45,8 @@ pub const TRIGGERS: &[&str] = &[
     "hearing_ended",
     "closed",
     "terminated",
+    "escalated",
+    "directive_received",
 ];
 
 /// How often due timers are looked for.

@@ -29,7 +29,6 @@ use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
 use xinfang_shared::dues::Policy;
 use xinfang_shared::error::ApiError;
-use xinfang_shared::ids::NodeCode;
 use xinfang_shared::ledger;
 use xinfang_shared::ledger::Ledger;
 use xinfang_shared::ops::{self, Readiness};
@@ -156,7 +155,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         }))
     };
     let inbox = {
-        let peers: Vec<NodeCode> = intake.settings.peers.iter().filter_map(|p| NodeCode::parse(&p.code).ok()).collect();
+        let peers = intake.settings.inbox_sources();
         let js = intake.ledger.jetstream().clone();
         ledger::provision_inbox(&js, &node, &peers).await.map_err(|e| e.to_string())?;
         let spec = Spec {

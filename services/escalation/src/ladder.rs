@@ -1,0 +1,99 @@
+//! The child side: ledger events that put a case on a rung of the ladder become `escalated`
+//! (and, for `parent`, a notice in the outbox to the parent node first). Both carry the rung's
+//! id, derived from the cause; the case's history is looked at before acting, so a replay long
+//! after the duplicate window still records nothing twice.
+
+use serde_json::Value;
+use xinfang_shared::calendar::Calendar;
+use xinfang_shared::consumer::{Delivery, Outcome};
+use xinfang_shared::escalation::{self, rung, Ladder, Notice, Rung};
+use xinfang_shared::event::{Actor, Envelope, EscalationLevel};
+use xinfang_shared::ids::NodeCode;
+use xinfang_shared::ledger::{Expect, Ledger};
+use xinfang_shared::state::CaseState;
+use xinfang_shared::time::{now_cst, Instant};
+
+use crate::metrics::Metrics;
+
+/// The ledger event types that can put a case on a rung.
+pub const TRIGGERS: &[&str] = &["deadline_warned", "deadline_breached", "registered", "forwarded"];
+
+/// The child side's working parts.
+pub struct Climb {
+    pub ledger: Ledger,
+    pub ladder: Ladder,
+    pub calendar: Calendar,
+    pub metrics: Metrics,
+}
+
+impl Climb {
+    /// Handles one trigger.
+    pub async fn handle(&self, d: Delivery) -> Outcome {
+        let case = d.event.case_id.clone();
+        let history = match self.ledger.history(&case).await {
+            Ok(h) => h,
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        let all: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
+        let upto = all.iter().position(|e| e.event_id == d.event.event_id).map(|i| i + 1).unwrap_or(all.len());
+        let events = &all[..upto];
+        let Some(state) = CaseState::fold(events) else { return Outcome::Done };
+        let Some(r) = rung(&d.event, events, &state, &self.ladder, &self.calendar) else { return Outcome::Done };
+        if escalation::recorded(&all, &r.id) {
+            return Outcome::Done;
+        }
+        let now = now_cst();
+        if r.level == EscalationLevel::Parent {
+            if let Err(e) = self.notify_parent(&d.event, &r, events, now).await {
+                return Outcome::Retry(e);
+            }
+        }
+        let event = Envelope::new(
+            r.id.clone(),
+            case.clone(),
+            self.ledger.node().clone(),
+            now,
+            Actor::system("escalation"),
+            Some(d.event.event_id.clone()),
+            r.data(),
+        );
+        match self.ledger.append(&event, Expect::Any).await {
+            Ok(_) => {
+                self.metrics.escalations.with_label_values(&[level_name(r.level)]).inc();
+                tracing::info!(%case, level = level_name(r.level), to = %r.to, "escalated");
+                Outcome::Done
+            }
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    async fn notify_parent(&self, cause: &Envelope, r: &Rung, events: &[Envelope], now: Instant) -> Result<(), String> {
+        let parent = NodeCode::parse(&r.to).map_err(|e| e.to_string())?;
+        let notice = Notice {
+            level: r.level,
+            step: r.step,
+            reason: r.reason.clone(),
+            snapshot: events.iter().map(|e| serde_json::to_value(e).unwrap_or(Value::Null)).collect(),
+        };
+        let message = Envelope {
+            event_id: r.id.clone(),
+            case_id: cause.case_id.clone(),
+            kind: escalation::ESCALATION.into(),
+            node: self.ledger.node().clone(),
+            at: now,
+            actor: Actor::system("escalation"),
+            causation_id: Some(cause.event_id.clone()),
+            data: serde_json::to_value(&notice).map_err(|e| e.to_string())?,
+        };
+        self.ledger.send(&parent, escalation::ESCALATION, &message).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The wire name of a level.
+pub fn level_name(level: EscalationLevel) -> &'static str {
+    match level {
+        EscalationLevel::Reminder => "reminder",
+        EscalationLevel::Supervision => "supervision",
+        EscalationLevel::Parent => "parent",
+    }
+}

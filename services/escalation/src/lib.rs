@@ -1,0 +1,148 @@
+//! xinfang escalation (督办): the supervision ladder and the parent node's inbox.
+//!
+//! On every node it turns warnings and breaches into rungs — `reminder` to the organ,
+//! `supervision` by the petition bureau with its own due, `parent` for what the node cannot
+//! settle (overdue supervision or directive, late routing, urgent and group cases, disputes
+//! between nodes) — each recorded once as `escalated`, the `parent` ones also sent through the
+//! outbox with a case snapshot. On a parent node it keeps the inbox of its children's
+//! escalations (HTTP and NATS API, and pages for the joint-meeting office 联席会议办公室) and
+//! sends acknowledgements and directives (督办单) back down, where they are recorded as
+//! `escalation_acknowledged` and `directive_received` (whose due the deadlines service arms).
+//!
+//! # Layout
+//! - [`ladder`]: case events → rungs (the rules are pure, in `xinfang_shared::escalation`).
+//! - [`inbox`]: the cross-node messages at both ends, in sled.
+//! - [`http`], [`page`], [`service`], [`request`]: the office's API and pages.
+//! - [`metrics`].
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod inbox;
+pub mod ladder;
+pub mod metrics;
+pub mod page;
+pub mod request;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use xinfang_shared::config::Settings;
+use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
+use xinfang_shared::escalation::{self as esc, Ladder};
+use xinfang_shared::ledger::{self, Ledger};
+use xinfang_shared::ops::{self, Readiness};
+use xinfang_shared::projection::Projection;
+use xinfang_shared::time::now_cst;
+use xinfang_shared::{runtime, subjects, CancellationToken};
+
+use crate::inbox::Inbox;
+use crate::ladder::Climb;
+use crate::metrics::Metrics;
+
+/// Runs escalation until `shutdown`.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
+    let node = settings.node_code();
+    let client = runtime::connect_nats(&settings.nats, &format!("xinfang-escalation-{node}")).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
+    ledger::provision_inbox(&js, &node, &settings.inbox_sources()).await.map_err(|e| e.to_string())?;
+    let registry = ops::registry("escalation", node.as_str());
+    let metrics = Metrics::register(&registry);
+    let calendar = settings.calendar().map_err(|e| e.to_string())?;
+    let inbox_tree = Projection::open(&settings.store.path, "inbox")
+        .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
+    let answers_tree = Projection::in_db(inbox_tree.db(), "answers").map_err(|e| e.to_string())?;
+    let inbox = Arc::new(Inbox {
+        ledger: ledger.clone(),
+        inbox: inbox_tree,
+        answers: answers_tree,
+        calendar: calendar.clone(),
+        metrics: metrics.clone(),
+    });
+    inbox.refresh_gauges(now_cst());
+    let climb = Arc::new(Climb { ledger: ledger.clone(), ladder: Ladder::from_settings(&settings), calendar, metrics });
+
+    let ready = Readiness::default();
+    let (addr, ops_task) = ops::serve_with(
+        &settings.metrics.listen,
+        registry.clone(),
+        ready.clone(),
+        http::router(inbox.clone()),
+        shutdown.clone(),
+    )
+    .await?;
+    let nats_api = tokio::spawn(service::serve(client.clone(), inbox.clone(), shutdown.clone()));
+
+    let received = {
+        let spec = Spec {
+            stream: subjects::inbox_stream(&node),
+            durable: "escalation-inbox".into(),
+            filter_subjects: [esc::ESCALATION, esc::ACK, esc::DIRECTIVE]
+                .iter()
+                .map(|k| format!("xf.*.out.{node}.{k}"))
+                .collect(),
+            max_deliver: 20,
+            resume_after: Some(inbox.inbox.last_applied()),
+        };
+        let inbox = inbox.clone();
+        let m = ConsumerMetrics::register(&registry, "escalation_inbox");
+        tokio::spawn(consumer::run(js.clone(), spec, m, shutdown.clone(), move |d| {
+            let inbox = inbox.clone();
+            async move { inbox.receive(d).await }
+        }))
+    };
+    let answered = {
+        let spec = Spec {
+            stream: subjects::outbox_stream(&node),
+            durable: "escalation-answers".into(),
+            filter_subjects: [esc::ACK, esc::DIRECTIVE].iter().map(|k| format!("xf.{node}.out.*.{k}")).collect(),
+            max_deliver: 20,
+            resume_after: Some(inbox.answers.last_applied()),
+        };
+        let inbox = inbox.clone();
+        let m = ConsumerMetrics::register(&registry, "escalation_answers");
+        tokio::spawn(consumer::run(js.clone(), spec, m, shutdown.clone(), move |d| {
+            let inbox = inbox.clone();
+            async move { inbox.record_answer(d).await }
+        }))
+    };
+    let gauges = {
+        let (inbox, shutdown) = (inbox.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => inbox.refresh_gauges(now_cst()),
+                }
+            }
+        })
+    };
+
+    ready.set(true);
+    println!("{}", ops::ready_line("escalation", &format!("http://{addr}")));
+    tracing::info!(%node, %addr, "escalation ready");
+    let spec = Spec {
+        stream: ledger.stream_name().to_string(),
+        durable: "escalation".into(),
+        filter_subjects: ladder::TRIGGERS.iter().map(|t| subjects::case_type_filter(&node, t)).collect(),
+        max_deliver: 20,
+        resume_after: None,
+    };
+    let m = ConsumerMetrics::register(&registry, "escalation");
+    consumer::run(js, spec, m, shutdown.clone(), move |d| {
+        let climb = climb.clone();
+        async move { climb.handle(d).await }
+    })
+    .await;
+    ready.set(false);
+    for task in [received, answered, gauges] {
+        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), nats_api).await;
+    let _ = inbox.inbox.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), ops_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    tracing::info!("escalation stopped");
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The NATS service endpoints of the inbox (async-nats service API, queue group):
+//! `xf.N.api.escalation.list` (a filter), `…get` / `…ack` (`{"id"}`), `…directive`
+//! (`{"id","text","due_at"|"due_date"|"due_days"}`). Replies are the HTTP bodies.
+
+use std::sync::Arc;
+
+use async_nats::service::ServiceExt;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use xinfang_shared::error::{ApiError, ErrorCode};
+use xinfang_shared::petition::parse_body;
+use xinfang_shared::time::now_cst;
+use xinfang_shared::{subjects, CancellationToken};
+
+use crate::http::brief;
+use crate::inbox::{Filter, Inbox};
+use crate::request;
+
+/// Starts the service and serves requests until `shutdown`.
+pub async fn serve(client: async_nats::Client, inbox: Arc<Inbox>, shutdown: CancellationToken) -> Result<(), String> {
+    let node = inbox.ledger.node().clone();
+    let service = client
+        .service_builder()
+        .description(format!("xinfang escalation inbox of node {node}"))
+        .queue_group(format!("xf-escalation-{node}"))
+        .start("xinfang-escalation", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| format!("nats service: {e}"))?;
+    let mut tasks = Vec::new();
+    for (name, endpoint) in [
+        ("escalation_list", "escalation.list"),
+        ("escalation_get", "escalation.get"),
+        ("escalation_ack", "escalation.ack"),
+        ("escalation_directive", "escalation.directive"),
+    ] {
+        let mut ep = service
+            .endpoint_builder()
+            .name(name)
+            .add(subjects::api(&node, endpoint))
+            .await
+            .map_err(|e| format!("nats endpoint {endpoint}: {e}"))?;
+        let inbox = inbox.clone();
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    r = ep.next() => match r { Some(r) => r, None => break },
+                };
+                let inbox = inbox.clone();
+                tokio::spawn(async move {
+                    let body = handle(&inbox, name, &request.message.payload).await.unwrap_or_else(|e| e.to_body());
+                    if let Err(e) = request.respond(Ok(serde_json::to_vec(&body).expect("serializes").into())).await {
+                        tracing::warn!(error = %e, endpoint = name, "could not send a reply");
+                    }
+                });
+            }
+            let _ = ep.stop().await;
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = service.stop().await;
+    Ok(())
+}
+
+fn id(v: &Value) -> Result<&str, ApiError> {
+    match v.get("id") {
+        None | Some(Value::Null) => Err(ApiError::field(ErrorCode::MissingField, "id", "id is required")),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ApiError::field(ErrorCode::InvalidField, "id", "id must be a string")),
+    }
+}
+
+async fn handle(inbox: &Inbox, endpoint: &str, payload: &[u8]) -> Result<Value, ApiError> {
+    let v = if payload.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(payload)? };
+    if !v.is_object() {
+        return Err(ApiError::general(ErrorCode::InvalidJson, "the body must be a JSON object"));
+    }
+    match endpoint {
+        "escalation_list" => {
+            let f: Filter = serde_json::from_value(v)
+                .map_err(|e| ApiError::general(ErrorCode::InvalidField, format!("bad filter: {e}")))?;
+            f.check()?;
+            let items: Vec<Value> = inbox.list(&f, now_cst()).iter().map(brief).collect();
+            Ok(json!({"ok": true, "escalations": items}))
+        }
+        "escalation_get" => {
+            let id = id(&v)?;
+            let view = inbox.get(id).ok_or_else(|| {
+                ApiError::field(ErrorCode::NotFound, "id", format!("no escalation {id} in this node's inbox"))
+            })?;
+            Ok(json!({"ok": true, "escalation": view}))
+        }
+        "escalation_ack" => {
+            let view = inbox.acknowledge(id(&v)?, &request::by(&v)?).await?;
+            Ok(json!({"ok": true, "escalation": brief(&view)}))
+        }
+        "escalation_directive" => {
+            let req = request::directive(&v, &inbox.calendar, now_cst())?;
+            let (view, did) = inbox.direct(id(&v)?, req).await?;
+            Ok(json!({"ok": true, "directive_id": did, "escalation": brief(&view)}))
+        }
+        _ => Err(ApiError::general(ErrorCode::NotFound, "no such endpoint")),
+    }
+}
