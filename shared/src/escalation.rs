@@ -253,11 +253,11 @@ mod tests {
         let cal = Calendar::shipped();
         let s = state(Some("320211-zjj"));
         let w = ev("w1", 10, EventData::DeadlineWarned { step: Step::Acceptance, due_at: at(16), provisional: false });
-        let r = rung(&w, &[w.clone()], &s, &ladder(), &cal).unwrap();
+        let r = rung(&w, std::slice::from_ref(&w), &s, &ladder(), &cal).unwrap();
         assert_eq!((r.level, r.to.as_str(), r.id.as_str()), (EscalationLevel::Reminder, "320211-zjj", "w1:reminder"));
         let b =
             ev("b1", 16, EventData::DeadlineBreached { step: Step::Acceptance, due_at: at(16), provisional: false });
-        let r = rung(&b, &[b.clone()], &s, &ladder(), &cal).unwrap();
+        let r = rung(&b, std::slice::from_ref(&b), &s, &ladder(), &cal).unwrap();
         assert_eq!((r.level, r.to.as_str()), (EscalationLevel::Supervision, "320211-xfj"));
         assert_eq!(r.due_at.unwrap(), cst().with_ymd_and_hms(2026, 3, 26, 23, 59, 59).unwrap());
         assert_eq!(r.step, Some(Step::Acceptance));
@@ -269,18 +269,18 @@ mod tests {
         let s = state(Some("320211-zjj"));
         let b =
             ev("b2", 20, EventData::DeadlineBreached { step: Step::Supervision, due_at: at(20), provisional: false });
-        let r = rung(&b, &[b.clone()], &s, &ladder(), &cal).unwrap();
+        let r = rung(&b, std::slice::from_ref(&b), &s, &ladder(), &cal).unwrap();
         assert_eq!((r.level, r.to.as_str(), r.id.as_str()), (EscalationLevel::Parent, "320200", "b2:parent"));
         for step in [Step::ReviewWindow, Step::RereviewWindow, Step::Objection] {
             let b = ev("b3", 20, EventData::DeadlineBreached { step, due_at: at(20), provisional: false });
-            assert_eq!(rung(&b, &[b.clone()], &s, &ladder(), &cal), None, "{step:?}");
+            assert_eq!(rung(&b, std::slice::from_ref(&b), &s, &ladder(), &cal), None, "{step:?}");
             let w = ev("w3", 20, EventData::DeadlineWarned { step, due_at: at(20), provisional: false });
-            assert_eq!(rung(&w, &[w.clone()], &s, &ladder(), &cal), None, "{step:?}");
+            assert_eq!(rung(&w, std::slice::from_ref(&w), &s, &ladder(), &cal), None, "{step:?}");
         }
         let top = Ladder { parent: None, ..ladder() };
         let b =
             ev("b4", 20, EventData::DeadlineBreached { step: Step::Supervision, due_at: at(20), provisional: false });
-        assert_eq!(rung(&b, &[b.clone()], &s, &top, &cal), None, "the top node has no parent");
+        assert_eq!(rung(&b, std::slice::from_ref(&b), &s, &top, &cal), None, "the top node has no parent");
     }
 
     #[test]
@@ -289,7 +289,7 @@ mod tests {
         let s = state(None);
         let up = EventData::Forwarded { to_node: NodeCode::parse("320200").unwrap(), reason: "争议".into() };
         let f = ev("f1", 3, up.clone());
-        assert_eq!(rung(&f, &[f.clone()], &s, &ladder(), &cal), None);
+        assert_eq!(rung(&f, std::slice::from_ref(&f), &s, &ladder(), &cal), None);
         let t = ev(
             "t1",
             2,

@@ -4,6 +4,8 @@
 //! No mocks of NATS, sled or HTTP.
 #![forbid(unsafe_code)]
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -69,7 +69,7 @@ async fn list_json(State(inbox): State<Arc<Inbox>>, q: Result<Query<Filter>, Que
 async fn get_json(State(inbox): State<Arc<Inbox>>, Path(id): Path<String>) -> Response {
     match inbox.get(&id) {
         Some(v) => Json(json!({"ok": true, "escalation": v})).into_response(),
-        None => error(&ApiError::field(ErrorCode::NotFound, "id", format!("no escalation {id} in this node's inbox"))),
+        None => error(&ApiError::field(ErrorCode::NotFound, "id", format!("本节点收件箱中没有督办件 {id}"))),
     }
 }
 

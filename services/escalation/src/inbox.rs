@@ -106,7 +106,7 @@ impl Filter {
                 return Err(ApiError::field(
                     ErrorCode::InvalidField,
                     "state",
-                    "state is one of open, acknowledged, directed, pending, all",
+                    "状态应为 open、acknowledged、directed、pending 或 all",
                 ));
             }
         }
@@ -115,17 +115,17 @@ impl Filter {
                 return Err(ApiError::field(
                     ErrorCode::InvalidField,
                     "level",
-                    "level is reminder, supervision or parent",
+                    "级别应为 reminder、supervision 或 parent",
                 ));
             }
         }
         if let Some(c) = self.child.as_deref() {
             if !c.is_empty() && NodeCode::parse(c).is_err() {
-                return Err(ApiError::field(ErrorCode::InvalidField, "child", "child is a 6-digit node code"));
+                return Err(ApiError::field(ErrorCode::InvalidField, "child", "来自节点应为 6 位行政区划代码"));
             }
         }
         if self.min_age_hours.is_some_and(|h| !h.is_finite() || h < 0.0) {
-            return Err(ApiError::field(ErrorCode::InvalidField, "min_age_hours", "a number of hours ≥ 0"));
+            return Err(ApiError::field(ErrorCode::InvalidField, "min_age_hours", "等待时长应为不小于 0 的小时数"));
         }
         Ok(())
     }
@@ -176,7 +176,7 @@ fn directive_key(id: &str, directive: &str) -> Vec<u8> {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::general(ErrorCode::Unavailable, format!("the ledger is not reachable: {e}"))
+    ApiError::general(ErrorCode::Unavailable, format!("台账暂不可用，请稍后重试：{e}"))
 }
 
 impl Inbox {
@@ -446,5 +446,5 @@ impl Inbox {
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::field(ErrorCode::NotFound, "id", format!("no escalation {id} in this node's inbox"))
+    ApiError::field(ErrorCode::NotFound, "id", format!("本节点收件箱中没有督办件 {id}"))
 }

@@ -1,5 +1,5 @@
 //! Parsing the office's requests (JSON over HTTP and NATS, or an HTML form) into checked
-//! values; every refusal names its field.
+//! values; every refusal names its field, with a message in Chinese for the office's staff.
 
 use serde_json::Value;
 use xinfang_shared::calendar::{Calendar, Period};
@@ -16,7 +16,7 @@ fn text<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.trim())),
-        Some(_) => Err(ApiError::field(ErrorCode::InvalidField, key, format!("{key} must be a string"))),
+        Some(_) => Err(ApiError::field(ErrorCode::InvalidField, key, format!("{key} 应为字符串"))),
     }
 }
 
@@ -24,7 +24,7 @@ fn text<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
 pub fn by(v: &Value) -> Result<String, ApiError> {
     let by = text(v, "by")?.unwrap_or("joint-office");
     if by.chars().count() > 64 {
-        return Err(ApiError::field(ErrorCode::InvalidField, "by", "by is at most 64 characters"));
+        return Err(ApiError::field(ErrorCode::InvalidField, "by", "经办人不超过 64 个字符"));
     }
     Ok(by.to_string())
 }
@@ -33,37 +33,36 @@ pub fn by(v: &Value) -> Result<String, ApiError> {
 /// that day) or `due_days` (calendar days from now, 1–90, by the regulation's day counting).
 pub fn directive(v: &Value, cal: &Calendar, now: Instant) -> Result<DirectiveRequest, ApiError> {
     if !v.is_object() {
-        return Err(ApiError::general(ErrorCode::InvalidJson, "the body must be a JSON object"));
+        return Err(ApiError::general(ErrorCode::InvalidJson, "请求体应为 JSON 对象"));
     }
-    let body =
-        text(v, "text")?.ok_or_else(|| ApiError::field(ErrorCode::MissingField, "text", "督办意见 is required"))?;
+    let body = text(v, "text")?.ok_or_else(|| ApiError::field(ErrorCode::MissingField, "text", "请填写督办意见"))?;
     if body.chars().count() > MAX_TEXT {
-        return Err(ApiError::field(ErrorCode::InvalidField, "text", format!("at most {MAX_TEXT} characters")));
+        return Err(ApiError::field(ErrorCode::InvalidField, "text", format!("督办意见不超过 {MAX_TEXT} 个字符")));
     }
     let due_at = if let Some(s) = text(v, "due_at")? {
         chrono::DateTime::parse_from_rfc3339(s)
             .map(to_cst)
-            .map_err(|_| ApiError::field(ErrorCode::InvalidField, "due_at", "due_at is RFC 3339 with an offset"))?
+            .map_err(|_| ApiError::field(ErrorCode::InvalidField, "due_at", "办结期限应为带时区的 RFC 3339 时间"))?
     } else if let Some(s) = text(v, "due_date")? {
         let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map_err(|_| ApiError::field(ErrorCode::InvalidField, "due_date", "due_date is YYYY-MM-DD"))?;
+            .map_err(|_| ApiError::field(ErrorCode::InvalidField, "due_date", "办结期限应为 YYYY-MM-DD 格式的日期"))?;
         end_of_day(day)
     } else if let Some(n) = v.get("due_days").filter(|x| !x.is_null() && x.as_str() != Some("")) {
         let days = n
             .as_u64()
             .or_else(|| n.as_str().and_then(|s| s.trim().parse().ok()))
             .filter(|d| (1..=90).contains(d))
-            .ok_or_else(|| ApiError::field(ErrorCode::InvalidField, "due_days", "due_days is a whole number 1–90"))?;
+            .ok_or_else(|| ApiError::field(ErrorCode::InvalidField, "due_days", "期限天数应为 1–90 的整数"))?;
         cal.due(now, Period::Days(days as u32)).at
     } else {
         return Err(ApiError::field(
             ErrorCode::MissingField,
             "due_at",
-            "a due date is required (due_at, due_date or due_days)",
+            "请填写办结期限（due_at、due_date 或 due_days）",
         ));
     };
     if due_at <= now {
-        return Err(ApiError::field(ErrorCode::InvalidField, "due_at", "the due date must be in the future"));
+        return Err(ApiError::field(ErrorCode::InvalidField, "due_at", "办结期限须晚于当前时间"));
     }
     Ok(DirectiveRequest { text: body.to_string(), due_at, by: by(v)? })
 }

@@ -88,9 +88,9 @@ async fn handle(inbox: &Inbox, endpoint: &str, payload: &[u8]) -> Result<Value, 
         }
         "escalation_get" => {
             let id = id(&v)?;
-            let view = inbox.get(id).ok_or_else(|| {
-                ApiError::field(ErrorCode::NotFound, "id", format!("no escalation {id} in this node's inbox"))
-            })?;
+            let view = inbox
+                .get(id)
+                .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("本节点收件箱中没有督办件 {id}")))?;
             Ok(json!({"ok": true, "escalation": view}))
         }
         "escalation_ack" => {

@@ -279,3 +279,49 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn supervision_lasts_while_the_late_step_is_open_and_a_directive_until_the_next_decision() {
+    use crate::calendar::Calendar;
+    use crate::dues::{open_dues, Policy};
+    use crate::event::{EscalationLevel, Step};
+    let (cal, policy, t) = (Calendar::shipped(), Policy::default(), t0());
+    let due = t + Duration::days(30);
+    let supervised = |step| EventData::Escalated {
+        level: EscalationLevel::Supervision,
+        to: "320211-xfj".into(),
+        due_at: Some(due),
+        step: Some(step),
+        reason: String::new(),
+    };
+    let directive = EventData::DirectiveReceived {
+        text: "请限期受理".into(),
+        due_at: due,
+        directive_id: "d1".into(),
+        escalation_id: "e1".into(),
+        from_node: None,
+    };
+    let dues = |events: &[Envelope]| open_dues(events, &CaseState::fold(events).unwrap(), &policy, &cal);
+    let mut events = vec![
+        registered(t),
+        routed(1, t + Duration::hours(1)),
+        env(2, t + Duration::days(16), supervised(Step::Acceptance)),
+        env(3, t + Duration::days(17), directive),
+    ];
+    let d = dues(&events);
+    assert_eq!(d.get("supervision").map(|d| d.at), Some(due), "{d:?}");
+    assert_eq!(d.get("directive").map(|d| d.at), Some(due), "{d:?}");
+    // a supervision of a step that is not open (here: handling) is no timer
+    let mut other = events[..2].to_vec();
+    other.push(env(2, t + Duration::days(16), supervised(Step::Handling)));
+    assert!(!dues(&other).contains_key("supervision"));
+    // the organ accepts: the supervised step and the directive are done
+    events.push(env(
+        4,
+        t + Duration::days(18),
+        EventData::Accepted { organ_id: OrganId::parse("320211-zjj").unwrap() },
+    ));
+    let d = dues(&events);
+    assert!(!d.contains_key("supervision") && !d.contains_key("directive"), "{d:?}");
+    assert!(d.contains_key("handling"));
+}

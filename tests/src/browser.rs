@@ -1,0 +1,165 @@
+//! A real browser for page tests: Debian's `chromium`, headless, driven over the W3C WebDriver
+//! protocol by `chromedriver` (both installed by `scripts/setup.sh --browser`). The protocol is
+//! plain JSON over HTTP, spoken here with reqwest: open a page, find elements by CSS selector,
+//! read their text, click them.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The key W3C WebDriver uses for element references.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// chromedriver with one headless chromium session; both stopped on drop.
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port and opens a headless session.
+    pub async fn start() -> Self {
+        let driver_bin = which("chromedriver").expect("chromedriver not found: run scripts/setup.sh --browser");
+        let chromium = which("chromium").expect("chromium not found: run scripts/setup.sh --browser");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await {
+                let v: Value = r.json().await.unwrap_or_default();
+                if v["value"]["ready"] == true {
+                    break;
+                }
+            }
+            assert!(Instant::now() < end, "chromedriver not ready within 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .collect::<Vec<_>>();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args}
+        }}});
+        let mut browser = Self { driver, base, session: String::new(), http, _profile: profile };
+        let v = browser.call(reqwest::Method::POST, "/session", Some(caps)).await;
+        browser.session = v["sessionId"].as_str().expect("a session").to_string();
+        browser
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap_or_else(|e| panic!("webdriver {url}: {e}"));
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or_default();
+        assert!(status.is_success(), "webdriver {url}: {status} {v}");
+        v["value"].clone()
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("/session/{}{path}", self.session)
+    }
+
+    /// Opens `url` and waits for it to load.
+    pub async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, &self.at("/url"), Some(json!({"url": url}))).await;
+    }
+
+    /// The page's current URL.
+    pub async fn url(&self) -> String {
+        self.call(reqwest::Method::GET, &self.at("/url"), None).await.as_str().unwrap_or_default().to_string()
+    }
+
+    /// The element `css` selects (panics if there is none).
+    pub async fn find(&self, css: &str) -> String {
+        let v = self
+            .call(reqwest::Method::POST, &self.at("/element"), Some(json!({"using": "css selector", "value": css})))
+            .await;
+        v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {v}")).to_string()
+    }
+
+    /// How many elements `css` selects.
+    pub async fn count(&self, css: &str) -> usize {
+        let v = self
+            .call(reqwest::Method::POST, &self.at("/elements"), Some(json!({"using": "css selector", "value": css})))
+            .await;
+        v.as_array().map_or(0, Vec::len)
+    }
+
+    /// The rendered text of the element `css` selects.
+    pub async fn text(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        let v = self.call(reqwest::Method::GET, &self.at(&format!("/element/{id}/text")), None).await;
+        v.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Types into the element `css` selects.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.call(reqwest::Method::POST, &self.at(&format!("/element/{id}/value")), Some(json!({"text": text}))).await;
+    }
+
+    /// Clicks the element `css` selects (a real click: a form button submits its form).
+    pub async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.call(reqwest::Method::POST, &self.at(&format!("/element/{id}/click")), Some(json!({}))).await;
+    }
+}
+
+impl Browser {
+    /// Sets a form field's value directly (date inputs take typed keys in a locale's format).
+    pub async fn set_value(&self, css: &str, value: &str) {
+        let script = "document.querySelector(arguments[0]).value = arguments[1];";
+        self.call(
+            reqwest::Method::POST,
+            &self.at("/execute/sync"),
+            Some(json!({"script": script, "args": [css, value]})),
+        )
+        .await;
+    }
+
+    /// Ends the session (chromium exits), then the driver.
+    pub async fn quit(self) {
+        let path = format!("/session/{}", self.session);
+        let _ = self.http.delete(format!("{}{path}", self.base)).send().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
