@@ -116,15 +116,37 @@ pub fn open_steps(
                 dues.insert("rereview_window", (t, cal.due(t, policy.rereview_window)));
             }
         }
-        Stage::RereviewRequested | Stage::InHearing => {
-            if let Some(r) = last(&["rereview_requested"]) {
-                dues.insert("rereview", (r.at, cal.due(r.at, policy.rereview)));
+        // the re-review clock stops while a hearing (听证) runs (Art. 36): no timer during it,
+        // and the due moves by the time every finished hearing took
+        Stage::RereviewRequested => {
+            if let Some((i, r)) = events.iter().enumerate().rev().find(|(_, e)| e.kind == "rereview_requested") {
+                let due = cal.due(r.at, policy.rereview);
+                let paused = hearing_time(&events[i + 1..]);
+                dues.insert("rereview", (r.at, Due { at: due.at + paused, provisional: due.provisional }));
             }
         }
         _ => {}
     }
     ladder_steps(events, state, &mut dues);
     dues
+}
+
+/// How long the finished hearings among `events` took.
+fn hearing_time(events: &[Envelope]) -> chrono::Duration {
+    let mut total = chrono::Duration::zero();
+    let mut started = None;
+    for e in events {
+        match e.kind.as_str() {
+            "hearing_started" => started = Some(e.at),
+            "hearing_ended" => {
+                if let Some(s) = started.take() {
+                    total += (e.at - s).max(chrono::Duration::zero());
+                }
+            }
+            _ => {}
+        }
+    }
+    total
 }
 
 /// The steps the supervision ladder adds: a supervision (督办) lasts while the late step it

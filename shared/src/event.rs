@@ -300,6 +300,14 @@ pub enum EventData {
         #[serde(default)]
         provisional: bool,
     },
+    /// A provisional due moved because the holiday schedule of its year was loaded.
+    DueRecomputed {
+        step: Step,
+        previous_due_at: Instant,
+        due_at: Instant,
+        #[serde(default)]
+        provisional: bool,
+    },
     Closed {
         reason: String,
     },
@@ -369,6 +377,7 @@ impl EventData {
         "hearing_ended",
         "deadline_warned",
         "deadline_breached",
+        "due_recomputed",
         "closed",
         "terminated",
         "escalated",

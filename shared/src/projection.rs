@@ -14,6 +14,10 @@ use sled::{Db, Tree};
 
 const LAST_SEQ: &[u8] = b"\x00last_applied_seq";
 
+/// sled's page cache per database (its default is 1 GiB): a service's memory stays bounded
+/// whatever the size of its store (docs/benchmarks.md, 1,000,000 timers).
+const CACHE_BYTES: u64 = 64 << 20;
+
 /// One projection: a sled tree whose keys must not start with a NUL byte (reserved).
 #[derive(Clone)]
 pub struct Projection {
@@ -24,7 +28,7 @@ pub struct Projection {
 impl Projection {
     /// Opens (or creates) the projection `name` in the sled database at `path`.
     pub fn open(path: &Path, name: &str) -> Result<Self, sled::Error> {
-        let db = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()?;
+        let db = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).cache_capacity(CACHE_BYTES).open()?;
         Self::in_db(&db, name)
     }
 

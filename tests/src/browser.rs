@@ -76,16 +76,22 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn try_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let r = req.send().await.unwrap_or_else(|e| panic!("webdriver {url}: {e}"));
+        let r = req.send().await.map_err(|e| format!("webdriver {url}: {e}"))?;
         let status = r.status();
         let v: Value = r.json().await.unwrap_or_default();
-        assert!(status.is_success(), "webdriver {url}: {status} {v}");
-        v["value"].clone()
+        if !status.is_success() {
+            return Err(format!("webdriver {url}: {status} {v}"));
+        }
+        Ok(v["value"].clone())
     }
 
     fn at(&self, path: &str) -> String {
@@ -118,11 +124,44 @@ impl Browser {
         v.as_array().map_or(0, Vec::len)
     }
 
-    /// The rendered text of the element `css` selects.
+    /// The rendered text of the element `css` selects, waiting up to 10 s for it to appear
+    /// (a click that submits a form returns before the next page is there).
     pub async fn text(&self, css: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.count(css).await == 0 && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let id = self.find(css).await;
         let v = self.call(reqwest::Method::GET, &self.at(&format!("/element/{id}/text")), None).await;
         v.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits up to 10 s for the element `css` selects to read `want` (after a click that
+    /// loads a new page with the same element); panics with what it read otherwise.
+    pub async fn await_text(&self, css: &str, want: &str) {
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut seen = String::new();
+        while Instant::now() < end {
+            // the page may change under us: a vanished or stale element is just "not yet"
+            let found = self
+                .try_call(
+                    reqwest::Method::POST,
+                    &self.at("/element"),
+                    Some(json!({"using": "css selector", "value": css})),
+                )
+                .await;
+            if let Some(id) = found.ok().and_then(|v| v[ELEMENT].as_str().map(str::to_string)) {
+                if let Ok(v) = self.try_call(reqwest::Method::GET, &self.at(&format!("/element/{id}/text")), None).await
+                {
+                    seen = v.as_str().unwrap_or_default().to_string();
+                    if seen == want {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} reads {seen:?}, not {want:?}");
     }
 
     /// Types into the element `css` selects.

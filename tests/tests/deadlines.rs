@@ -72,3 +72,44 @@ async fn timers_fire_once_across_sigkill_downtime_and_a_lost_store() {
     let again = breaches(&node, "acceptance").await;
     assert_eq!(again, got, "no duplicate after the rebuild");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_years_schedule_is_loaded_without_a_restart_and_moves_provisional_dues() {
+    use xinfang_shared::calendar::{Calendar, Period};
+    let calendars = tempfile::tempdir().unwrap();
+    // a 60-day route period from today ends in a year with no shipped schedule (provisional)
+    let extra = format!("\n[calendar]\npath = {:?}\n\n[deadlines.periods]\nroute = \"60d\"\n", calendars.path());
+    let node = TestNode::start_services(&extra, &["deadlines"]);
+    let (_, r) = node.submit(&petition_by(701)).await;
+    let case = r["case_id"].as_str().unwrap().to_string();
+    let registered = node.wait_for(&case, "registered", Duration::from_secs(10)).await.unwrap();
+    let received = chrono::DateTime::parse_from_rfc3339(registered.data["received_at"].as_str().unwrap()).unwrap();
+    let before = Calendar::shipped().due(received, Period::Days(60));
+    assert!(before.provisional, "the test needs a due in an unscheduled year: {before:?}");
+    assert_eq!(r["due"]["route"].as_str(), Some(xinfang_shared::time::rfc3339(before.at).as_str()));
+    tokio::time::sleep(Duration::from_secs(1)).await; // armed
+
+    // the schedule of that year arrives, with the due day inside a holiday
+    let day = before.at.date_naive();
+    let year = format!(
+        "year = {}\nholidays = [\"{}..{}\"]\nworkdays = []\n",
+        day.format("%Y"),
+        day,
+        day + chrono::Duration::days(2)
+    );
+    let mut after = Calendar::shipped();
+    after.load_toml(&year).unwrap();
+    let after = after.due(received, Period::Days(60));
+    assert!(!after.provisional && after.at > before.at, "{after:?}");
+    std::fs::write(calendars.path().join("next.toml"), &year).unwrap();
+
+    let moved = node.wait_for(&case, "due_recomputed", Duration::from_secs(20)).await.expect("due_recomputed");
+    assert_eq!(moved.data["step"], "route");
+    assert_eq!(moved.data["previous_due_at"], xinfang_shared::time::rfc3339(before.at));
+    assert_eq!(moved.data["due_at"], xinfang_shared::time::rfc3339(after.at));
+    assert_eq!(moved.data["provisional"], false);
+    // once: a later poll of the same files moves nothing
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let n = node.events(&case).await.iter().filter(|e| e.kind == "due_recomputed").count();
+    assert_eq!(n, 1);
+}

@@ -235,8 +235,8 @@ async fn the_office_page_lists_an_escalation_and_acknowledges_it_in_headless_chr
 
     // 签收: a plain form post; the browser follows the redirect to the escalation's page
     browser.click(&format!("{row} button[name=\"ack\"]")).await;
+    browser.await_text("#state", "已签收").await;
     assert!(browser.url().await.ends_with(&format!("/escalations/{id}")), "{}", browser.url().await);
-    assert_eq!(browser.text("#state").await, "已签收");
     // the timeline shows the case as the district sent it, markup escaped
     assert!(browser.text("#timeline").await.contains("<b>十二户</b>联名反映拆迁补偿"));
     browser.goto(&format!("{office}/escalations")).await;
@@ -254,7 +254,7 @@ async fn the_office_page_lists_an_escalation_and_acknowledges_it_in_headless_chr
     let due = (chrono::Utc::now() + chrono::Duration::days(10)).format("%Y-%m-%d").to_string();
     browser.set_value("input[name=\"due_date\"]", &due).await;
     browser.click("button[name=\"direct\"]").await;
-    assert_eq!(browser.text("#state").await, "已督办");
+    browser.await_text("#state", "已督办").await;
     assert!(browser.text(".directive").await.contains("请区信访局十日内报送处理结果"));
     browser.quit().await;
 

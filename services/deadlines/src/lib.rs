@@ -52,6 +52,50 @@ pub const TRIGGERS: &[&str] = &[
 /// How often due timers are looked for.
 const TICK: Duration = Duration::from_millis(200);
 
+/// Every how many ticks the holiday calendar files are read again (about 5 s).
+const CALENDAR_EVERY: u32 = 25;
+
+/// Picks up holiday schedules added or changed under `calendar.path` without a restart
+/// (DOMAIN.md: operators load next year's schedule each November). A file that does not parse
+/// is refused, logged once, and the calendar in force stays.
+#[derive(Default)]
+struct CalendarWatch {
+    refused: Option<String>,
+    recompute_pending: bool,
+}
+
+impl CalendarWatch {
+    async fn poll(&mut self, settings: &Settings, timers: &Timers, now: xinfang_shared::time::Instant) {
+        let calendar = match settings.calendar() {
+            Ok(c) => c,
+            Err(e) => {
+                if self.refused.as_deref() != Some(&e.to_string()) {
+                    tracing::warn!(error = %e, "calendar change refused; the calendar in force stays");
+                    timers.metrics.calendar_reloads.with_label_values(&["refused"]).inc();
+                    self.refused = Some(e.to_string());
+                }
+                return;
+            }
+        };
+        self.refused = None;
+        if *timers.calendar() == calendar && !self.recompute_pending {
+            return;
+        }
+        let years: Vec<i32> = calendar.years().collect();
+        match timers.set_calendar(calendar, now).await {
+            Ok(cases) => {
+                self.recompute_pending = false;
+                timers.metrics.calendar_reloads.with_label_values(&["applied"]).inc();
+                tracing::info!(?years, cases, "calendar loaded; provisional dues recomputed");
+            }
+            Err(e) => {
+                self.recompute_pending = true;
+                tracing::warn!(error = %e, "recomputing provisional dues failed; will retry");
+            }
+        }
+    }
+}
+
 /// Runs deadlines until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
     let node = settings.node_code();
@@ -64,13 +108,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let projection = Projection::open(&settings.store.path, "timers")
         .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
     let calendar = settings.calendar().map_err(|e| e.to_string())?;
-    let timers = Arc::new(Timers {
-        ledger: ledger.clone(),
-        projection,
-        calendar,
-        policy: Policy::from_settings(&settings),
-        metrics,
-    });
+    let timers = Arc::new(Timers::new(ledger.clone(), projection, calendar, Policy::from_settings(&settings), metrics));
     timers.count_armed();
     let ready = Readiness::default();
     let (addr, ops_task) = ops::serve(&settings.metrics.listen, registry, ready.clone(), shutdown.clone()).await?;
@@ -82,11 +120,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         resume_after: Some(timers.projection.last_applied()),
     };
     let firing = {
-        let (timers, shutdown) = (timers.clone(), shutdown.clone());
+        let (timers, shutdown, settings) = (timers.clone(), shutdown.clone(), settings.clone());
         tokio::spawn(async move {
+            let mut calendar = CalendarWatch::default();
+            let mut ticks = 0u32;
             loop {
-                if let Err(e) = timers.fire_due(xinfang_shared::time::to_cst(chrono::Utc::now().fixed_offset())).await {
+                let now = xinfang_shared::time::now_cst();
+                if let Err(e) = timers.fire_due(now).await {
                     tracing::warn!(error = %e, "firing timers failed; will retry");
+                }
+                ticks = ticks.wrapping_add(1);
+                if ticks % CALENDAR_EVERY == 0 {
+                    calendar.poll(&settings, &timers, now).await;
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

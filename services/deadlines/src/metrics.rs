@@ -13,6 +13,10 @@ pub struct Metrics {
     pub lag: HistogramVec,
     /// `xf_deadlines_provisional_timers{step}`: armed with a due in a year without a schedule.
     pub provisional: IntGaugeVec,
+    /// `xf_deadlines_recomputed_total{step}`: provisional dues moved by a new calendar.
+    pub recomputed: IntCounterVec,
+    /// `xf_deadlines_calendar_reloads_total{result}`: applied or refused calendar changes.
+    pub calendar_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -40,7 +44,19 @@ impl Metrics {
                 &["step"],
             )
             .expect("valid"),
+            recomputed: IntCounterVec::new(
+                Opts::new("xf_deadlines_recomputed_total", "Provisional dues moved by a newly loaded calendar"),
+                &["step"],
+            )
+            .expect("valid"),
+            calendar_reloads: IntCounterVec::new(
+                Opts::new("xf_deadlines_calendar_reloads_total", "Calendar changes picked up, by result"),
+                &["result"],
+            )
+            .expect("valid"),
         };
+        registry.register(Box::new(m.recomputed.clone())).expect("register");
+        registry.register(Box::new(m.calendar_reloads.clone())).expect("register");
         registry.register(Box::new(m.armed.clone())).expect("register");
         registry.register(Box::new(m.fired.clone())).expect("register");
         registry.register(Box::new(m.lag.clone())).expect("register");

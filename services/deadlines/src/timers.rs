@@ -4,8 +4,12 @@
 //! - `t/<due ms, 16 hex>/<case>/<step>/<kind>` → [`Fire`]: what fires when, in due order.
 //!
 //! Arming recomputes a case's open steps from its history on every event that can change them
-//! ([`xinfang_shared::dues::open_steps`]) and reconciles. Firing appends the event with an id
-//! derived from (case, step, due, kind), then forgets the timer.
+//! ([`xinfang_shared::dues::open_steps`]) and reconciles. Firing appends the events due, up to
+//! [`FIRE_BATCH`] at a time in flight, each with an id derived from (case, step, due, kind), then
+//! forgets them. A new holiday calendar moves every provisional due and records the move as
+//! `due_recomputed`.
+
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use xinfang_shared::calendar::Calendar;
@@ -54,6 +58,9 @@ fn parse_step(name: &str) -> Option<Step> {
     serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
 }
 
+/// Timers due at once that are appended concurrently.
+pub const FIRE_BATCH: usize = 1024;
+
 fn armed_key(case: &str, step: &str) -> Vec<u8> {
     format!("a/{case}/{step}").into_bytes()
 }
@@ -72,16 +79,70 @@ pub fn firing_id(case: &str, step: &str, due: Instant, kind: &str) -> String {
     format!("{case}:{step}:{}:{kind}", due.timestamp())
 }
 
+/// Writes the timer of one open step into `batch`: the step and its breach, and its warning
+/// when that comes before the due.
+pub fn arm_into(batch: &mut Batch, case: &CaseId, step: Step, armed: &Armed) {
+    let name = step_name(step);
+    batch.insert(armed_key(case.as_str(), &name), serde_json::to_vec(armed).expect("serializes"));
+    let fire = |kind| Fire { case_id: case.clone(), step, kind, due_at: armed.due_at, provisional: armed.provisional };
+    if armed.warn_at < armed.due_at {
+        batch.insert(
+            fire_key(armed.warn_at, case.as_str(), &name, Kind::Warned),
+            serde_json::to_vec(&fire(Kind::Warned)).expect("serializes"),
+        );
+    }
+    batch.insert(
+        fire_key(armed.due_at, case.as_str(), &name, Kind::Breached),
+        serde_json::to_vec(&fire(Kind::Breached)).expect("serializes"),
+    );
+}
+
 /// The deadlines service's working parts.
 pub struct Timers {
     pub ledger: Ledger,
     pub projection: Projection,
-    pub calendar: Calendar,
+    calendar: RwLock<Arc<Calendar>>,
     pub policy: Policy,
     pub metrics: Metrics,
 }
 
 impl Timers {
+    /// The timers of `projection`, armed by `calendar` and `policy`.
+    pub fn new(ledger: Ledger, projection: Projection, calendar: Calendar, policy: Policy, metrics: Metrics) -> Self {
+        Self { ledger, projection, calendar: RwLock::new(Arc::new(calendar)), policy, metrics }
+    }
+
+    /// The holiday calendar in force.
+    pub fn calendar(&self) -> Arc<Calendar> {
+        self.calendar.read().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Puts a new holiday calendar in force and recomputes every provisional timer with it;
+    /// each due that moves is recorded as `due_recomputed`. Returns how many cases were looked
+    /// at. Safe to repeat: unchanged dues record nothing.
+    pub async fn set_calendar(&self, calendar: Calendar, now: Instant) -> Result<usize, String> {
+        match self.calendar.write() {
+            Ok(mut c) => *c = Arc::new(calendar),
+            Err(e) => *e.into_inner() = Arc::new(calendar),
+        }
+        let mut cases: Vec<CaseId> = Vec::new();
+        for item in self.projection.tree().scan_prefix(b"a/").flatten() {
+            if serde_json::from_slice::<Armed>(&item.1).is_ok_and(|a| a.provisional) {
+                let key = String::from_utf8_lossy(&item.0).to_string();
+                if let Some(case) = key.split('/').nth(1).and_then(|c| CaseId::parse(c).ok()) {
+                    if cases.last() != Some(&case) {
+                        cases.push(case);
+                    }
+                }
+            }
+        }
+        for case in &cases {
+            let history = self.ledger.history(case).await.map_err(|e| e.to_string())?;
+            let events: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
+            self.reconcile(case, &events, now, None).await?;
+        }
+        Ok(cases.len())
+    }
     /// Sets the armed-timer gauges from the store (at start).
     pub fn count_armed(&self) {
         for item in self.projection.tree().scan_prefix(b"a/").flatten() {
@@ -102,10 +163,22 @@ impl Timers {
             Err(e) => return Outcome::Retry(e.to_string()),
         };
         let events: Vec<Envelope> = history.into_iter().filter(|s| s.seq <= d.seq).map(|s| s.event).collect();
-        let Some(state) = CaseState::fold(&events) else { return Outcome::Done };
-        let want = open_steps(&events, &state, &self.policy, &self.calendar);
+        match self.reconcile(&case, &events, d.event.at, Some(d.seq)).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Retry(e),
+        }
+    }
+
+    /// Makes the case's timers those of its open steps as of `events` at time `at`. With a
+    /// stream sequence, the store records it as applied (a replay is skipped); without one
+    /// (a new calendar), dues that move are recorded in the ledger as `due_recomputed`.
+    async fn reconcile(&self, case: &CaseId, events: &[Envelope], at: Instant, seq: Option<u64>) -> Result<(), String> {
+        let Some(state) = CaseState::fold(events) else { return Ok(()) };
+        let calendar = self.calendar();
+        let want = open_steps(events, &state, &self.policy, &calendar);
         let tree = self.projection.tree();
         let mut batch = Batch::default();
+        let mut moved = Vec::new();
         // steps that closed or moved: forget them; one that completed after its due and whose
         // breach has not fired yet still gets its breach
         for item in tree.scan_prefix(format!("a/{case}/").as_bytes()).flatten() {
@@ -116,22 +189,21 @@ impl Timers {
             if same {
                 continue;
             }
-            if !want.contains_key(step.as_str()) && armed.due_at < d.event.at {
+            if let (Some((_, due)), None, true) = (want.get(step.as_str()), seq, armed.provisional) {
+                moved.push((step.clone(), armed.due_at, due.clone()));
+            }
+            if !want.contains_key(step.as_str()) && armed.due_at < at {
                 let breach_pending =
                     tree.contains_key(fire_key(armed.due_at, case.as_str(), &step, Kind::Breached)).unwrap_or(false);
-                if breach_pending {
-                    if let Some(s) = parse_step(&step) {
-                        let fire = Fire {
-                            case_id: case.clone(),
-                            step: s,
-                            kind: Kind::Breached,
-                            due_at: armed.due_at,
-                            provisional: armed.provisional,
-                        };
-                        if let Err(e) = self.append_fire(&fire, d.event.at, false).await {
-                            return Outcome::Retry(e);
-                        }
-                    }
+                if let (true, Some(s)) = (breach_pending, parse_step(&step)) {
+                    let fire = Fire {
+                        case_id: case.clone(),
+                        step: s,
+                        kind: Kind::Breached,
+                        due_at: armed.due_at,
+                        provisional: armed.provisional,
+                    };
+                    self.append_fire(&fire, at, false).await?;
                 }
             }
             batch.remove(item.0.clone());
@@ -150,45 +222,69 @@ impl Timers {
             }
             let Some(s) = parse_step(step) else { continue };
             let armed = Armed { due_at: due.at, warn_at: warn_at(*start, due.at), provisional: due.provisional };
-            batch.insert(key, serde_json::to_vec(&armed).expect("serializes"));
-            let fire =
-                |kind| Fire { case_id: case.clone(), step: s, kind, due_at: due.at, provisional: due.provisional };
-            if armed.warn_at < armed.due_at {
-                batch.insert(
-                    fire_key(armed.warn_at, case.as_str(), step, Kind::Warned),
-                    serde_json::to_vec(&fire(Kind::Warned)).expect("serializes"),
-                );
-            }
-            batch.insert(
-                fire_key(armed.due_at, case.as_str(), step, Kind::Breached),
-                serde_json::to_vec(&fire(Kind::Breached)).expect("serializes"),
-            );
+            arm_into(&mut batch, case, s, &armed);
             self.metrics.armed.with_label_values(&[step]).inc();
             if armed.provisional {
                 self.metrics.provisional.with_label_values(&[step]).inc();
             }
         }
-        match self.projection.apply(d.seq, batch).await {
-            Ok(_) => Outcome::Done,
-            Err(e) => Outcome::Retry(e.to_string()),
+        for (step, from, to) in moved {
+            let Some(s) = parse_step(&step) else { continue };
+            let id = format!("{case}:{step}:{}:recomputed:{}", from.timestamp(), to.at.timestamp());
+            let data =
+                EventData::DueRecomputed { step: s, previous_due_at: from, due_at: to.at, provisional: to.provisional };
+            let fire = Fire {
+                case_id: case.clone(),
+                step: s,
+                kind: Kind::Breached,
+                due_at: to.at,
+                provisional: to.provisional,
+            };
+            self.append(&fire, &id, data, at).await?;
+            self.metrics.recomputed.with_label_values(&[&step]).inc();
+        }
+        match seq {
+            Some(seq) => self.projection.apply(seq, batch).await.map(|_| ()).map_err(|e| e.to_string()),
+            None => tree.apply_batch(batch).map_err(|e| e.to_string()),
         }
     }
 
-    /// Fires every timer due at or before `now`, oldest first.
+    /// Fires every timer due at or before `now`, oldest first, [`FIRE_BATCH`] appends in
+    /// flight at a time; a timer is forgotten only once its event is in the ledger.
     pub async fn fire_due(&self, now: Instant) -> Result<usize, String> {
         let limit = format!("t/{:016x}0", now.timestamp_millis().max(0) as u64).into_bytes();
+        let tree = self.projection.tree();
         let mut fired = 0;
-        for item in self.projection.tree().range(b"t/".to_vec()..limit) {
-            let (key, value) = item.map_err(|e| e.to_string())?;
-            let Ok(fire) = serde_json::from_slice::<Fire>(&value) else {
-                let _ = self.projection.tree().remove(&key);
-                continue;
-            };
-            self.append_fire(&fire, now, true).await?;
-            self.projection.tree().remove(&key).map_err(|e| e.to_string())?;
-            fired += 1;
+        loop {
+            let mut due = Vec::with_capacity(FIRE_BATCH);
+            let mut forget = Batch::default();
+            for item in tree.range(b"t/".to_vec()..limit.clone()).take(FIRE_BATCH) {
+                let (key, value) = item.map_err(|e| e.to_string())?;
+                match serde_json::from_slice::<Fire>(&value) {
+                    Ok(fire) => due.push((key, fire)),
+                    Err(_) => forget.remove(key),
+                }
+            }
+            let full = due.len() == FIRE_BATCH;
+            let results = futures::future::join_all(due.iter().map(|(_, f)| self.append_fire(f, now, true))).await;
+            let mut failed = None;
+            for ((key, _), result) in due.into_iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        forget.remove(key);
+                        fired += 1;
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            tree.apply_batch(forget).map_err(|e| e.to_string())?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if !full {
+                return Ok(fired);
+            }
         }
-        Ok(fired)
     }
 
     async fn append_fire(&self, fire: &Fire, now: Instant, on_time: bool) -> Result<(), String> {
@@ -215,7 +311,8 @@ impl Timers {
         }
         self.metrics.fired.with_label_values(&[&step, kind]).inc();
         if on_time && fire.kind == Kind::Breached {
-            let lag = (now - fire.due_at).num_milliseconds().max(0) as f64 / 1000.0;
+            // measured when the event is in the ledger, not when the tick began
+            let lag = (chrono::Utc::now() - fire.due_at.to_utc()).num_milliseconds().max(0) as f64 / 1000.0;
             self.metrics.lag.with_label_values(&[kind]).observe(lag);
         }
         Ok(())

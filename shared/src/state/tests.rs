@@ -325,3 +325,33 @@ fn supervision_lasts_while_the_late_step_is_open_and_a_directive_until_the_next_
     assert!(!d.contains_key("supervision") && !d.contains_key("directive"), "{d:?}");
     assert!(d.contains_key("handling"));
 }
+
+#[test]
+fn a_hearing_stops_the_rereview_clock_and_moves_its_due_by_its_length() {
+    use crate::calendar::{Calendar, Period};
+    use crate::dues::{open_dues, Policy};
+    use crate::event::Outcome;
+    let (cal, policy, t) = (Calendar::shipped(), Policy::default(), t0());
+    let org = || OrganId::parse("320211-zjj").unwrap();
+    let opinion = || Outcome::NotSupported;
+    let asked = t + Duration::days(40);
+    let mut events = vec![
+        registered(t),
+        routed(1, t + Duration::hours(1)),
+        env(2, t + Duration::days(1), EventData::Accepted { organ_id: org() }),
+        env(3, t + Duration::days(10), EventData::Replied { outcome: opinion(), summary: "s".into() }),
+        env(4, t + Duration::days(12), EventData::ReviewRequested { reason: String::new() }),
+        env(5, t + Duration::days(20), EventData::ReviewReplied { outcome: opinion(), summary: "s".into() }),
+        env(6, asked, EventData::RereviewRequested { reason: String::new() }),
+    ];
+    let dues = |events: &[Envelope]| open_dues(events, &CaseState::fold(events).unwrap(), &policy, &cal);
+    let plain = cal.due(asked, Period::Days(30)).at;
+    assert_eq!(dues(&events).get("rereview").map(|d| d.at), Some(plain));
+    events.push(env(7, asked + Duration::days(2), EventData::HearingStarted {}));
+    assert!(!dues(&events).contains_key("rereview"), "no clock while the hearing runs");
+    events.push(env(8, asked + Duration::days(5), EventData::HearingEnded {}));
+    assert_eq!(dues(&events).get("rereview").map(|d| d.at), Some(plain + Duration::days(3)));
+    events.push(env(9, asked + Duration::days(6), EventData::HearingStarted {}));
+    events.push(env(10, asked + Duration::days(6) + Duration::hours(5), EventData::HearingEnded {}));
+    assert_eq!(dues(&events).get("rereview").map(|d| d.at), Some(plain + Duration::days(3) + Duration::hours(5)));
+}

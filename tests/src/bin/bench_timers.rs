@@ -1,0 +1,179 @@
+//! `xinfang-bench-timers`: the deadlines service's timer store at scale, next to raw sled
+//! inserts measured in the same run.
+//!
+//! 1. Raw sled: as many plain inserts as the timers below write keys, one flush.
+//! 2. Arm `--timers N` (default 1,000,000) timers with the service's own code
+//!    (`timers::arm_into`, one projection batch per case as on a ledger event): N − B due in
+//!    the coming weeks (with warnings), B (`--burst`, default 100,000) due at the same second.
+//! 3. Start `xinfang-deadlines` on that store (a real process and nats-server), SIGKILL it,
+//!    start it again: recovery = spawn → ready line.
+//! 4. Firing lag of the burst, from the ledger: JetStream's stored time of each
+//!    `deadline_breached` minus its due second; p50 / p99 / max. Peak RSS of the service
+//!    (VmHWM) at the end.
+//!
+//! Usage: `xinfang-bench-timers [--timers N] [--burst B]` after
+//! `cargo build --release --workspace --bins`. Prints a Markdown report.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use xinfang_deadlines::timers::{arm_into, Armed};
+use xinfang_shared::event::Step;
+use xinfang_shared::ids::CaseId;
+use xinfang_shared::projection::{Batch, Projection};
+use xinfang_shared::time::now_cst;
+use xinfang_tests::{node_toml, NatsServer, ServiceProcess};
+
+fn arg(name: &str, default: usize) -> usize {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.windows(2).find(|w| w[0] == name).map(|w| w[1].parse().expect("a number")).unwrap_or(default)
+}
+
+/// Case `i` of the bench (two days of up to 999,999 cases each).
+fn case(i: usize) -> CaseId {
+    let (day, n) = (1 + i / 999_999, 1 + i % 999_999);
+    CaseId::parse(&format!("320211-202611{day:02}-{n:06}")).expect("case id")
+}
+
+/// Raw sled: `n` inserts of keys and values the size of a timer's, one flush.
+fn raw_sled(n: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::open(dir.path()).expect("sled");
+    let v = [7u8; 150];
+    let started = Instant::now();
+    for i in 0..n as u64 {
+        db.insert(format!("t/{i:016x}/320211-20261101-000001/acceptance/b"), &v[..]).expect("insert");
+    }
+    db.flush().expect("flush");
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn vm_hwm_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let n = arg("--timers", 1_000_000);
+    let burst = arg("--burst", 100_000).min(n);
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // keys written: one `a/` per timer, one breach `t/` each, one warning `t/` for the future ones
+    let keys = 2 * n + (n - burst);
+    let raw = raw_sled(keys);
+
+    let store = Projection::open(&dir.path().join("deadlines"), "timers").expect("store");
+    let now = now_cst();
+    let started = Instant::now();
+    let mut due_burst = now;
+    for i in 0..n {
+        let armed = if i < n - burst {
+            let due =
+                now + chrono::Duration::days(10 + (i % 20) as i64) + chrono::Duration::seconds((i % 86_400) as i64);
+            Armed { due_at: due, warn_at: due - chrono::Duration::days(3), provisional: false }
+        } else {
+            if i == n - burst {
+                // the burst is due on a whole second after the service has been started, killed
+                // and restarted (at most ~40 s from here)
+                let at = now + chrono::Duration::seconds(started.elapsed().as_secs() as i64 + 40);
+                due_burst = at - chrono::Duration::nanoseconds(at.timestamp_subsec_nanos() as i64);
+            }
+            Armed { due_at: due_burst, warn_at: due_burst, provisional: false }
+        };
+        let mut batch = Batch::default();
+        arm_into(&mut batch, &case(i), Step::Acceptance, &armed);
+        store.apply(i as u64 + 1, batch).await.expect("apply");
+    }
+    store.flush().await.expect("flush");
+    let arm_secs = started.elapsed().as_secs_f64();
+    drop(store);
+    let size_mb = dir_size(&dir.path().join("deadlines")) as f64 / 1e6;
+
+    let nats = NatsServer::start(false);
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
+    let t = Instant::now();
+    let mut service = ServiceProcess::start("deadlines", &config, &nats.url, dir.path());
+    let first_start = t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = Instant::now();
+    service.restart(); // SIGKILL, then start on the same store
+    let recovery = t.elapsed().as_secs_f64();
+    let until_due = (due_burst - now_cst()).num_milliseconds();
+
+    // the burst, as stored in the ledger
+    let js = nats.jetstream().await;
+    let stream = js.get_stream("XF_CASES_320211").await.expect("ledger stream");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "xf.320211.case.*.deadline_breached".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut lags = Vec::with_capacity(burst);
+    let due_ns = due_burst.timestamp_nanos_opt().expect("in range") as i128;
+    let deadline = Instant::now() + Duration::from_millis(until_due.max(0) as u64) + Duration::from_secs(120);
+    while lags.len() < burst && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+            Ok(Some(Ok(m))) => {
+                let info = m.info().expect("jetstream message");
+                lags.push((info.published.unix_timestamp_nanos() - due_ns) as f64 / 1e9);
+            }
+            Ok(Some(Err(e))) => panic!("reading the ledger: {e}"),
+            Ok(None) => break,
+            Err(_) => continue,
+        }
+    }
+    let rss = vm_hwm_mb(service.child.id());
+    drop(service);
+    assert_eq!(lags.len(), burst, "every timer of the burst fired");
+    lags.sort_by(f64::total_cmp);
+
+    println!("| figure | value |");
+    println!("| --- | --- |");
+    println!("| raw sled inserts/s (same key and value sizes, {keys} inserts, one flush) | {raw:.0} |");
+    println!("| timers armed | {n} ({burst} due at the same second) |");
+    println!(
+        "| arm rate, timers/s (one projection batch per timer, {keys} keys) | {:.0} ({:.0} keys/s) |",
+        n as f64 / arm_secs,
+        keys as f64 / arm_secs
+    );
+    println!("| store on disk | {size_mb:.0} MB |");
+    println!("| first start on the full store, spawn → ready | {first_start:.2} s |");
+    println!("| recovery after SIGKILL, spawn → ready | {recovery:.2} s |");
+    println!(
+        "| burst due {:.1} s after recovery | firing lag p50 {:.3} s, p99 {:.3} s, max {:.3} s |",
+        until_due as f64 / 1000.0,
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags[lags.len() - 1]
+    );
+    println!("| peak RSS of xinfang-deadlines (VmHWM) | {rss:.0} MB |");
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|d| {
+            d.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
