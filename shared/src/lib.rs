@@ -19,6 +19,7 @@ pub mod escalation;
 pub mod event;
 pub mod ids;
 pub mod ledger;
+pub mod notice;
 pub mod ops;
 pub mod petition;
 pub mod projection;

@@ -1,5 +1,5 @@
 //! A real browser for page tests: Debian's `chromium`, headless, driven over the W3C WebDriver
-//! protocol by `chromedriver` (both installed by `scripts/setup.sh --browser`). The protocol is
+//! protocol by `chromedriver` (both installed by `scripts/setup.sh --test-tools`). The protocol is
 //! plain JSON over HTTP, spoken here with reqwest: open a page, find elements by CSS selector,
 //! read their text, click them.
 
@@ -27,8 +27,8 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
 impl Browser {
     /// Starts chromedriver on a free port and opens a headless session.
     pub async fn start() -> Self {
-        let driver_bin = which("chromedriver").expect("chromedriver not found: run scripts/setup.sh --browser");
-        let chromium = which("chromium").expect("chromium not found: run scripts/setup.sh --browser");
+        let driver_bin = which("chromedriver").expect("chromedriver not found: run scripts/setup.sh --test-tools");
+        let chromium = which("chromium").expect("chromium not found: run scripts/setup.sh --test-tools");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))

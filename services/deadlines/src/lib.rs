@@ -130,7 +130,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                     tracing::warn!(error = %e, "firing timers failed; will retry");
                 }
                 ticks = ticks.wrapping_add(1);
-                if ticks % CALENDAR_EVERY == 0 {
+                if ticks.is_multiple_of(CALENDAR_EVERY) {
                     calendar.poll(&settings, &timers, now).await;
                 }
                 tokio::select! {

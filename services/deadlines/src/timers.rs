@@ -190,7 +190,7 @@ impl Timers {
                 continue;
             }
             if let (Some((_, due)), None, true) = (want.get(step.as_str()), seq, armed.provisional) {
-                moved.push((step.clone(), armed.due_at, due.clone()));
+                moved.push((step.clone(), armed.due_at, *due));
             }
             if !want.contains_key(step.as_str()) && armed.due_at < at {
                 let breach_pending =

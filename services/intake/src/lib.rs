@@ -47,6 +47,8 @@ pub struct Intake {
     pub ledger: Ledger,
     pub case_ids: CaseIds,
     pub idempotency: kv::Store,
+    /// Case id → query code, for the receipt notice (the ledger holds only the hash).
+    pub codes: kv::Store,
     pub calendar: Calendar,
     pub policy: Policy,
     pub windows: Windows,
@@ -70,6 +72,7 @@ impl Intake {
         let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
         let case_ids = CaseIds::open(&js, node.clone()).await?;
         let idempotency = register::idempotency_bucket(&js, node.as_str(), settings.intake.idempotency_hours).await?;
+        let codes = xinfang_shared::ledger::query_code_bucket(&js, &node).await.map_err(|e| e.to_string())?;
         let calendar = settings.calendar().map_err(|e| e.to_string())?;
         let policy = Policy::from_settings(&settings);
         let windows = Windows { review: policy.review_window, rereview: policy.rereview_window };
@@ -81,6 +84,7 @@ impl Intake {
             ledger,
             case_ids,
             idempotency,
+            codes,
             calendar,
             policy,
             windows,

@@ -87,6 +87,9 @@ impl Intake {
     async fn register(&self, submission: Submission, now: xinfang_shared::time::Instant) -> Result<Receipt, ApiError> {
         for _ in 0..5 {
             let (receipt, event) = self.prepare(&submission, now).await?;
+            if !self.keep_code(&receipt).await? {
+                continue; // the id is taken (a restored sequence, say): take the next one
+            }
             match self.append_retrying(&event, Expect::NewCase).await {
                 Ok(()) => return Ok(receipt),
                 // the id already has events (a restored sequence, say): take the next one
@@ -119,6 +122,7 @@ impl Intake {
             }
             Err(e) => return Err(unavailable(e)),
         }
+        self.keep_code(&receipt).await?;
         match self.append_retrying(&event, Expect::NewCase).await {
             Ok(()) => Ok((receipt, false)),
             Err(e) => Err(unavailable(e)),
@@ -137,9 +141,24 @@ impl Intake {
     async fn replay(&self, first: Remembered) -> Result<(Receipt, bool), ApiError> {
         let known = self.ledger.has(&first.event.case_id, "registered").await.map_err(unavailable)?;
         if !known {
+            self.keep_code(&first.receipt).await?;
             self.append_retrying(&first.event, Expect::Any).await.map_err(unavailable)?;
         }
         Ok((first.receipt, true))
+    }
+
+    /// Keeps the receipt's query code for the receipt notice, before the case is registered.
+    /// `false` when the case id already has a code (it is taken); the same code again is fine.
+    async fn keep_code(&self, receipt: &Receipt) -> Result<bool, ApiError> {
+        let key = receipt.case_id.as_str();
+        match self.codes.create(key, receipt.query_code.clone().into_bytes().into()).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let same = self.codes.get(key).await.map_err(unavailable)?;
+                Ok(same.is_some_and(|c| c.as_ref() == receipt.query_code.as_bytes()))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     /// Appends, retrying with the same event id while JetStream does not confirm; the
