@@ -355,3 +355,33 @@ fn a_hearing_stops_the_rereview_clock_and_moves_its_due_by_its_length() {
     events.push(env(10, asked + Duration::days(6) + Duration::hours(5), EventData::HearingEnded {}));
     assert_eq!(dues(&events).get("rereview").map(|d| d.at), Some(plain + Duration::days(3) + Duration::hours(5)));
 }
+
+#[test]
+fn a_report_notice_never_goes_to_the_organ_it_reports() {
+    use crate::calendar::Calendar;
+    use crate::dues::{open_dues, Policy};
+    use crate::notice::{plan, Recipient};
+    let (cal, policy, t) = (Calendar::shipped(), Policy::default(), t0());
+    let plan_for = |events: &[Envelope]| {
+        let state = CaseState::fold(events).unwrap();
+        let dues = open_dues(events, &state, &policy, &cal);
+        plan(events.last().unwrap(), events, &state, &|o| o.to_string(), &dues)
+    };
+    let appeal = vec![registered(t), routed(1, t + Duration::hours(1))];
+    let p = plan_for(&appeal);
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        (p[0].template, &p[0].recipient),
+        ("assignment", &Recipient::Organ(OrganId::parse("320211-zjj").unwrap()))
+    );
+    assert_eq!(p[0].id, "e1:assignment:320211-zjj");
+    // the same routing of a report about that very organ: no notice to it
+    let mut report = registered(t);
+    report.data["kind"] = "complaint_report".into();
+    report.data["respondent_organ_id"] = "320211-zjj".into();
+    assert!(plan_for(&[report, routed(1, t + Duration::hours(1))]).is_empty());
+    // the petitioner's receipt at registration
+    let r = plan_for(&appeal[..1]);
+    assert_eq!((r[0].template, &r[0].recipient), ("receipt", &Recipient::Petitioner));
+    assert_eq!(r[0].context["case_id"], "320211-20260302-000001");
+}

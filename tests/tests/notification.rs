@@ -1,0 +1,200 @@
+//! Notices over real channels: e-mail to a real SMTP server (Debian's python3-aiosmtpd), and
+//! an SMS gateway (a local HTTP server) that fails, while the notification service is
+//! SIGKILLed mid-retry, then recovers: every notice is delivered, recorded once, and every
+//! attempt of a notice carries the same idempotency key.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::Value;
+use xinfang_tests::{node_toml, petition_by, NatsServer, TestNode};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Debian's aiosmtpd writing every message into a maildir.
+struct Smtp {
+    child: Child,
+    port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl Smtp {
+    fn start() -> Self {
+        let maildir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path().join("mail")) // created by the handler, with its tmp/new/cur
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3-aiosmtpd (scripts/setup.sh --test-tools)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, port, maildir };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("aiosmtpd did not listen on {port}");
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let new = self.maildir.path().join("mail").join("new");
+        std::fs::read_dir(new)
+            .map(|d| d.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_assignment_reaches_the_organ_by_email_over_real_smtp() {
+    let smtp = Smtp::start();
+    let extra = format!(
+        r#"
+[notification]
+smtp_host = "127.0.0.1"
+smtp_port = {}
+smtp_from = "xinfang@binhu.gov.cn"
+retry_initial = "1s"
+
+[notification.channels]
+petitioner = "file"
+organ = "email"
+
+[notification.contacts]
+"320211-zjj" = "zjj@binhu.gov.cn"
+"#,
+        smtp.port
+    );
+    let nats = Arc::new(NatsServer::start(false));
+    let node =
+        TestNode::start_node(nats.clone(), &node_toml("320211", &nats.url, &extra), &["routing", "notification"]);
+    let (_, r) = node.submit(&petition_by(31)).await;
+    let case = r["case_id"].as_str().unwrap().to_string();
+    let sent = node
+        .wait_for_where(&case, "notified", Duration::from_secs(30), |e| e.data["template"] == "assignment")
+        .await
+        .expect("assignment notified");
+    assert_eq!(sent.data["channel"], "email");
+    assert_eq!(sent.data["recipient"], "z***@binhu.gov.cn", "masked in the ledger");
+    let notice_id = sent.data["notice_id"].as_str().unwrap().replace([':', ' '], ".");
+    let mail = smtp.messages().into_iter().find(|m| m.contains(&notice_id)).expect("the e-mail is in the mailbox");
+    assert!(mail.contains("zjj@binhu.gov.cn") && mail.contains("xinfang@binhu.gov.cn"), "{mail}");
+    // the petitioner's receipt went to the file sink, with the query code
+    let receipt = node
+        .wait_for_where(&case, "notified", Duration::from_secs(30), |e| e.data["template"] == "receipt")
+        .await
+        .expect("receipt notified");
+    assert_eq!(receipt.data["channel"], "file");
+    assert_eq!(receipt.data["recipient"], "138****5678");
+}
+
+#[derive(Default)]
+struct Gateway {
+    failing: AtomicBool,
+    /// notice id → (attempts, successes, texts)
+    seen: Mutex<HashMap<String, (usize, usize, Vec<String>)>>,
+}
+
+async fn sms(State(g): State<Arc<Gateway>>, headers: HeaderMap, Json(body): Json<Value>) -> StatusCode {
+    let key = headers.get("Idempotency-Key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert_eq!(body["notice_id"].as_str(), Some(key.as_str()), "the key is the notice id");
+    let failing = g.failing.load(Ordering::SeqCst);
+    let mut seen = g.seen.lock().unwrap();
+    let entry = seen.entry(key).or_default();
+    entry.0 += 1;
+    if failing {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    entry.1 += 1;
+    entry.2.push(body["text"].as_str().unwrap_or_default().to_string());
+    StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_sms_gateway_that_fails_and_a_kill_mid_retry_lose_no_notice() {
+    let gateway = Arc::new(Gateway { failing: AtomicBool::new(true), ..Default::default() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = Router::new().route("/sms", post(sms)).with_state(gateway.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let extra = format!(
+        r#"
+[notification]
+sms_url = "http://127.0.0.1:{port}/sms"
+retry_initial = "1s"
+retry_max = "2s"
+
+[notification.channels]
+petitioner = "sms"
+organ = "file"
+"#
+    );
+    let nats = Arc::new(NatsServer::start(false));
+    let mut node = TestNode::start_node(nats.clone(), &node_toml("320211", &nats.url, &extra), &["notification"]);
+    let mut cases = Vec::new();
+    for i in 0..5 {
+        let (_, r) = node.submit(&petition_by(40 + i)).await;
+        cases.push((r["case_id"].as_str().unwrap().to_string(), r["query_code"].as_str().unwrap().to_string()));
+    }
+    // the gateway refuses for a while; the service dies in the middle of its retries
+    for _ in 0..100 {
+        if gateway.seen.lock().unwrap().values().filter(|s| s.0 >= 2).count() >= cases.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.service("notification").restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    gateway.failing.store(false, Ordering::SeqCst);
+
+    for (case, code) in &cases {
+        let ok = node
+            .wait_for_where(case, "notified", Duration::from_secs(30), |e| e.data["template"] == "receipt")
+            .await
+            .unwrap_or_else(|| panic!("{case}: no receipt notified"));
+        assert_eq!(ok.data["channel"], "sms");
+        assert_eq!(ok.data["recipient"], "138****5678");
+        assert!(ok.data["attempts"].as_u64().unwrap() >= 1);
+        let id = ok.data["notice_id"].as_str().unwrap().to_string();
+        let seen = gateway.seen.lock().unwrap().get(&id).cloned().expect("the gateway saw the notice");
+        assert!(seen.0 >= 3, "{case}: retried under its one key ({} attempts)", seen.0);
+        assert!(seen.1 >= 1, "{case}: delivered");
+        assert!(seen.2.iter().all(|t| t.contains(case.as_str()) && t.contains(code.as_str())), "{:?}", seen.2);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (case, _) in &cases {
+        let events = node.events(case).await;
+        let notified: Vec<&str> = events
+            .iter()
+            .filter(|e| e.kind == "notified" || e.kind == "notification_failed")
+            .map(|e| e.event_id.as_str())
+            .collect();
+        let mut unique = notified.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), notified.len(), "{case}: a notice recorded twice: {notified:?}");
+        assert_eq!(notified.len(), 1, "{case}: one receipt (no routing here): {notified:?}");
+    }
+    let url = format!("{}/metrics", node.service("notification").http);
+    let metrics = node.http.get(url).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("xf_notification_outbox_depth 0"), "{text}");
+    assert!(!text.contains("13812345678"), "no phone number in metrics");
+}
