@@ -28,6 +28,8 @@ struct Smtp {
 }
 
 impl Smtp {
+    // the child is kept in `Smtp`, which kills and waits for it on drop
+    #[allow(clippy::zombie_processes)]
     fn start() -> Self {
         let maildir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -105,11 +107,19 @@ organ = "email"
     assert_eq!(receipt.data["recipient"], "138****5678");
 }
 
+/// What the gateway saw of one notice.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    attempts: usize,
+    delivered: usize,
+    texts: Vec<String>,
+}
+
 #[derive(Default)]
 struct Gateway {
     failing: AtomicBool,
-    /// notice id → (attempts, successes, texts)
-    seen: Mutex<HashMap<String, (usize, usize, Vec<String>)>>,
+    /// By notice id.
+    seen: Mutex<HashMap<String, Seen>>,
 }
 
 async fn sms(State(g): State<Arc<Gateway>>, headers: HeaderMap, Json(body): Json<Value>) -> StatusCode {
@@ -118,12 +128,12 @@ async fn sms(State(g): State<Arc<Gateway>>, headers: HeaderMap, Json(body): Json
     let failing = g.failing.load(Ordering::SeqCst);
     let mut seen = g.seen.lock().unwrap();
     let entry = seen.entry(key).or_default();
-    entry.0 += 1;
+    entry.attempts += 1;
     if failing {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    entry.1 += 1;
-    entry.2.push(body["text"].as_str().unwrap_or_default().to_string());
+    entry.delivered += 1;
+    entry.texts.push(body["text"].as_str().unwrap_or_default().to_string());
     StatusCode::OK
 }
 
@@ -155,7 +165,7 @@ organ = "file"
     }
     // the gateway refuses for a while; the service dies in the middle of its retries
     for _ in 0..100 {
-        if gateway.seen.lock().unwrap().values().filter(|s| s.0 >= 2).count() >= cases.len() {
+        if gateway.seen.lock().unwrap().values().filter(|s| s.attempts >= 2).count() >= cases.len() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -174,9 +184,9 @@ organ = "file"
         assert!(ok.data["attempts"].as_u64().unwrap() >= 1);
         let id = ok.data["notice_id"].as_str().unwrap().to_string();
         let seen = gateway.seen.lock().unwrap().get(&id).cloned().expect("the gateway saw the notice");
-        assert!(seen.0 >= 3, "{case}: retried under its one key ({} attempts)", seen.0);
-        assert!(seen.1 >= 1, "{case}: delivered");
-        assert!(seen.2.iter().all(|t| t.contains(case.as_str()) && t.contains(code.as_str())), "{:?}", seen.2);
+        assert!(seen.attempts >= 3, "{case}: retried under its one key ({} attempts)", seen.attempts);
+        assert!(seen.delivered >= 1, "{case}: delivered");
+        assert!(seen.texts.iter().all(|t| t.contains(case.as_str()) && t.contains(code.as_str())), "{seen:?}");
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (case, _) in &cases {
