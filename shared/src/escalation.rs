@@ -156,9 +156,13 @@ pub fn rung(cause: &Envelope, events: &[Envelope], state: &CaseState, ladder: &L
     }
 }
 
-/// The case came here from another node and is now sent up: the nodes dispute it (Art. 24).
+/// The case came here from another node and is sent up while still being routed: the nodes
+/// dispute it (Art. 24). A review request sent up to the organ one level above is no dispute.
 fn disputed(events: &[Envelope]) -> bool {
-    events.iter().any(|e| e.kind == "transferred_in")
+    match events.iter().rposition(|e| e.kind == "transferred_in") {
+        Some(i) => !events[i..].iter().any(|e| matches!(e.kind.as_str(), "review_requested" | "rereview_requested")),
+        None => false,
+    }
 }
 
 /// The escalation a child sends its parent (`xf.<child>.out.<parent>.escalation`), in an
@@ -299,8 +303,11 @@ mod tests {
                 organ_id: None,
             },
         );
-        let r = rung(&f, &[t, f.clone()], &s, &ladder(), &cal).unwrap();
+        let r = rung(&f, &[t.clone(), f.clone()], &s, &ladder(), &cal).unwrap();
         assert_eq!((r.level, r.id.as_str()), (EscalationLevel::Parent, "f1:parent"));
+        // a review request sent up after a transfer is no dispute
+        let asked = ev("q1", 3, EventData::ReviewRequested { reason: String::new() });
+        assert_eq!(rung(&f, &[t, asked, f.clone()], &s, &ladder(), &cal), None);
     }
 
     #[test]

@@ -143,6 +143,7 @@ impl Timers {
         }
         Ok(cases.len())
     }
+
     /// Sets the armed-timer gauges from the store (at start).
     pub fn count_armed(&self) {
         for item in self.projection.tree().scan_prefix(b"a/").flatten() {
