@@ -99,6 +99,13 @@ impl Envelope {
     }
 }
 
+/// A case's events up to and including the one with id `event_id` (all of them if it is not
+/// there): the case as it stood when that event was written.
+pub fn until<'a>(events: &'a [Envelope], event_id: &str) -> &'a [Envelope] {
+    let end = events.iter().position(|e| e.event_id == event_id).map_or(events.len(), |i| i + 1);
+    &events[..end]
+}
+
 /// 转送 (transfer) or 交办 (assign with a set deadline and a required report).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -14,6 +14,7 @@ pub mod calendar;
 pub mod config;
 pub mod consumer;
 pub mod dues;
+pub mod endpoints;
 pub mod error;
 pub mod escalation;
 pub mod event;

@@ -178,6 +178,45 @@ organ = "{code}-zjj"
     )
 }
 
+/// The city node (320200), parent of the test districts, with its bureau and one department.
+pub fn city_toml(nats_url: &str) -> String {
+    format!(
+        r#"
+[node]
+code = "320200"
+name = "无锡市"
+
+[nats]
+url = "{nats_url}"
+
+[[divisions]]
+code = "320200"
+name = "无锡市"
+
+[[peers]]
+code = "320211"
+name = "滨湖区"
+divisions = ["320211"]
+
+[[categories]]
+code = "urban_construction"
+name = "城乡建设"
+
+[[organs]]
+id = "320200-xfj"
+name = "无锡市信访局"
+role = "petition_bureau"
+node = "320200"
+
+[[organs]]
+id = "320200-zjj"
+name = "无锡市住房和城乡建设局"
+role = "department"
+node = "320200"
+"#
+    )
+}
+
 /// One service running as a real process of this build.
 pub struct ServiceProcess {
     pub child: Child,

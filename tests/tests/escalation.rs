@@ -9,36 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use xinfang_shared::event::Envelope;
-use xinfang_tests::{node_toml, petition, petition_by, NatsServer, TestNode};
-
-/// The city node: parent of 320211, with only the escalation inbox under test.
-pub const CITY: &str = r#"
-[node]
-code = "320200"
-name = "无锡市"
-
-[nats]
-url = "{url}"
-
-[[divisions]]
-code = "320200"
-name = "无锡市"
-
-[[peers]]
-code = "320211"
-name = "滨湖区"
-divisions = ["320211"]
-
-[[categories]]
-code = "urban_construction"
-name = "城乡建设"
-
-[[organs]]
-id = "320200-xfj"
-name = "无锡市信访局"
-role = "petition_bureau"
-node = "320200"
-"#;
+use xinfang_tests::{city_toml, node_toml, petition, petition_by, NatsServer, TestNode};
 
 /// Short periods so a supervision runs late within seconds.
 const FAST: &str = r#"
@@ -80,7 +51,7 @@ async fn late_supervision_and_a_group_petition_reach_the_city_and_its_directive_
         &node_toml("320211", &nats.url, FAST),
         &["routing", "deadlines", "escalation"],
     );
-    let mut city = TestNode::start_node(nats.clone(), &CITY.replace("{url}", &nats.url), &["escalation"]);
+    let mut city = TestNode::start_node(nats.clone(), &city_toml(&nats.url), &["escalation"]);
     let office = city.service("escalation").http.clone();
     let http = district.http.clone();
 
@@ -216,7 +187,7 @@ async fn late_supervision_and_a_group_petition_reach_the_city_and_its_directive_
 async fn the_office_page_lists_an_escalation_and_acknowledges_it_in_headless_chromium() {
     let nats = Arc::new(NatsServer::start(false));
     let district = TestNode::start_node(nats.clone(), &node_toml("320211", &nats.url, ""), &["escalation"]);
-    let mut city = TestNode::start_node(nats.clone(), &CITY.replace("{url}", &nats.url), &["escalation"]);
+    let mut city = TestNode::start_node(nats.clone(), &city_toml(&nats.url), &["escalation"]);
     let office = city.service("escalation").http.clone();
     let mut group = petition_by(8);
     group["headcount"] = json!(12);

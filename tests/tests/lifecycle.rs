@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use xinfang_tests::{node_toml, petition, petition_by, NatsServer, TestNode};
+use xinfang_tests::{city_toml, node_toml, petition, petition_by, NatsServer, TestNode};
 
 async fn ok(node: &TestNode, case: &str, action: serde_json::Value) {
     let (s, b) = node.act(case, &action).await;
@@ -82,45 +82,11 @@ async fn repeats_are_linked_and_terminated_matters_flagged() {
     .await;
 }
 
-const CITY: &str = r#"
-[node]
-code = "320200"
-name = "无锡市"
-
-[nats]
-url = "{url}"
-
-[[divisions]]
-code = "320200"
-name = "无锡市"
-
-[[peers]]
-code = "320211"
-name = "滨湖区"
-divisions = ["320211"]
-
-[[categories]]
-code = "urban_construction"
-name = "城乡建设"
-
-[[organs]]
-id = "320200-xfj"
-name = "无锡市信访局"
-role = "petition_bureau"
-node = "320200"
-
-[[organs]]
-id = "320200-zjj"
-name = "无锡市住房和城乡建设局"
-role = "department"
-node = "320200"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_review_request_travels_to_the_organ_one_level_up_on_the_parent_node() {
     let nats = Arc::new(NatsServer::start(false));
     let district = TestNode::start_node(nats.clone(), &node_toml("320211", &nats.url, ""), &["routing"]);
-    let city = TestNode::start_node(nats.clone(), &CITY.replace("{url}", &nats.url), &["routing"]);
+    let city = TestNode::start_node(nats.clone(), &city_toml(&nats.url), &["routing"]);
     let (_, r) = district.submit(&petition()).await;
     let case = r["case_id"].as_str().unwrap().to_string();
     let routed = district.wait_for(&case, "routed", Duration::from_secs(15)).await.expect("routed");

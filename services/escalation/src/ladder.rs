@@ -7,7 +7,7 @@ use serde_json::Value;
 use xinfang_shared::calendar::Calendar;
 use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::escalation::{self, rung, Ladder, Notice, Rung};
-use xinfang_shared::event::{Actor, Envelope, EscalationLevel};
+use xinfang_shared::event::{until, Actor, Envelope, EscalationLevel};
 use xinfang_shared::ids::NodeCode;
 use xinfang_shared::ledger::{Expect, Ledger};
 use xinfang_shared::state::CaseState;
@@ -35,8 +35,7 @@ impl Climb {
             Err(e) => return Outcome::Retry(e.to_string()),
         };
         let all: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
-        let upto = all.iter().position(|e| e.event_id == d.event.event_id).map(|i| i + 1).unwrap_or(all.len());
-        let events = &all[..upto];
+        let events = until(&all, &d.event.event_id);
         let Some(state) = CaseState::fold(events) else { return Outcome::Done };
         let Some(r) = rung(&d.event, events, &state, &self.ladder, &self.calendar) else { return Outcome::Done };
         if escalation::recorded(&all, &r.id) {

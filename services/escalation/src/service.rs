@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use async_nats::service::ServiceExt;
-use futures::StreamExt;
 use serde_json::{json, Value};
+use xinfang_shared::endpoints::{self, Endpoint};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::petition::parse_body;
 use xinfang_shared::time::now_cst;
@@ -19,50 +18,22 @@ use crate::request;
 /// Starts the service and serves requests until `shutdown`.
 pub async fn serve(client: async_nats::Client, inbox: Arc<Inbox>, shutdown: CancellationToken) -> Result<(), String> {
     let node = inbox.ledger.node().clone();
-    let service = client
-        .service_builder()
-        .description(format!("xinfang escalation inbox of node {node}"))
-        .queue_group(format!("xf-escalation-{node}"))
-        .start("xinfang-escalation", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| format!("nats service: {e}"))?;
-    let mut tasks = Vec::new();
-    for (name, endpoint) in [
+    let endpoints = [
         ("escalation_list", "escalation.list"),
         ("escalation_get", "escalation.get"),
         ("escalation_ack", "escalation.ack"),
         ("escalation_directive", "escalation.directive"),
-    ] {
-        let mut ep = service
-            .endpoint_builder()
-            .name(name)
-            .add(subjects::api(&node, endpoint))
-            .await
-            .map_err(|e| format!("nats endpoint {endpoint}: {e}"))?;
+    ]
+    .into_iter()
+    .map(|(name, endpoint)| Endpoint { name, subject: subjects::api(&node, endpoint) })
+    .collect();
+    let description = format!("xinfang escalation inbox of node {node}");
+    let group = format!("xf-escalation-{node}");
+    endpoints::serve(client, "xinfang-escalation", description, group, endpoints, shutdown, move |name, payload| {
         let inbox = inbox.clone();
-        let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let request = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    r = ep.next() => match r { Some(r) => r, None => break },
-                };
-                let inbox = inbox.clone();
-                tokio::spawn(async move {
-                    let body = handle(&inbox, name, &request.message.payload).await.unwrap_or_else(|e| e.to_body());
-                    if let Err(e) = request.respond(Ok(serde_json::to_vec(&body).expect("serializes").into())).await {
-                        tracing::warn!(error = %e, endpoint = name, "could not send a reply");
-                    }
-                });
-            }
-            let _ = ep.stop().await;
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let _ = service.stop().await;
-    Ok(())
+        async move { handle(&inbox, name, &payload).await.unwrap_or_else(|e| e.to_body()) }
+    })
+    .await
 }
 
 fn id(v: &Value) -> Result<&str, ApiError> {

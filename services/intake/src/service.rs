@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_nats::service::ServiceExt;
-use futures::StreamExt;
 use serde_json::Value;
+use xinfang_shared::endpoints::{self, Endpoint};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::petition::parse_body;
 use xinfang_shared::subjects;
@@ -18,58 +17,32 @@ use crate::Intake;
 /// Starts the service and serves requests until `shutdown`.
 pub async fn serve(client: async_nats::Client, intake: Arc<Intake>, shutdown: CancellationToken) -> Result<(), String> {
     let node = intake.ledger.node().clone();
-    let service = client
-        .service_builder()
-        .description(format!("xinfang intake of node {node}"))
-        .queue_group(format!("xf-intake-{node}"))
-        .start("xinfang-intake", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| format!("nats service: {e}"))?;
-    let mut tasks = Vec::new();
-    for (name, endpoint) in [
+    let endpoints = [
         ("petition_submit", "petition.submit"),
         ("case_get", "case.get"),
         ("case_status", "case.status"),
         ("case_act", "case.act"),
-    ] {
-        let mut ep = service
-            .endpoint_builder()
-            .name(name)
-            .add(subjects::api(&node, endpoint))
-            .await
-            .map_err(|e| format!("nats endpoint {endpoint}: {e}"))?;
+    ]
+    .into_iter()
+    .map(|(name, endpoint)| Endpoint { name, subject: subjects::api(&node, endpoint) })
+    .collect();
+    let (description, group) = (format!("xinfang intake of node {node}"), format!("xf-intake-{node}"));
+    endpoints::serve(client, "xinfang-intake", description, group, endpoints, shutdown, move |name, payload| {
         let intake = intake.clone();
-        let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let request = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    r = ep.next() => match r { Some(r) => r, None => break },
-                };
-                let intake = intake.clone();
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    let body = match handle(&intake, name, &request.message.payload).await {
-                        Ok(v) => v,
-                        Err(e) => {
-                            intake.metrics.refusals.with_label_values(&[e.code.as_str()]).inc();
-                            e.to_body()
-                        }
-                    };
-                    intake.metrics.latency.with_label_values(&[name, "nats"]).observe(started.elapsed().as_secs_f64());
-                    if let Err(e) = request.respond(Ok(serde_json::to_vec(&body).expect("serializes").into())).await {
-                        tracing::warn!(error = %e, endpoint = name, "could not send a reply");
-                    }
-                });
-            }
-            let _ = ep.stop().await;
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let _ = service.stop().await;
-    Ok(())
+        async move {
+            let started = Instant::now();
+            let body = match handle(&intake, name, &payload).await {
+                Ok(v) => v,
+                Err(e) => {
+                    intake.metrics.refusals.with_label_values(&[e.code.as_str()]).inc();
+                    e.to_body()
+                }
+            };
+            intake.metrics.latency.with_label_values(&[name, "nats"]).observe(started.elapsed().as_secs_f64());
+            body
+        }
+    })
+    .await
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> Result<&'a str, ApiError> {

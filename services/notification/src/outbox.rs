@@ -19,7 +19,7 @@ use xinfang_shared::calendar::Calendar;
 use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::dues::{open_dues, Policy};
-use xinfang_shared::event::{Actor, Envelope, EventData};
+use xinfang_shared::event::{until, Actor, Envelope, EventData};
 use xinfang_shared::ids::{CaseId, OrganId};
 use xinfang_shared::ledger::{Expect, Ledger};
 use xinfang_shared::notice::{mask_address, plan, Planned, Recipient};
@@ -121,8 +121,7 @@ impl Outbox {
             Err(e) => return Outcome::Retry(e.to_string()),
         };
         let all: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
-        let upto = all.iter().position(|e| e.event_id == d.event.event_id).map(|i| i + 1).unwrap_or(all.len());
-        let events = &all[..upto];
+        let events = until(&all, &d.event.event_id);
         let Some(state) = CaseState::fold(events) else { return Outcome::Done };
         let dues = open_dues(events, &state, &self.policy, &self.calendar);
         let planned = plan(&d.event, events, &state, &|o| self.organ_name(o), &dues);
