@@ -134,6 +134,11 @@ impl Ledger {
         self.read_filtered(subjects::case_filter(&self.node, case)).await
     }
 
+    /// Every event of a case, oldest first, without their stream sequences.
+    pub async fn events(&self, case: &CaseId) -> Result<Vec<Envelope>, ReadError> {
+        Ok(self.history(case).await?.into_iter().map(|s| s.event).collect())
+    }
+
     /// Every stored message under `filter`, oldest first, as events.
     pub async fn read_filtered(&self, filter: String) -> Result<Vec<Stored>, ReadError> {
         let err = |e: &dyn std::fmt::Display| ReadError(e.to_string());

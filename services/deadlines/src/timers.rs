@@ -137,8 +137,7 @@ impl Timers {
             }
         }
         for case in &cases {
-            let history = self.ledger.history(case).await.map_err(|e| e.to_string())?;
-            let events: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
+            let events = self.ledger.events(case).await.map_err(|e| e.to_string())?;
             self.reconcile(case, &events, now, None).await?;
         }
         Ok(cases.len())

@@ -30,11 +30,10 @@ impl Climb {
     /// Handles one trigger.
     pub async fn handle(&self, d: Delivery) -> Outcome {
         let case = d.event.case_id.clone();
-        let history = match self.ledger.history(&case).await {
-            Ok(h) => h,
+        let all = match self.ledger.events(&case).await {
+            Ok(all) => all,
             Err(e) => return Outcome::Retry(e.to_string()),
         };
-        let all: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
         let events = until(&all, &d.event.event_id);
         let Some(state) = CaseState::fold(events) else { return Outcome::Done };
         let Some(r) = rung(&d.event, events, &state, &self.ladder, &self.calendar) else { return Outcome::Done };

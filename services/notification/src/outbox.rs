@@ -116,11 +116,10 @@ impl Outbox {
     /// Puts the notices an event calls for in the outbox.
     pub async fn plan(&self, d: Delivery) -> Outcome {
         let case = d.event.case_id.clone();
-        let history = match self.ledger.history(&case).await {
-            Ok(h) => h,
+        let all = match self.ledger.events(&case).await {
+            Ok(all) => all,
             Err(e) => return Outcome::Retry(e.to_string()),
         };
-        let all: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
         let events = until(&all, &d.event.event_id);
         let Some(state) = CaseState::fold(events) else { return Outcome::Done };
         let dues = open_dues(events, &state, &self.policy, &self.calendar);
