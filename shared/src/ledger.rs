@@ -8,6 +8,7 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 
 use crate::event::Envelope;
+use crate::fast_ingest::{FastBatch, FastError};
 use crate::ids::{CaseId, NodeCode};
 use crate::subjects;
 
@@ -48,19 +49,40 @@ pub struct Stored {
     pub event: Envelope,
 }
 
+/// Appends of [`Ledger::append_many`] in flight at once when the server cannot batch.
+pub const APPEND_WINDOW: usize = 1024;
+
+/// How often the server acknowledges a fast-ingest batch (messages).
+const FAST_FLOW: u16 = 500;
+
+/// Some of a run of appends did not land.
+#[derive(Debug, thiserror::Error)]
+#[error("{stored} stored, then: {error}")]
+pub struct Partial {
+    /// How many events, from the first, are in the ledger.
+    pub stored: usize,
+    pub error: AppendError,
+}
+
 /// A node's case ledger (`XF_CASES_N`).
 #[derive(Clone)]
 pub struct Ledger {
     js: Context,
     node: NodeCode,
     stream: String,
+    batched: bool,
 }
 
 impl Ledger {
     /// Opens the ledger, creating or updating the node's case and outbox streams.
     pub async fn open(js: Context, node: NodeCode) -> Result<Self, ReadError> {
-        provision(&js, &node).await?;
-        Ok(Self { stream: subjects::case_stream(&node), js, node })
+        let batched = provision(&js, &node).await?;
+        Ok(Self { stream: subjects::case_stream(&node), js, node, batched })
+    }
+
+    /// Whether the case stream takes fast-ingest batches (nats-server ≥ 2.14).
+    pub fn batched(&self) -> bool {
+        self.batched
     }
 
     /// The JetStream context.
@@ -82,11 +104,7 @@ impl Ledger {
     /// A duplicate (same event id inside the window) returns the original's sequence.
     #[tracing::instrument(skip(self, event), fields(case = %event.case_id, kind = %event.kind))]
     pub async fn append(&self, event: &Envelope, expect: Expect) -> Result<u64, AppendError> {
-        let subject = subjects::case_event(&self.node, &event.case_id, &event.kind);
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.event_id.as_str());
-        headers.insert("Xf-Type", event.kind.as_str());
-        headers.insert("traceparent", traceparent(&event.event_id).as_str());
+        let (subject, mut headers) = self.address(event);
         let last = match expect {
             Expect::Any => None,
             Expect::NewCase => Some(0),
@@ -110,6 +128,71 @@ impl Ledger {
                 _ => AppendError::Unavailable(e.to_string()),
             })?;
         Ok(ack.sequence)
+    }
+
+    /// Appends `events` in order, with no per-case condition (each is made idempotent by its
+    /// id), as one fast-ingest batch when the server takes them, else [`APPEND_WINDOW`]
+    /// acknowledged appends at a time. Returns how many were appended; on failure, how many
+    /// from the first are certainly in the ledger (later ones may be too).
+    pub async fn append_many(&self, events: impl IntoIterator<Item = Envelope>) -> Result<usize, Partial> {
+        if self.batched {
+            self.append_batch(events).await
+        } else {
+            self.append_each(events).await
+        }
+    }
+
+    /// [`Self::append_many`] without batches: [`APPEND_WINDOW`] acknowledged appends at a time.
+    pub async fn append_each(&self, events: impl IntoIterator<Item = Envelope>) -> Result<usize, Partial> {
+        let mut window = futures::stream::FuturesUnordered::new();
+        let mut done: Vec<bool> = Vec::new();
+        let mut error = None;
+        let mut settle = |(i, r): (usize, Result<u64, AppendError>), done: &mut Vec<bool>| match r {
+            Ok(_) => done[i] = true,
+            Err(e) => error = Some(e),
+        };
+        for (i, event) in events.into_iter().enumerate() {
+            done.push(false);
+            if window.len() >= APPEND_WINDOW {
+                if let Some(r) = window.next().await {
+                    settle(r, &mut done);
+                }
+            }
+            window.push(async move { (i, self.append(&event, Expect::Any).await) });
+        }
+        while let Some(r) = window.next().await {
+            settle(r, &mut done);
+        }
+        match error {
+            None => Ok(done.len()),
+            Some(error) => Err(Partial { stored: done.iter().take_while(|d| **d).count(), error }),
+        }
+    }
+
+    async fn append_batch(&self, events: impl IntoIterator<Item = Envelope>) -> Result<usize, Partial> {
+        let failed = |stored: u64, e: FastError| Partial {
+            stored: stored as usize,
+            error: AppendError::Unavailable(e.to_string()),
+        };
+        let mut batch =
+            FastBatch::open(&self.js.client(), FAST_FLOW, Duration::from_secs(10)).await.map_err(|e| failed(0, e))?;
+        for event in events {
+            let (subject, headers) = self.address(&event);
+            if let Err(e) = batch.add(subject.into(), headers, event.to_bytes()).await {
+                return Err(failed(batch.stored(), e));
+            }
+        }
+        let stored = batch.stored();
+        batch.finish().await.map(|n| n as usize).map_err(|e| failed(stored, e))
+    }
+
+    /// An event's subject and headers: message id, type and trace context.
+    fn address(&self, event: &Envelope) -> (String, HeaderMap) {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.event_id.as_str());
+        headers.insert("Xf-Type", event.kind.as_str());
+        headers.insert("traceparent", traceparent(&event.event_id).as_str());
+        (subjects::case_event(&self.node, &event.case_id, &event.kind), headers)
     }
 
     /// Writes a cross-node message to this node's outbox (`xf.<me>.out.<to>.<kind>`), with the
@@ -206,7 +289,9 @@ fn traceparent(event_id: &str) -> String {
 }
 
 /// Creates or updates the node's case and outbox streams (idempotent; safe at every start).
-pub async fn provision(js: &Context, node: &NodeCode) -> Result<(), ReadError> {
+/// Returns whether the case stream takes fast-ingest batches: it asks for them, and a server
+/// older than 2.14, which does not know the setting, gets the stream without.
+pub async fn provision(js: &Context, node: &NodeCode) -> Result<bool, ReadError> {
     let cases = stream::Config {
         name: subjects::case_stream(node),
         description: Some(format!("xinfang case ledger of node {node}")),
@@ -228,10 +313,16 @@ pub async fn provision(js: &Context, node: &NodeCode) -> Result<(), ReadError> {
         allow_direct: true,
         ..Default::default()
     };
-    for config in [cases, outbox] {
-        ensure_stream(js, config).await?;
-    }
-    Ok(())
+    let batched = match ensure_stream(js, stream::Config { allow_batch_publish: true, ..cases.clone() }).await {
+        Ok(info) => info.config.allow_batch_publish,
+        Err(e) if e.0.contains("allow_batched") => {
+            ensure_stream(js, cases).await?;
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    ensure_stream(js, outbox).await?;
+    Ok(batched)
 }
 
 /// Creates or updates `XF_INBOX_N`, sourcing from each peer's outbox the subjects addressed to
@@ -263,6 +354,7 @@ pub async fn provision_inbox(js: &Context, node: &NodeCode, peers: &[NodeCode]) 
         },
     )
     .await
+    .map(|_| ())
 }
 
 /// How long a query code is kept for the receipt notice (KV `XF_CODES_N`).
@@ -286,9 +378,6 @@ pub async fn query_code_bucket(js: &Context, node: &NodeCode) -> Result<async_na
 }
 
 /// Creates a stream, or updates it when it exists with another configuration.
-pub async fn ensure_stream(js: &Context, config: stream::Config) -> Result<(), ReadError> {
-    js.create_or_update_stream(config.clone())
-        .await
-        .map(|_| ())
-        .map_err(|e| ReadError(format!("stream {}: {e}", config.name)))
+pub async fn ensure_stream(js: &Context, config: stream::Config) -> Result<stream::Info, ReadError> {
+    js.create_or_update_stream(config.clone()).await.map_err(|e| ReadError(format!("stream {}: {e}", config.name)))
 }

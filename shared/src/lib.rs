@@ -18,6 +18,7 @@ pub mod endpoints;
 pub mod error;
 pub mod escalation;
 pub mod event;
+pub mod fast_ingest;
 pub mod ids;
 pub mod ledger;
 pub mod notice;

@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-pub use sled::Batch;
-use sled::{Db, Tree};
+use sled::Db;
+pub use sled::{Batch, IVec, Tree};
 
 const LAST_SEQ: &[u8] = b"\x00last_applied_seq";
 

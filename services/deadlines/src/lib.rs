@@ -133,9 +133,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                 if ticks.is_multiple_of(CALENDAR_EVERY) {
                     calendar.poll(&settings, &timers, now).await;
                 }
+                // wake at the next due instant when it comes before the next tick
+                let pause = timers
+                    .next_due()
+                    .and_then(|due| (due - xinfang_shared::time::now_cst()).to_std().ok())
+                    .map_or(TICK, |until| until.min(TICK));
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(TICK) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
         })

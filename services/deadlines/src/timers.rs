@@ -4,12 +4,13 @@
 //! - `t/<due ms, 16 hex>/<case>/<step>/<kind>` → [`Fire`]: what fires when, in due order.
 //!
 //! Arming recomputes a case's open steps from its history on every event that can change them
-//! ([`xinfang_shared::dues::open_steps`]) and reconciles. Firing appends the events due, up to
-//! [`FIRE_BATCH`] at a time in flight, each with an id derived from (case, step, due, kind), then
-//! forgets them. A new holiday calendar moves every provisional due and records the move as
-//! `due_recomputed`.
+//! ([`xinfang_shared::dues::open_steps`]) and reconciles. Firing appends the events due in
+//! rounds of [`FIRE_ROUND`] (one run of ledger appends each), each with an id derived from
+//! (case, step, due, kind), then forgets them. A new holiday calendar moves every provisional
+//! due and records the move as `due_recomputed`.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use xinfang_shared::calendar::Calendar;
@@ -18,7 +19,7 @@ use xinfang_shared::dues::{open_steps, warn_at, Policy};
 use xinfang_shared::event::{Actor, Envelope, EventData, Step};
 use xinfang_shared::ids::CaseId;
 use xinfang_shared::ledger::{Expect, Ledger};
-use xinfang_shared::projection::{Batch, Projection};
+use xinfang_shared::projection::{Batch, IVec, Projection, Tree};
 use xinfang_shared::state::CaseState;
 use xinfang_shared::time::{to_cst, Instant};
 
@@ -50,16 +51,19 @@ pub struct Fire {
     pub provisional: bool,
 }
 
-fn step_name(step: Step) -> String {
-    serde_json::to_value(step).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
 fn parse_step(name: &str) -> Option<Step> {
     serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
 }
 
-/// Timers due at once that are appended concurrently.
-pub const FIRE_BATCH: usize = 1024;
+/// Timers fired per round: read from the store together, appended as one run.
+pub const FIRE_ROUND: usize = 20_000;
+
+/// Fired timers held before they are forgotten, at most (bounds memory after long downtime).
+const FORGET_EVERY: usize = 200_000;
+
+/// Fired timers removed from the store per write, and the pause after each.
+const FORGET_CHUNK: usize = 1024;
+const FORGET_PAUSE: Duration = Duration::from_millis(10);
 
 fn armed_key(case: &str, step: &str) -> Vec<u8> {
     format!("a/{case}/{step}").into_bytes()
@@ -82,19 +86,44 @@ pub fn firing_id(case: &str, step: &str, due: Instant, kind: &str) -> String {
 /// Writes the timer of one open step into `batch`: the step and its breach, and its warning
 /// when that comes before the due.
 pub fn arm_into(batch: &mut Batch, case: &CaseId, step: Step, armed: &Armed) {
-    let name = step_name(step);
-    batch.insert(armed_key(case.as_str(), &name), serde_json::to_vec(armed).expect("serializes"));
+    let name = step.name();
+    batch.insert(armed_key(case.as_str(), name), serde_json::to_vec(armed).expect("serializes"));
     let fire = |kind| Fire { case_id: case.clone(), step, kind, due_at: armed.due_at, provisional: armed.provisional };
     if armed.warn_at < armed.due_at {
         batch.insert(
-            fire_key(armed.warn_at, case.as_str(), &name, Kind::Warned),
+            fire_key(armed.warn_at, case.as_str(), name, Kind::Warned),
             serde_json::to_vec(&fire(Kind::Warned)).expect("serializes"),
         );
     }
     batch.insert(
-        fire_key(armed.due_at, case.as_str(), &name, Kind::Breached),
+        fire_key(armed.due_at, case.as_str(), name, Kind::Breached),
         serde_json::to_vec(&fire(Kind::Breached)).expect("serializes"),
     );
+}
+
+/// How many events a firing makes: one, and the case's closing when a petitioner lets the
+/// review or re-review window pass.
+fn firing_len(fire: &Fire, on_time: bool) -> usize {
+    if fire.kind == Kind::Breached && on_time && matches!(fire.step, Step::ReviewWindow | Step::RereviewWindow) {
+        2
+    } else {
+        1
+    }
+}
+
+/// Removes fired timers from the store, [`FORGET_CHUNK`] keys per write with a pause between:
+/// sled buffers a fast run of removals in memory until its flusher catches up, which costs
+/// more than 100 MB for a burst of 100,000.
+async fn forget_all(tree: &Tree, keys: Vec<IVec>) -> Result<(), String> {
+    for chunk in keys.chunks(FORGET_CHUNK) {
+        let mut batch = Batch::default();
+        for key in chunk {
+            batch.remove(key.clone());
+        }
+        tree.apply_batch(batch).map_err(|e| e.to_string())?;
+        tokio::time::sleep(FORGET_PAUSE).await;
+    }
+    Ok(())
 }
 
 /// The deadlines service's working parts.
@@ -249,47 +278,72 @@ impl Timers {
         }
     }
 
-    /// Fires every timer due at or before `now`, oldest first, [`FIRE_BATCH`] appends in
-    /// flight at a time; a timer is forgotten only once its event is in the ledger.
+    /// Fires every timer due at or before `now`, oldest first, in rounds of [`FIRE_ROUND`]:
+    /// each round's events go to the ledger as one run of appends
+    /// ([`Ledger::append_many`]), and a timer is forgotten only once its events are in the
+    /// ledger — after the whole burst is out, so the store's writes do not slow the firing.
     pub async fn fire_due(&self, now: Instant) -> Result<usize, String> {
         let limit = format!("t/{:016x}0", now.timestamp_millis().max(0) as u64).into_bytes();
         let tree = self.projection.tree();
+        let mut from = b"t/".to_vec();
+        let mut forget: Vec<IVec> = Vec::new();
         let mut fired = 0;
-        loop {
-            let mut due = Vec::with_capacity(FIRE_BATCH);
-            let mut forget = Batch::default();
-            for item in tree.range(b"t/".to_vec()..limit.clone()).take(FIRE_BATCH) {
+        let outcome = loop {
+            let mut due = Vec::with_capacity(FIRE_ROUND);
+            for item in tree.range(from.clone()..limit.clone()).take(FIRE_ROUND) {
                 let (key, value) = item.map_err(|e| e.to_string())?;
                 match serde_json::from_slice::<Fire>(&value) {
                     Ok(fire) => due.push((key, fire)),
-                    Err(_) => forget.remove(key),
+                    Err(_) => forget.push(key),
                 }
             }
-            let full = due.len() == FIRE_BATCH;
-            let results = futures::future::join_all(due.iter().map(|(_, f)| self.append_fire(f, now, true))).await;
-            let mut failed = None;
-            for ((key, _), result) in due.into_iter().zip(results) {
-                match result {
-                    Ok(()) => {
-                        forget.remove(key);
-                        fired += 1;
-                    }
-                    Err(e) => failed = Some(e),
+            let Some((last, _)) = due.last() else { break Ok(()) };
+            from = last.to_vec();
+            from.push(0);
+            let full = due.len() == FIRE_ROUND;
+            // rendered as they are sent, so nats-server is busy while the next is made
+            let events: Box<dyn Iterator<Item = Envelope> + Send + '_> =
+                Box::new(due.iter().flat_map(move |(_, f)| self.firing(f, now, true)));
+            let result = self.ledger.append_many(events).await;
+            let stored = match &result {
+                Ok(n) => *n,
+                Err(partial) => partial.stored,
+            };
+            let mut end = 0;
+            for (key, fire) in &due {
+                end += firing_len(fire, true);
+                if end > stored {
+                    break;
                 }
+                self.record(fire, true);
+                forget.push(key.clone());
+                fired += 1;
             }
-            tree.apply_batch(forget).map_err(|e| e.to_string())?;
-            if let Some(e) = failed {
-                return Err(e);
+            if let Err(partial) = result {
+                break Err(partial.to_string());
             }
             if !full {
-                return Ok(fired);
+                break Ok(());
             }
-        }
+            if forget.len() >= FORGET_EVERY {
+                forget_all(tree, std::mem::take(&mut forget)).await?;
+            }
+        };
+        forget_all(tree, forget).await?;
+        outcome.map(|()| fired)
     }
 
-    async fn append_fire(&self, fire: &Fire, now: Instant, on_time: bool) -> Result<(), String> {
-        let step = step_name(fire.step);
-        let case = fire.case_id.as_str();
+    /// The instant of the earliest armed timer, if any.
+    pub fn next_due(&self) -> Option<Instant> {
+        let (key, _) = self.projection.tree().range(b"t/".to_vec()..b"t0".to_vec()).next()?.ok()?;
+        let ms = std::str::from_utf8(key.get(2..18)?).ok().and_then(|h| u64::from_str_radix(h, 16).ok())?;
+        chrono::DateTime::from_timestamp_millis(ms as i64).map(|t| t.with_timezone(&xinfang_shared::time::cst()))
+    }
+
+    /// A firing's events: the warning or breach, and for a petitioner's window that runs out
+    /// on time, the case's closing.
+    fn firing(&self, fire: &Fire, now: Instant, on_time: bool) -> Vec<Envelope> {
+        let step = fire.step.name();
         let (kind, data) = match fire.kind {
             Kind::Warned => (
                 "warned",
@@ -300,26 +354,45 @@ impl Timers {
                 EventData::DeadlineBreached { step: fire.step, due_at: fire.due_at, provisional: fire.provisional },
             ),
         };
-        let id = firing_id(case, &step, fire.due_at, kind);
-        self.append(fire, &id, data, now).await?;
-        // a petitioner who lets the review or re-review window pass has closed the case
-        if fire.kind == Kind::Breached && on_time && matches!(fire.step, Step::ReviewWindow | Step::RereviewWindow) {
+        let id = firing_id(fire.case_id.as_str(), step, fire.due_at, kind);
+        let mut events = vec![self.event(fire, &id, data, now)];
+        if firing_len(fire, on_time) == 2 {
             let reason =
                 if fire.step == Step::ReviewWindow { "review_window_expired" } else { "rereview_window_expired" };
-            self.append(fire, &format!("{id}:closed"), EventData::Closed { reason: reason.into() }, now).await?;
-            self.metrics.fired.with_label_values(&[&step, "closed"]).inc();
+            events.push(self.event(fire, &format!("{id}:closed"), EventData::Closed { reason: reason.into() }, now));
         }
-        self.metrics.fired.with_label_values(&[&step, kind]).inc();
+        events
+    }
+
+    /// Counts a firing whose events are in the ledger.
+    fn record(&self, fire: &Fire, on_time: bool) {
+        let step = fire.step.name();
+        if firing_len(fire, on_time) == 2 {
+            self.metrics.fired.with_label_values(&[step, "closed"]).inc();
+        }
+        let kind = match fire.kind {
+            Kind::Warned => "warned",
+            Kind::Breached => "breached",
+        };
+        self.metrics.fired.with_label_values(&[step, kind]).inc();
         if on_time && fire.kind == Kind::Breached {
-            // measured when the event is in the ledger, not when the tick began
+            // measured once the ledger has confirmed the event's round, not when the tick began
             let lag = (chrono::Utc::now() - fire.due_at.to_utc()).num_milliseconds().max(0) as f64 / 1000.0;
             self.metrics.lag.with_label_values(&[kind]).observe(lag);
         }
+    }
+
+    /// Appends a firing's events one by one (a late breach found while arming).
+    async fn append_fire(&self, fire: &Fire, now: Instant, on_time: bool) -> Result<(), String> {
+        for event in self.firing(fire, now, on_time) {
+            self.ledger.append(&event, Expect::Any).await.map_err(|e| e.to_string())?;
+        }
+        self.record(fire, on_time);
         Ok(())
     }
 
-    async fn append(&self, fire: &Fire, id: &str, data: EventData, now: Instant) -> Result<(), String> {
-        let event = Envelope::new(
+    fn event(&self, fire: &Fire, id: &str, data: EventData, now: Instant) -> Envelope {
+        Envelope::new(
             id.to_string(),
             fire.case_id.clone(),
             self.ledger.node().clone(),
@@ -327,7 +400,11 @@ impl Timers {
             Actor::system("deadlines"),
             None,
             data,
-        );
+        )
+    }
+
+    async fn append(&self, fire: &Fire, id: &str, data: EventData, now: Instant) -> Result<(), String> {
+        let event = self.event(fire, id, data, now);
         self.ledger.append(&event, Expect::Any).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }

@@ -17,9 +17,11 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use xinfang_deadlines::timers::{arm_into, Armed, FIRE_BATCH};
+use xinfang_deadlines::timers::{arm_into, Armed};
 use xinfang_shared::event::Step;
+use xinfang_shared::fast_ingest::FastBatch;
 use xinfang_shared::ids::CaseId;
+use xinfang_shared::ledger::APPEND_WINDOW;
 use xinfang_shared::projection::{Batch, Projection};
 use xinfang_shared::time::now_cst;
 use xinfang_tests::{node_toml, NatsServer, ServiceProcess};
@@ -102,6 +104,7 @@ async fn main() {
 
     let nats = NatsServer::start(false);
     let (raw_js_secs, event_size) = raw_burst(&nats, burst).await;
+    let raw_fast_secs = raw_fast_burst(&nats, burst).await;
     let config = dir.path().join("node.toml");
     std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
     let t = Instant::now();
@@ -153,8 +156,12 @@ async fn main() {
     println!("| --- | --- |");
     println!("| raw sled inserts/s (same key and value sizes, {keys} inserts, one flush) | {raw:.0} |");
     println!(
-        "| raw JetStream: {burst} acked publishes of {event_size} B with Nats-Msg-Id, {FIRE_BATCH} in flight, same server | {raw_js_secs:.2} s ({:.0}/s) |",
+        "| raw JetStream: {burst} acked publishes of {event_size} B with Nats-Msg-Id, {APPEND_WINDOW} in flight, same server | {raw_js_secs:.2} s ({:.0}/s) |",
         burst as f64 / raw_js_secs
+    );
+    println!(
+        "| raw JetStream: the same as one fast-ingest batch (ADR-50), same server | {raw_fast_secs:.2} s ({:.0}/s) |",
+        burst as f64 / raw_fast_secs
     );
     println!("| timers armed | {n} ({burst} due at the same second) |");
     println!(
@@ -176,7 +183,7 @@ async fn main() {
 }
 
 /// Raw JetStream on the same server, the floor under the burst's lag: `n` acked publishes the
-/// size of a `deadline_breached` event, each with its own `Nats-Msg-Id`, [`FIRE_BATCH`] in
+/// size of a `deadline_breached` event, each with its own `Nats-Msg-Id`, [`APPEND_WINDOW`] in
 /// flight. Returns (seconds, bytes per message).
 async fn raw_burst(nats: &NatsServer, n: usize) -> (f64, usize) {
     let js = nats.jetstream().await;
@@ -191,7 +198,7 @@ async fn raw_burst(nats: &NatsServer, n: usize) -> (f64, usize) {
     .expect("stream");
     let payload = bytes::Bytes::from(vec![b'x'; 400]);
     let started = Instant::now();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(FIRE_BATCH) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(APPEND_WINDOW) {
         let acks = chunk.iter().map(|i| {
             let (js, payload) = (js.clone(), payload.clone());
             async move {
@@ -210,6 +217,34 @@ async fn raw_burst(nats: &NatsServer, n: usize) -> (f64, usize) {
     let secs = started.elapsed().as_secs_f64();
     js.delete_stream("BENCH_RAW").await.expect("delete");
     (secs, payload.len())
+}
+
+/// Raw JetStream, the other way the service can append: the same `n` messages as one
+/// fast-ingest batch on a stream that allows it. Returns seconds.
+async fn raw_fast_burst(nats: &NatsServer, n: usize) -> f64 {
+    let js = nats.jetstream().await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BENCH_FAST".into(),
+        subjects: vec!["bench.fast.>".into()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(3600),
+        allow_batch_publish: true,
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    let payload = bytes::Bytes::from(vec![b'x'; 400]);
+    let started = Instant::now();
+    let mut batch = FastBatch::open(&js.client(), 500, Duration::from_secs(10)).await.expect("batch");
+    for i in 0..n {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("320211-20261101-{i:06}:acceptance:1764000000:breached").as_str());
+        batch.add(format!("bench.fast.{i}").into(), headers, payload.clone()).await.expect("add");
+    }
+    assert_eq!(batch.finish().await.expect("finish"), n as u64);
+    let secs = started.elapsed().as_secs_f64();
+    js.delete_stream("BENCH_FAST").await.expect("delete");
+    secs
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {
