@@ -188,22 +188,18 @@ impl Ledger {
 
     /// An event's subject and headers: message id, type and trace context.
     fn address(&self, event: &Envelope) -> (String, HeaderMap) {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.event_id.as_str());
-        headers.insert("Xf-Type", event.kind.as_str());
-        headers.insert("traceparent", traceparent(&event.event_id).as_str());
-        (subjects::case_event(&self.node, &event.case_id, &event.kind), headers)
+        (subjects::case_event(&self.node, &event.case_id, &event.kind), headers(&event.event_id, &event.kind))
     }
 
     /// Writes a cross-node message to this node's outbox (`xf.<me>.out.<to>.<kind>`), with the
     /// envelope's id as message id; delivery to `to` is JetStream sourcing (DESIGN.md §6).
     pub async fn send(&self, to: &NodeCode, kind: &str, message: &Envelope) -> Result<(), AppendError> {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", message.event_id.as_str());
-        headers.insert("Xf-Type", kind);
-        headers.insert("traceparent", traceparent(&message.event_id).as_str());
         self.js
-            .publish_with_headers(subjects::outbox(&self.node, to, kind), headers, message.to_bytes())
+            .publish_with_headers(
+                subjects::outbox(&self.node, to, kind),
+                headers(&message.event_id, kind),
+                message.to_bytes(),
+            )
             .await
             .map_err(|e| AppendError::Unavailable(e.to_string()))?
             .await
@@ -282,6 +278,16 @@ impl Ledger {
 }
 
 /// A W3C `traceparent` derived from the event id, so one trace follows a case's event.
+/// The headers of every ledger and outbox message: the id JetStream deduplicates by, the
+/// type, and the trace context derived from the id.
+fn headers(event_id: &str, kind: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", event_id);
+    headers.insert("Xf-Type", kind);
+    headers.insert("traceparent", traceparent(event_id).as_str());
+    headers
+}
+
 fn traceparent(event_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let h = Sha256::digest(event_id.as_bytes());
