@@ -9,7 +9,9 @@
 //! `<notice_id>:notified`) and only then is the notice forgotten, so a crash in between sends
 //! it again with the same idempotency key. A failure waits `initial · 2^(attempts−1)` (at most
 //! `max`), with jitter, and after `horizon` the notice is given up as `notification_failed`.
+//! On each channel a case's notices go out in the order they arose.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -192,14 +194,32 @@ impl Outbox {
     /// Attempts every notice that is due; returns how many were settled (delivered or given up).
     pub async fn deliver_due(&self) -> Result<usize, String> {
         let now = now_ms();
-        let due: Vec<Pending> = self
+        let pending: Vec<Pending> = self
             .store
             .tree()
             .scan_prefix(b"o/")
             .flatten()
             .filter_map(|(_, v)| serde_json::from_slice::<Pending>(&v).ok())
+            .collect();
+        // a channel delivers a case's notices in the order they arose (the receipt before the
+        // acceptance notice): a notice waits while an older one of its case is pending there
+        let mut first: HashMap<(&str, &str), (i64, &str)> = HashMap::new();
+        for p in &pending {
+            let order = (p.first_at, p.notice.notice_id.as_str());
+            first
+                .entry((p.notice.case_id.as_str(), p.channel.as_str()))
+                .and_modify(|o| *o = (*o).min(order))
+                .or_insert(order);
+        }
+        let due: Vec<Pending> = pending
+            .iter()
             .filter(|p| p.next_at <= now)
+            .filter(|p| {
+                first.get(&(p.notice.case_id.as_str(), p.channel.as_str()))
+                    == Some(&(p.first_at, p.notice.notice_id.as_str()))
+            })
             .take(PARALLEL)
+            .cloned()
             .collect();
         let results = futures::future::join_all(due.into_iter().map(|p| self.attempt(p))).await;
         self.refresh_gauges();
