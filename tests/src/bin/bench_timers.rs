@@ -186,26 +186,14 @@ async fn main() {
 /// size of a `deadline_breached` event, each with its own `Nats-Msg-Id`, [`APPEND_WINDOW`] in
 /// flight. Returns (seconds, bytes per message).
 async fn raw_burst(nats: &NatsServer, n: usize) -> (f64, usize) {
-    let js = nats.jetstream().await;
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "BENCH_RAW".into(),
-        subjects: vec!["bench.raw.>".into()],
-        storage: async_nats::jetstream::stream::StorageType::File,
-        duplicate_window: Duration::from_secs(3600),
-        ..Default::default()
-    })
-    .await
-    .expect("stream");
+    let js = bench_stream(nats, "BENCH_RAW", "bench.raw.>", false).await;
     let payload = bytes::Bytes::from(vec![b'x'; 400]);
     let started = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(APPEND_WINDOW) {
         let acks = chunk.iter().map(|i| {
             let (js, payload) = (js.clone(), payload.clone());
             async move {
-                let mut headers = async_nats::HeaderMap::new();
-                headers
-                    .insert("Nats-Msg-Id", format!("320211-20261101-{i:06}:acceptance:1764000000:breached").as_str());
-                js.publish_with_headers(format!("bench.raw.{i}"), headers, payload)
+                js.publish_with_headers(format!("bench.raw.{i}"), firing_headers(*i), payload)
                     .await
                     .expect("publish")
                     .await
@@ -222,29 +210,41 @@ async fn raw_burst(nats: &NatsServer, n: usize) -> (f64, usize) {
 /// Raw JetStream, the other way the service can append: the same `n` messages as one
 /// fast-ingest batch on a stream that allows it. Returns seconds.
 async fn raw_fast_burst(nats: &NatsServer, n: usize) -> f64 {
-    let js = nats.jetstream().await;
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "BENCH_FAST".into(),
-        subjects: vec!["bench.fast.>".into()],
-        storage: async_nats::jetstream::stream::StorageType::File,
-        duplicate_window: Duration::from_secs(3600),
-        allow_batch_publish: true,
-        ..Default::default()
-    })
-    .await
-    .expect("stream");
+    let js = bench_stream(nats, "BENCH_FAST", "bench.fast.>", true).await;
     let payload = bytes::Bytes::from(vec![b'x'; 400]);
     let started = Instant::now();
     let mut batch = FastBatch::open(&js.client(), 500, Duration::from_secs(10)).await.expect("batch");
     for i in 0..n {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("320211-20261101-{i:06}:acceptance:1764000000:breached").as_str());
-        batch.add(format!("bench.fast.{i}").into(), headers, payload.clone()).await.expect("add");
+        batch.add(format!("bench.fast.{i}").into(), firing_headers(i), payload.clone()).await.expect("add");
     }
     assert_eq!(batch.finish().await.expect("finish"), n as u64);
     let secs = started.elapsed().as_secs_f64();
     js.delete_stream("BENCH_FAST").await.expect("delete");
     secs
+}
+
+/// A file stream like the ledger (one-hour duplicate window), with or without fast-ingest
+/// batches.
+async fn bench_stream(nats: &NatsServer, name: &str, subjects: &str, batched: bool) -> async_nats::jetstream::Context {
+    let js = nats.jetstream().await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![subjects.into()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(3600),
+        allow_batch_publish: batched,
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    js
+}
+
+/// The message id of firing `i`, shaped like the service's.
+fn firing_headers(i: usize) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("320211-20261101-{i:06}:acceptance:1764000000:breached").as_str());
+    headers
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {
