@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{consumer, message::AckKind, Context};
 use futures::StreamExt;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Envelope;
@@ -89,14 +90,32 @@ pub fn backoff(delivered: i64) -> Duration {
 }
 
 /// Runs `handler` over the consumer's deliveries until `shutdown`; reconnects forever.
-pub async fn run<H, F>(js: Context, spec: Spec, metrics: ConsumerMetrics, shutdown: CancellationToken, mut handler: H)
+pub async fn run<H, F>(js: Context, spec: Spec, metrics: ConsumerMetrics, shutdown: CancellationToken, handler: H)
 where
+    H: FnMut(Delivery) -> F,
+    F: Future<Output = Outcome>,
+{
+    run_reporting(js, spec, metrics, shutdown, watch::Sender::new(false), handler).await
+}
+
+/// Like [`run`], and sets `caught_up` once the consumer has handled everything in its stream
+/// (the server reports nothing pending and nothing unacknowledged after a handled delivery, or
+/// when it is opened): a projection fed by it is then as complete as the stream, for a
+/// service whose readiness means "what I show is whole".
+pub async fn run_reporting<H, F>(
+    js: Context,
+    spec: Spec,
+    metrics: ConsumerMetrics,
+    shutdown: CancellationToken,
+    caught_up: watch::Sender<bool>,
+    mut handler: H,
+) where
     H: FnMut(Delivery) -> F,
     F: Future<Output = Outcome>,
 {
     let mut attempt = 0u32;
     while !shutdown.is_cancelled() {
-        match consume(&js, &spec, &metrics, &shutdown, &mut handler).await {
+        match consume(&js, &spec, &metrics, &shutdown, &caught_up, &mut handler).await {
             Ok(()) => return,
             Err(e) => {
                 attempt += 1;
@@ -116,13 +135,17 @@ async fn consume<H, F>(
     spec: &Spec,
     metrics: &ConsumerMetrics,
     shutdown: &CancellationToken,
+    caught_up: &watch::Sender<bool>,
     handler: &mut H,
 ) -> Result<(), String>
 where
     H: FnMut(Delivery) -> F,
     F: Future<Output = Outcome>,
 {
-    let consumer = open(js, spec).await?;
+    let mut consumer = open(js, spec).await?;
+    if nothing_left(consumer.cached_info()) {
+        caught_up.send_replace(true);
+    }
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(64)
@@ -141,37 +164,58 @@ where
         };
         let msg = msg.map_err(|e| e.to_string())?;
         let info = msg.info().map_err(|e| e.to_string())?;
-        let (seq, delivered) = (info.stream_sequence, info.delivered);
-        metrics.pending.set(info.pending as i64);
-        let event = match Envelope::from_slice(&msg.payload) {
-            Ok(event) => event,
+        let (seq, delivered, pending) = (info.stream_sequence, info.delivered, info.pending);
+        metrics.pending.set(pending as i64);
+        match Envelope::from_slice(&msg.payload) {
+            Ok(event) => {
+                let outcome = handler(Delivery { seq, delivered, event }).await;
+                settle(&msg, outcome, spec, metrics, seq, delivered).await?;
+            }
             Err(e) => {
                 dead_letter(metrics, &spec.durable, seq, "unreadable", &e.to_string());
                 msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())?;
-                continue;
-            }
-        };
-        let outcome = handler(Delivery { seq, delivered, event }).await;
-        match outcome {
-            Outcome::Done => {
-                metrics.processed.with_label_values(&["done"]).inc();
-                msg.double_ack().await.map_err(|e| e.to_string())?;
-            }
-            Outcome::Retry(why) if delivered < spec.max_deliver => {
-                metrics.processed.with_label_values(&["retry"]).inc();
-                tracing::warn!(consumer = %spec.durable, seq, delivered, %why, "will retry");
-                msg.ack_with(AckKind::Nak(Some(backoff(delivered)))).await.map_err(|e| e.to_string())?;
-            }
-            Outcome::Retry(why) => {
-                dead_letter(metrics, &spec.durable, seq, "retries_exhausted", &why);
-                msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())?;
-            }
-            Outcome::Reject(why) => {
-                dead_letter(metrics, &spec.durable, seq, "rejected", &why);
-                msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())?;
             }
         }
+        // The server's word, asked only at the end of what it had to deliver: redeliveries
+        // still owed (a crash before an ack, a retry) keep `num_ack_pending` above zero.
+        if pending == 0 && !*caught_up.borrow() && nothing_left(consumer.info().await.map_err(|e| e.to_string())?) {
+            caught_up.send_replace(true);
+        }
     }
+}
+
+/// Acks, naks or terms one handled delivery.
+async fn settle(
+    msg: &async_nats::jetstream::Message,
+    outcome: Outcome,
+    spec: &Spec,
+    metrics: &ConsumerMetrics,
+    seq: u64,
+    delivered: i64,
+) -> Result<(), String> {
+    match outcome {
+        Outcome::Done => {
+            metrics.processed.with_label_values(&["done"]).inc();
+            msg.double_ack().await.map_err(|e| e.to_string())
+        }
+        Outcome::Retry(why) if delivered < spec.max_deliver => {
+            metrics.processed.with_label_values(&["retry"]).inc();
+            tracing::warn!(consumer = %spec.durable, seq, delivered, %why, "will retry");
+            msg.ack_with(AckKind::Nak(Some(backoff(delivered)))).await.map_err(|e| e.to_string())
+        }
+        Outcome::Retry(why) => {
+            dead_letter(metrics, &spec.durable, seq, "retries_exhausted", &why);
+            msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())
+        }
+        Outcome::Reject(why) => {
+            dead_letter(metrics, &spec.durable, seq, "rejected", &why);
+            msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn nothing_left(info: &consumer::Info) -> bool {
+    info.num_pending == 0 && info.num_ack_pending == 0
 }
 
 fn dead_letter(metrics: &ConsumerMetrics, consumer: &str, seq: u64, reason: &'static str, why: &str) {

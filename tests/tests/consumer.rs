@@ -113,3 +113,61 @@ async fn projection_applies_once_and_rebuilds_from_the_stream() {
     let (rebuilt, _, _) = project(&ledger, dir.path(), last).await;
     assert_eq!(counts(&rebuilt), before, "rebuilt projection equals the original");
 }
+
+/// Runs a consumer named `durable` over the whole ledger, handling each event after a pause
+/// and asking for one retry of `ev-3`; returns the events handled (`Done`) by the moment it
+/// reports itself caught up.
+async fn handled_when_caught_up(ledger: &Ledger, durable: &str) -> usize {
+    let registry = prometheus::Registry::new();
+    let metrics = ConsumerMetrics::register(&registry, "test");
+    let shutdown = CancellationToken::new();
+    let spec = Spec {
+        stream: ledger.stream_name().to_string(),
+        durable: durable.into(),
+        filter_subjects: vec![subjects::case_events(ledger.node())],
+        max_deliver: 3,
+        resume_after: None,
+    };
+    let done = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+    let (caught_up, mut seen) = tokio::sync::watch::channel(false);
+    let d = done.clone();
+    let task = tokio::spawn(consumer::run_reporting(
+        ledger.jetstream().clone(),
+        spec,
+        metrics,
+        shutdown.clone(),
+        caught_up,
+        move |delivery| {
+            let d = d.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if delivery.event.event_id == "ev-3" && delivery.delivered == 1 {
+                    return Outcome::Retry("once".into());
+                }
+                d.lock().unwrap().insert(delivery.event.event_id.clone());
+                Outcome::Done
+            }
+        },
+    ));
+    tokio::time::timeout(Duration::from_secs(30), seen.wait_for(|c| *c)).await.expect("caught up").unwrap();
+    let handled = done.lock().unwrap().len();
+    shutdown.cancel();
+    task.await.unwrap();
+    handled
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caught_up_is_reported_only_when_everything_in_the_stream_is_handled() {
+    let nats = NatsServer::start(false);
+    let ledger = Ledger::open(nats.jetstream().await, NodeCode::parse("320211").unwrap()).await.unwrap();
+    assert_eq!(handled_when_caught_up(&ledger, "empty").await, 0, "an empty stream is caught up at once");
+
+    for i in 0..40 {
+        ledger.append(&event(i), Expect::Any).await.unwrap();
+    }
+    // the last message is unreadable: terming it also counts as handled
+    let js = ledger.jetstream();
+    js.publish("xf.320211.case.320211-20261127-000001.junk", "not json".into()).await.unwrap().await.unwrap();
+    // ev-3 is retried after a second's backoff, long after the server has delivered the rest
+    assert_eq!(handled_when_caught_up(&ledger, "full").await, 40);
+}

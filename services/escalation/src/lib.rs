@@ -27,6 +27,8 @@ pub mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
 use xinfang_shared::escalation::{self as esc, Ladder};
@@ -74,6 +76,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     .await?;
     let nats_api = tokio::spawn(service::serve(client.clone(), inbox.clone(), shutdown.clone()));
 
+    // Ready means the office's inbox is whole: after a crash, what sled had not flushed is
+    // re-applied from the streams before the service says so.
+    let (inbox_whole, mut inbox_seen) = watch::channel(false);
+    let (answers_whole, mut answers_seen) = watch::channel(false);
     let received = {
         let spec = Spec {
             stream: subjects::inbox_stream(&node),
@@ -87,7 +93,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         };
         let inbox = inbox.clone();
         let m = ConsumerMetrics::register(&registry, "escalation_inbox");
-        tokio::spawn(consumer::run(js.clone(), spec, m, shutdown.clone(), move |d| {
+        tokio::spawn(consumer::run_reporting(js.clone(), spec, m, shutdown.clone(), inbox_whole, move |d| {
             let inbox = inbox.clone();
             async move { inbox.receive(d).await }
         }))
@@ -102,7 +108,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         };
         let inbox = inbox.clone();
         let m = ConsumerMetrics::register(&registry, "escalation_answers");
-        tokio::spawn(consumer::run(js.clone(), spec, m, shutdown.clone(), move |d| {
+        tokio::spawn(consumer::run_reporting(js.clone(), spec, m, shutdown.clone(), answers_whole, move |d| {
             let inbox = inbox.clone();
             async move { inbox.record_answer(d).await }
         }))
@@ -119,6 +125,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         })
     };
 
+    for seen in [&mut inbox_seen, &mut answers_seen] {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = seen.wait_for(|whole| *whole) => {}
+        }
+    }
     ready.set(true);
     println!("{}", ops::ready_line("escalation", &format!("http://{addr}")));
     tracing::info!(%node, %addr, "escalation ready");
