@@ -140,21 +140,39 @@ impl Channels {
                 transport.send(message).await.map(|_| ()).map_err(|e| format!("smtp: {e}"))
             }
             "file" => {
-                use std::io::Write;
-                let line = serde_json::to_string(notice).expect("serializes");
-                let path = self.file.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-                    writeln!(f, "{line}")?;
-                    f.sync_data()
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("file sink: {e}"))
+                let (path, notice) = (self.file.clone(), notice.clone());
+                tokio::task::spawn_blocking(move || append_once(&path, &notice))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("file sink: {e}"))
             }
             other => Err(format!("no channel {other}")),
         }
     }
+}
+
+/// How far back the file sink looks for a notice it may already have written.
+const FILE_SINK_LOOKBACK: u64 = 4 << 20;
+
+/// Appends `notice` as one JSON line, unless the file's last [`FILE_SINK_LOOKBACK`] bytes
+/// already hold its id: a crash between writing and recording re-sends the notice moments
+/// later, and the file is the sink's only idempotency record. One `write` per line, so lines
+/// of notices delivered at the same time never interleave.
+fn append_once(path: &std::path::Path, notice: &Notice) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(FILE_SINK_LOOKBACK)))?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail)?;
+    let needle = format!("\"notice_id\":{}", serde_json::to_string(&notice.notice_id).expect("serializes"));
+    if tail.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+        return Ok(());
+    }
+    let mut line = serde_json::to_vec(notice).expect("serializes");
+    line.push(b'\n');
+    f.write_all(&line)?;
+    f.sync_data()
 }
 
 fn ok_status(status: reqwest::StatusCode) -> Result<(), String> {
@@ -176,6 +194,29 @@ mod tests {
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[tokio::test]
+    async fn the_file_sink_writes_a_notice_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let channels = Channels::new(&NotificationSection::default(), dir.path()).unwrap();
+        let notice = |id: &str| Notice {
+            notice_id: id.into(),
+            case_id: "320211-20261127-000001".into(),
+            cause_event_id: "ev-1".into(),
+            template: "receipt".into(),
+            recipient: "petitioner".into(),
+            text: "您的信访事项已登记".into(),
+        };
+        for id in ["n-1", "n-2", "n-1", "n-10", "n-2"] {
+            channels.send("file", &notice(id)).await.unwrap();
+        }
+        let text = std::fs::read_to_string(dir.path().join("notices.jsonl")).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["notice_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["n-1", "n-2", "n-10"]);
     }
 
     #[test]
