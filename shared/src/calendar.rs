@@ -193,11 +193,50 @@ fn parse_days(item: &str) -> Result<Vec<NaiveDate>, String> {
     }
 }
 
+/// The calendar in force in a running service, replaced whole when the holiday schedules
+/// change (see `runtime::follow_calendar`): readers take an `Arc` and keep a consistent
+/// calendar for as long as they hold it.
+#[derive(Debug, Clone, Default)]
+pub struct LiveCalendar(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Calendar>>>);
+
+impl LiveCalendar {
+    pub fn new(calendar: Calendar) -> Self {
+        Self(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(calendar))))
+    }
+
+    /// The calendar in force now.
+    pub fn get(&self) -> std::sync::Arc<Calendar> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `calendar` in force; false (and nothing changes) when it is the one in force.
+    pub fn replace(&self, calendar: Calendar) -> bool {
+        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if **current == calendar {
+            return false;
+        }
+        *current = std::sync::Arc::new(calendar);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::time::cst;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_live_calendar_changes_only_when_the_schedules_do() {
+        let live = LiveCalendar::new(Calendar::shipped());
+        let held = live.get();
+        assert!(!live.replace(Calendar::shipped()), "the same schedules change nothing");
+        let mut next = Calendar::shipped();
+        next.load_toml("year = 2027\nholidays = [\"2027-01-01\"]\nworkdays = []").unwrap();
+        assert!(live.replace(next.clone()));
+        assert_eq!(*live.get(), next);
+        assert_eq!(*held, Calendar::shipped(), "a reader keeps the calendar it took");
+    }
 
     fn at(y: i32, m: u32, d: u32, h: u32) -> Instant {
         cst().with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()

@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{LogSection, NatsSection};
+use crate::calendar::LiveCalendar;
+use crate::config::{LogSection, NatsSection, Settings};
+
+/// How often the holiday schedules under `calendar.path` are read again.
+pub const CALENDAR_POLL: Duration = Duration::from_secs(5);
 
 /// Logs to stderr, as text or JSON lines, filtered by `XF_LOG` or the config's level.
 pub fn init_telemetry(log: &LogSection) {
@@ -29,6 +33,43 @@ pub fn shutdown_on_signals() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Keeps `live` equal to the holiday schedules under `settings.calendar.path` until `shutdown`
+/// (DOMAIN.md: operators load next year's schedule each November), re-reading them every
+/// [`CALENDAR_POLL`]. (The deadlines service has its own watch: it also recomputes
+/// provisional dues.)
+pub async fn follow_calendar(settings: Settings, live: LiveCalendar, shutdown: CancellationToken) {
+    if settings.calendar.path.is_none() {
+        return;
+    }
+    let mut refused = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(CALENDAR_POLL) => {}
+        }
+        refresh_calendar(&settings, &live, &mut refused);
+    }
+}
+
+/// Reads the holiday schedules `settings` names into `live` if they changed. A file that does
+/// not load is refused, logged once (`refused` remembers it), and the calendar in force stays.
+pub fn refresh_calendar(settings: &Settings, live: &LiveCalendar, refused: &mut Option<String>) {
+    match settings.calendar() {
+        Ok(calendar) => {
+            *refused = None;
+            let years: Vec<i32> = calendar.years().collect();
+            if live.replace(calendar) {
+                tracing::info!(?years, "holiday calendar loaded");
+            }
+        }
+        Err(e) if refused.as_deref() != Some(&e.to_string()) => {
+            tracing::warn!(error = %e, "calendar change refused; the calendar in force stays");
+            *refused = Some(e.to_string());
+        }
+        Err(_) => {}
+    }
 }
 
 /// Connects to NATS, retrying the first connection and reconnecting forever.

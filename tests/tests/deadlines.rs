@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use xinfang_shared::subjects;
 use xinfang_tests::{petition_by, TestNode};
 
@@ -108,6 +108,18 @@ async fn a_new_years_schedule_is_loaded_without_a_restart_and_moves_provisional_
     assert_eq!(moved.data["previous_due_at"], xinfang_shared::time::rfc3339(before.at));
     assert_eq!(moved.data["due_at"], xinfang_shared::time::rfc3339(after.at));
     assert_eq!(moved.data["provisional"], false);
+    // intake follows the same files: the staff view shows the due the timer now has
+    let url = format!("{}/v1/cases/{case}", node.intake.http);
+    let mut shown = Value::Null;
+    for _ in 0..40 {
+        let view: Value = node.http.get(&url).send().await.unwrap().json().await.unwrap();
+        shown = view["due"]["route"].clone();
+        if shown["due_at"] == moved.data["due_at"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(shown, json!({"due_at": moved.data["due_at"], "provisional": false}));
     // once: a later poll of the same files moves nothing
     tokio::time::sleep(Duration::from_secs(6)).await;
     let n = node.events(&case).await.iter().filter(|e| e.kind == "due_recomputed").count();

@@ -98,7 +98,7 @@ async fn ack_json(State(inbox): State<Arc<Inbox>>, Path(id): Path<String>, body:
 async fn directive_json(State(inbox): State<Arc<Inbox>>, Path(id): Path<String>, body: Bytes) -> Response {
     let result = async {
         let v = json_body(&body)?;
-        let req = request::directive(&v, &inbox.calendar, now_cst())?;
+        let req = request::directive(&v, &inbox.calendar.get(), now_cst())?;
         inbox.direct(&id, req).await
     }
     .await;
@@ -171,7 +171,7 @@ async fn directive_form(
     let back = format!("/escalations/{id}");
     let result = async {
         let v = form_value(form)?;
-        inbox.direct(&id, request::directive(&v, &inbox.calendar, now_cst())?).await
+        inbox.direct(&id, request::directive(&v, &inbox.calendar.get(), now_cst())?).await
     }
     .await;
     match result {

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use xinfang_shared::calendar::Calendar;
+use xinfang_shared::calendar::LiveCalendar;
 use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::escalation::{self, directive_id, Ack, Directive, Notice};
@@ -159,7 +159,7 @@ pub struct Inbox {
     pub ledger: Ledger,
     pub inbox: Projection,
     pub answers: Projection,
-    pub calendar: Calendar,
+    pub calendar: LiveCalendar,
     pub metrics: Metrics,
 }
 

@@ -4,7 +4,7 @@
 //! after the duplicate window still records nothing twice.
 
 use serde_json::Value;
-use xinfang_shared::calendar::Calendar;
+use xinfang_shared::calendar::LiveCalendar;
 use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::escalation::{self, rung, Ladder, Notice, Rung};
 use xinfang_shared::event::{until, Actor, Envelope, EscalationLevel};
@@ -22,7 +22,7 @@ pub const TRIGGERS: &[&str] = &["deadline_warned", "deadline_breached", "registe
 pub struct Climb {
     pub ledger: Ledger,
     pub ladder: Ladder,
-    pub calendar: Calendar,
+    pub calendar: LiveCalendar,
     pub metrics: Metrics,
 }
 
@@ -36,7 +36,7 @@ impl Climb {
         };
         let events = until(&all, &d.event.event_id);
         let Some(state) = CaseState::fold(events) else { return Outcome::Done };
-        let Some(r) = rung(&d.event, events, &state, &self.ladder, &self.calendar) else { return Outcome::Done };
+        let Some(r) = rung(&d.event, events, &state, &self.ladder, &self.calendar.get()) else { return Outcome::Done };
         if escalation::recorded(&all, &r.id) {
             return Outcome::Done;
         }

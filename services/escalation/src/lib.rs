@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use xinfang_shared::calendar::LiveCalendar;
 use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
 use xinfang_shared::escalation::{self as esc, Ladder};
@@ -51,7 +52,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     ledger::provision_inbox(&js, &node, &settings.inbox_sources()).await.map_err(|e| e.to_string())?;
     let registry = ops::registry("escalation", node.as_str());
     let metrics = Metrics::register(&registry);
-    let calendar = settings.calendar().map_err(|e| e.to_string())?;
+    let calendar = LiveCalendar::new(settings.calendar().map_err(|e| e.to_string())?);
+    tokio::spawn(runtime::follow_calendar(settings.clone(), calendar.clone(), shutdown.clone()));
     let inbox_tree = Projection::open(&settings.store.path, "inbox")
         .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
     let answers_tree = Projection::in_db(inbox_tree.db(), "answers").map_err(|e| e.to_string())?;

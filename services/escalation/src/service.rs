@@ -69,7 +69,7 @@ async fn handle(inbox: &Inbox, endpoint: &str, payload: &[u8]) -> Result<Value, 
             Ok(json!({"ok": true, "escalation": brief(&view)}))
         }
         "escalation_directive" => {
-            let req = request::directive(&v, &inbox.calendar, now_cst())?;
+            let req = request::directive(&v, &inbox.calendar.get(), now_cst())?;
             let (view, did) = inbox.direct(id(&v)?, req).await?;
             Ok(json!({"ok": true, "directive_id": did, "escalation": brief(&view)}))
         }

@@ -33,7 +33,7 @@ impl Intake {
     }
 
     fn dues(&self, events: &[Envelope], state: &CaseState) -> Value {
-        let dues = xinfang_shared::dues::open_dues(events, state, &self.policy, &self.calendar);
+        let dues = xinfang_shared::dues::open_dues(events, state, &self.policy, &self.calendar.get());
         dues.into_iter()
             .map(|(step, d)| (step.to_string(), json!({"due_at": rfc3339(d.at), "provisional": d.provisional})))
             .collect::<serde_json::Map<_, _>>()
@@ -99,7 +99,7 @@ impl Intake {
             // another service's clock may have stamped a little ahead of ours
             let at = request.at.unwrap_or_else(|| self.clock.now().max(state.last_at));
             let last_seq = history.last().map(|s| s.seq).unwrap_or(0);
-            let data = state::decide(&state, &request.action, &request.actor, at, &self.calendar, self.windows)
+            let data = state::decide(&state, &request.action, &request.actor, at, &self.calendar.get(), self.windows)
                 .map_err(refusal_error)?;
             let event_id = ulid::Ulid::new().to_string();
             let mut first: Option<Envelope> = None;

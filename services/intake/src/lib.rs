@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use serde_json::Value;
-use xinfang_shared::calendar::Calendar;
+use xinfang_shared::calendar::LiveCalendar;
 use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
 use xinfang_shared::dues::Policy;
@@ -49,7 +49,7 @@ pub struct Intake {
     pub idempotency: kv::Store,
     /// Case id → query code, for the receipt notice (the ledger holds only the hash).
     pub codes: kv::Store,
-    pub calendar: Calendar,
+    pub calendar: LiveCalendar,
     pub policy: Policy,
     pub windows: Windows,
     pub clock: Arc<dyn Clock>,
@@ -73,7 +73,7 @@ impl Intake {
         let case_ids = CaseIds::open(&js, node.clone()).await?;
         let idempotency = register::idempotency_bucket(&js, node.as_str(), settings.intake.idempotency_hours).await?;
         let codes = xinfang_shared::ledger::query_code_bucket(&js, &node).await.map_err(|e| e.to_string())?;
-        let calendar = settings.calendar().map_err(|e| e.to_string())?;
+        let calendar = LiveCalendar::new(settings.calendar().map_err(|e| e.to_string())?);
         let policy = Policy::from_settings(&settings);
         let windows = Windows { review: policy.review_window, rereview: policy.rereview_window };
         let repeats = xinfang_shared::projection::Projection::open(&settings.store.path, "repeats")
@@ -143,6 +143,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
     });
     let nats = tokio::spawn(service::serve(client.clone(), intake.clone(), shutdown.clone()));
+    tokio::spawn(runtime::follow_calendar(intake.settings.clone(), intake.calendar.clone(), shutdown.clone()));
     let repeats = {
         let spec = Spec {
             stream: intake.ledger.stream_name().to_string(),

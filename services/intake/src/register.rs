@@ -187,7 +187,7 @@ impl Intake {
         let p = &submission.petition;
         let case_id = self.case_ids.next(now.date_naive()).await.map_err(unavailable)?;
         let query_code = new_query_code();
-        let route_due = self.calendar.due(p.received_at, self.policy.route);
+        let route_due = self.calendar.get().due(p.received_at, self.policy.route);
         let group = p.is_group();
         let urgent_reasons: Vec<String> = if group { vec!["group_petition".into()] } else { vec![] };
         let petitioner_keys: Vec<String> = p

@@ -19,6 +19,7 @@ pub mod templates;
 use std::sync::Arc;
 use std::time::Duration;
 
+use xinfang_shared::calendar::LiveCalendar;
 use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
 use xinfang_shared::dues::Policy;
@@ -68,7 +69,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let consumer_metrics = ConsumerMetrics::register(&registry, "notification");
     let store = Projection::open(&settings.store.path, "outbox")
         .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
-    let calendar = settings.calendar().map_err(|e| e.to_string())?;
+    let calendar = LiveCalendar::new(settings.calendar().map_err(|e| e.to_string())?);
+    tokio::spawn(runtime::follow_calendar(settings.clone(), calendar.clone(), shutdown.clone()));
     let outbox = Arc::new(Outbox {
         ledger: ledger.clone(),
         store,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use xinfang_shared::calendar::Calendar;
+use xinfang_shared::calendar::LiveCalendar;
 use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::dues::{open_dues, Policy};
@@ -74,7 +74,7 @@ pub struct Outbox {
     pub metrics: Metrics,
     pub settings: Settings,
     pub policy: Policy,
-    pub calendar: Calendar,
+    pub calendar: LiveCalendar,
 }
 
 /// Attempts in flight at once.
@@ -124,7 +124,7 @@ impl Outbox {
         };
         let events = until(&all, &d.event.event_id);
         let Some(state) = CaseState::fold(events) else { return Outcome::Done };
-        let dues = open_dues(events, &state, &self.policy, &self.calendar);
+        let dues = open_dues(events, &state, &self.policy, &self.calendar.get());
         let planned = plan(&d.event, events, &state, &|o| self.organ_name(o), &dues);
         let mut batch = Batch::default();
         for p in planned {

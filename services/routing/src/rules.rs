@@ -5,19 +5,21 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use xinfang_shared::calendar::Calendar;
+use xinfang_shared::calendar::{Calendar, LiveCalendar};
 use xinfang_shared::config::Settings;
-use xinfang_shared::CancellationToken;
+use xinfang_shared::{runtime, CancellationToken};
 
 use crate::metrics::Metrics;
 
 /// How often the node file is checked for changes.
 const POLL: Duration = Duration::from_secs(2);
 
-/// Shared, reloadable settings, with the calendar they name (read once per load, not per case).
+/// Shared, reloadable settings, with the calendar they name (read once per load and when the
+/// holiday schedules change, not per case).
 #[derive(Clone)]
 pub struct Rules {
-    current: Arc<RwLock<(Arc<Settings>, Arc<Calendar>)>>,
+    current: Arc<RwLock<Arc<Settings>>>,
+    calendar: LiveCalendar,
     path: Option<PathBuf>,
     metrics: Metrics,
 }
@@ -25,18 +27,18 @@ pub struct Rules {
 impl Rules {
     /// Rules from `settings`, reloaded from `path` when it changes.
     pub fn new(settings: Settings, path: Option<PathBuf>, metrics: Metrics) -> Result<Self, String> {
-        let calendar = settings.calendar().map_err(|e| e.to_string())?;
-        Ok(Self { current: Arc::new(RwLock::new((Arc::new(settings), Arc::new(calendar)))), path, metrics })
+        let calendar = LiveCalendar::new(settings.calendar().map_err(|e| e.to_string())?);
+        Ok(Self { current: Arc::new(RwLock::new(Arc::new(settings))), calendar, path, metrics })
     }
 
     /// The settings in force now.
     pub fn get(&self) -> Arc<Settings> {
-        self.current.read().expect("rules lock").0.clone()
+        self.current.read().expect("rules lock").clone()
     }
 
     /// The holiday calendar in force now.
     pub fn calendar(&self) -> Arc<Calendar> {
-        self.current.read().expect("rules lock").1.clone()
+        self.calendar.get()
     }
 
     /// Tries to load the node file again; on success the new rules are in force.
@@ -47,21 +49,25 @@ impl Rules {
             return Err(format!("node.code changed to {}; restart the node to change it", fresh.node.code));
         }
         let calendar = fresh.calendar().map_err(|e| e.to_string())?;
-        *self.current.write().expect("rules lock") = (Arc::new(fresh), Arc::new(calendar));
+        *self.current.write().expect("rules lock") = Arc::new(fresh);
+        self.calendar.replace(calendar);
         Ok(())
     }
 
-    /// Polls the node file's modification time until `shutdown`.
+    /// Polls the node file's modification time until `shutdown`, and follows the holiday
+    /// schedules its `calendar.path` names.
     pub async fn watch(self, shutdown: CancellationToken) {
-        let Some(path) = self.path.clone() else { return };
         let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut seen: Option<SystemTime> = modified(&path);
+        let mut seen: Option<SystemTime> = self.path.as_ref().and_then(modified);
+        let mut calendar_refused = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(POLL) => {}
             }
-            let now = modified(&path);
+            runtime::refresh_calendar(&self.get(), &self.calendar, &mut calendar_refused);
+            let Some(path) = &self.path else { continue };
+            let now = modified(path);
             if now == seen {
                 continue;
             }
