@@ -208,3 +208,71 @@ organ = "file"
     assert!(text.contains("xf_notification_outbox_depth 0"), "{text}");
     assert!(!text.contains("13812345678"), "no phone number in metrics");
 }
+
+/// The notification service recorded a notice and died before sled's removal of it was
+/// flushed; it comes back after the ledger's duplicate window (shrunk here to a second): the
+/// notice is neither sent nor recorded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_notice_recorded_before_a_crash_is_not_sent_again_after_the_duplicate_window() {
+    use xinfang_notification::channels::Notice;
+    use xinfang_notification::outbox::Pending;
+    let gateway = Arc::new(Gateway::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = Router::new().route("/sms", post(sms)).with_state(gateway.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let extra = format!(
+        "\n[notification]\nsms_url = \"http://127.0.0.1:{port}/sms\"\n\n[notification.channels]\npetitioner = \"sms\"\norgan = \"file\"\n"
+    );
+    let nats = Arc::new(NatsServer::start(false));
+    let mut node = TestNode::start_node(nats.clone(), &node_toml("320211", &nats.url, &extra), &["notification"]);
+    let (_, r) = node.submit(&petition_by(61)).await;
+    let case = r["case_id"].as_str().unwrap().to_string();
+    let sent = node
+        .wait_for_where(&case, "notified", Duration::from_secs(30), |e| e.data["template"] == "receipt")
+        .await
+        .expect("receipt notified");
+    let id = sent.data["notice_id"].as_str().unwrap().to_string();
+    let text = gateway.seen.lock().unwrap().get(&id).expect("sent").texts[0].clone();
+
+    // the crash: the notice is still in the outbox, as if its removal had not been flushed
+    let service = node.service("notification");
+    service.sigkill();
+    let store = xinfang_shared::projection::Projection::open(&service.dir.join("notification"), "outbox").unwrap();
+    let an_hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let pending = Pending {
+        notice: Notice {
+            notice_id: id.clone(),
+            case_id: case.clone(),
+            cause_event_id: sent.causation_id.clone().expect("caused by the registration"),
+            template: "receipt".into(),
+            recipient: "13812345678".into(),
+            text,
+        },
+        channel: "sms".into(),
+        attempts: 0,
+        first_at: an_hour_ago,
+        next_at: an_hour_ago,
+        undeliverable: None,
+    };
+    store.tree().insert(format!("o/{id}"), serde_json::to_vec(&pending).unwrap()).unwrap();
+    store.flush().await.unwrap();
+    drop(store);
+
+    // the ledger forgets the message ids it has seen (an hour passes)
+    let js = nats.jetstream().await;
+    let mut stream = js.get_stream("XF_CASES_320211").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    config.duplicate_window = Duration::from_secs(1);
+    js.update_stream(config).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    node.service("notification").restart(); // provisions the ledger's one-hour window again
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(gateway.seen.lock().unwrap().get(&id).unwrap().delivered, 1, "sent once");
+    let recorded = node.events(&case).await.iter().filter(|e| e.kind == "notified").count();
+    assert_eq!(recorded, 1, "recorded once");
+    let url = format!("{}/metrics", node.service("notification").http);
+    let text = node.http.get(url).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("xf_notification_outbox_depth 0"), "{text}");
+}

@@ -82,6 +82,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         policy: Policy::from_settings(&settings),
         calendar,
         settings: settings.clone(),
+        started_ms: chrono::Utc::now().timestamp_millis(),
+        checked: Default::default(),
     });
     outbox.refresh_gauges();
     let ready = Readiness::default();

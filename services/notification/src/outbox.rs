@@ -75,6 +75,11 @@ pub struct Outbox {
     pub settings: Settings,
     pub policy: Policy,
     pub calendar: LiveCalendar,
+    /// When this process started (Unix milliseconds): a notice planned before it may have been
+    /// delivered and recorded by the process that died.
+    pub started_ms: i64,
+    /// Inherited notices already checked against the ledger in this process.
+    pub checked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Attempts in flight at once.
@@ -234,6 +239,11 @@ impl Outbox {
 
     async fn attempt(&self, mut p: Pending) -> Result<bool, String> {
         let id = p.notice.notice_id.clone();
+        if self.recorded_before_restart(&p).await? {
+            tracing::info!(notice = %id, "already recorded in the ledger by the previous process; forgotten");
+            self.store.tree().remove(key(&id)).map_err(|e| e.to_string())?;
+            return Ok(true);
+        }
         let masked = mask_address(&p.notice.recipient);
         if let Some(why) = p.undeliverable.clone() {
             tracing::warn!(notice = %id, template = %p.notice.template, %why, "notice cannot be delivered");
@@ -262,6 +272,25 @@ impl Outbox {
                 Ok(false)
             }
         }
+    }
+
+    /// Whether a notice inherited from an earlier process already has its outcome in the
+    /// ledger: that process died after recording it but before sled's removal of the notice
+    /// was flushed. The ledger's duplicate window would drop a second record only within an
+    /// hour, so the case's events are asked, once per inherited notice.
+    async fn recorded_before_restart(&self, p: &Pending) -> Result<bool, String> {
+        let id = &p.notice.notice_id;
+        if p.first_at >= self.started_ms || self.checked.lock().expect("checked lock").contains(id) {
+            return Ok(false);
+        }
+        let case = CaseId::parse(&p.notice.case_id).map_err(|e| e.to_string())?;
+        let events = self.ledger.events(&case).await.map_err(|e| e.to_string())?;
+        let done = [format!("{id}:notified"), format!("{id}:failed")];
+        if events.iter().any(|e| done.contains(&e.event_id)) {
+            return Ok(true);
+        }
+        self.checked.lock().expect("checked lock").insert(id.clone());
+        Ok(false)
     }
 
     /// Records the outcome in the ledger, then forgets the notice.
