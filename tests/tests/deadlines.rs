@@ -125,3 +125,68 @@ async fn a_new_years_schedule_is_loaded_without_a_restart_and_moves_provisional_
     let n = node.events(&case).await.iter().filter(|e| e.kind == "due_recomputed").count();
     assert_eq!(n, 1);
 }
+
+/// A firing cut short by a crash (its events in the ledger, its timers not yet durably
+/// forgotten) and a restart after the ledger's duplicate window (shrunk here to a second): the
+/// firing is looked up, not repeated; a timer it covered that never fired still fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_cut_short_by_a_crash_is_not_repeated_past_the_duplicate_window() {
+    use xinfang_deadlines::metrics::Metrics;
+    use xinfang_deadlines::timers::{arm_into, Armed, FiringMark, Timers, FIRING_MARK};
+    use xinfang_shared::calendar::Calendar;
+    use xinfang_shared::dues::Policy;
+    use xinfang_shared::event::Step;
+    use xinfang_shared::ids::{CaseId, NodeCode};
+    use xinfang_shared::ledger::Ledger;
+    use xinfang_shared::projection::{Batch, Projection};
+
+    let nats = xinfang_tests::NatsServer::start(false);
+    let js = nats.jetstream().await;
+    let ledger = Ledger::open(js.clone(), NodeCode::parse("320211").unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let projection = Projection::open(dir.path(), "timers").unwrap();
+    let metrics = Metrics::register(&prometheus::Registry::new());
+    let timers = Timers::new(ledger.clone(), projection.clone(), Calendar::shipped(), Policy::default(), metrics);
+    let now = xinfang_shared::time::now_cst();
+    let due = now - chrono::Duration::seconds(2);
+    let (a, b) = (CaseId::parse("320211-20261127-000001").unwrap(), CaseId::parse("320211-20261127-000002").unwrap());
+    let arm = |case: CaseId, seq: u64| {
+        let projection = projection.clone();
+        async move {
+            let mut batch = Batch::default();
+            arm_into(&mut batch, &case, Step::Acceptance, &Armed { due_at: due, warn_at: due, provisional: false });
+            projection.apply(seq, batch).await.unwrap();
+        }
+    };
+    let breaches = |case: CaseId| {
+        let ledger = ledger.clone();
+        async move { ledger.events(&case).await.unwrap().iter().filter(|e| e.kind == "deadline_breached").count() }
+    };
+
+    arm(a.clone(), 1).await;
+    assert_eq!(timers.fire_due(now).await.unwrap(), 1);
+    assert_eq!(breaches(a.clone()).await, 1);
+    assert!(projection.tree().get(FIRING_MARK).unwrap().is_none(), "a finished firing leaves no mark");
+
+    // the ledger forgets the message ids it has seen (an hour passes)
+    let mut stream = js.get_stream(ledger.stream_name()).await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    config.duplicate_window = Duration::from_secs(1);
+    js.update_stream(config).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // what a crash two hours ago left: a's timer still in the store, b's never fired, and the
+    // mark of the firing covering both
+    arm(a.clone(), 2).await;
+    arm(b.clone(), 3).await;
+    let mark = FiringMark {
+        began_ms: chrono::Utc::now().timestamp_millis() - 2 * 3_600_000,
+        limit: format!("t/{:016x}0", now.timestamp_millis()),
+    };
+    projection.tree().insert(FIRING_MARK, serde_json::to_vec(&mark).unwrap()).unwrap();
+
+    assert_eq!(timers.fire_due(now).await.unwrap(), 2);
+    assert_eq!((breaches(a).await, breaches(b).await), (1, 1), "a not repeated, b fired");
+    assert!(projection.tree().get(FIRING_MARK).unwrap().is_none());
+    assert_eq!(projection.tree().scan_prefix(b"t/").count(), 0, "both forgotten");
+}

@@ -6,8 +6,8 @@
 //! Arming recomputes a case's open steps from its history on every event that can change them
 //! ([`xinfang_shared::dues::open_steps`]) and reconciles. Firing appends the events due in
 //! rounds of [`FIRE_ROUND`] (one run of ledger appends each), each with an id derived from
-//! (case, step, due, kind), then forgets them. A new holiday calendar moves every provisional
-//! due and records the move as `due_recomputed`.
+//! (case, step, due, kind), then forgets them; while it does, [`FIRING_MARK`] says so. A new
+//! holiday calendar moves every provisional due and records the move as `due_recomputed`.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::dues::{open_steps, warn_at, Policy};
 use xinfang_shared::event::{Actor, Envelope, EventData, Step};
 use xinfang_shared::ids::CaseId;
-use xinfang_shared::ledger::{Expect, Ledger};
+use xinfang_shared::ledger::{Expect, Ledger, DUPLICATE_WINDOW};
 use xinfang_shared::projection::{Batch, Projection, Tree};
 use xinfang_shared::state::CaseState;
 use xinfang_shared::time::{to_cst, Instant};
@@ -65,6 +65,24 @@ const FORGET_EVERY: usize = 200_000;
 /// 100,000 is forgotten in about 4 s, once all of it is in the ledger).
 const FORGET_CHUNK: usize = 1024;
 const FORGET_PAUSE: Duration = Duration::from_millis(40);
+
+/// Present in the store while fired timers may not yet be forgotten durably: from before the
+/// first append of a firing until its removals are flushed. A process that finds it more than
+/// [`RECHECK_AFTER`] after the firing began cannot count on the ledger's duplicate window to
+/// drop a second append, so it looks each of those timers up in its case's events first.
+pub const FIRING_MARK: &[u8] = b"m/firing";
+
+/// How old a [`FIRING_MARK`] may be before its timers are looked up instead of re-appended.
+pub const RECHECK_AFTER: Duration = DUPLICATE_WINDOW.saturating_sub(Duration::from_secs(10 * 60));
+
+/// The value of [`FIRING_MARK`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FiringMark {
+    /// When the earliest unfinished firing began, Unix milliseconds (wall clock).
+    pub began_ms: i64,
+    /// The end (exclusive) of the timer keys it covers.
+    pub limit: String,
+}
 
 fn armed_key(case: &str, step: &str) -> Vec<u8> {
     format!("a/{case}/{step}").into_bytes()
@@ -286,11 +304,12 @@ impl Timers {
     pub async fn fire_due(&self, now: Instant) -> Result<usize, String> {
         let limit = format!("t/{:016x}0", now.timestamp_millis().max(0) as u64).into_bytes();
         let tree = self.projection.tree();
+        let mut fired = self.refire_checked(now, &limit).await?;
+        let mut marked = false;
         let mut from = b"t/".to_vec();
         // keys are copied out of sled: its keys share their node's buffer, and holding a burst's
         // worth would keep every node they came from in memory
         let mut forget: Vec<Vec<u8>> = Vec::new();
-        let mut fired = 0;
         let outcome = loop {
             let mut due = Vec::with_capacity(FIRE_ROUND);
             for item in tree.range(from.clone()..limit.clone()).take(FIRE_ROUND) {
@@ -304,6 +323,10 @@ impl Timers {
             from = last.clone();
             from.push(0);
             let full = due.len() == FIRE_ROUND;
+            if !marked {
+                self.mark_firing(&limit).await?;
+                marked = true;
+            }
             // rendered as they are sent, so nats-server is busy while the next is made
             let events: Box<dyn Iterator<Item = Envelope> + Send + '_> =
                 Box::new(due.iter().flat_map(move |(_, f)| self.firing(f, now, true)));
@@ -333,7 +356,81 @@ impl Timers {
             }
         };
         forget_all(tree, forget).await?;
+        if marked && outcome.is_ok() {
+            self.unmark_firing().await?;
+        }
         outcome.map(|()| fired)
+    }
+
+    /// Writes (or widens) [`FIRING_MARK`] durably, before a firing's first append.
+    async fn mark_firing(&self, limit: &[u8]) -> Result<(), String> {
+        let tree = self.projection.tree();
+        let mut mark = FiringMark {
+            began_ms: chrono::Utc::now().timestamp_millis(),
+            limit: String::from_utf8_lossy(limit).into_owned(),
+        };
+        if let Some(old) = tree.get(FIRING_MARK).map_err(|e| e.to_string())? {
+            if let Ok(old) = serde_json::from_slice::<FiringMark>(&old) {
+                mark.began_ms = mark.began_ms.min(old.began_ms);
+                mark.limit = mark.limit.max(old.limit);
+            }
+        }
+        tree.insert(FIRING_MARK, serde_json::to_vec(&mark).expect("serializes")).map_err(|e| e.to_string())?;
+        self.projection.flush().await.map_err(|e| e.to_string())
+    }
+
+    /// Removes [`FIRING_MARK`] once the forgetting before it is durable.
+    async fn unmark_firing(&self) -> Result<(), String> {
+        self.projection.flush().await.map_err(|e| e.to_string())?;
+        self.projection.tree().remove(FIRING_MARK).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// After a crash in the middle of a firing and a restart past [`RECHECK_AFTER`]: fires the
+    /// timers the old [`FIRING_MARK`] covers one by one, appending only the events their cases
+    /// do not already have. Slow (a ledger read per timer), and needed only then.
+    async fn refire_checked(&self, now: Instant, limit: &[u8]) -> Result<usize, String> {
+        let tree = self.projection.tree();
+        let Some(mark) = tree.get(FIRING_MARK).map_err(|e| e.to_string())? else { return Ok(0) };
+        let mark: Option<FiringMark> = serde_json::from_slice(&mark).ok();
+        let age = mark.as_ref().map_or(i64::MAX, |m| chrono::Utc::now().timestamp_millis() - m.began_ms);
+        if age < RECHECK_AFTER.as_millis() as i64 {
+            return Ok(0);
+        }
+        let end = mark.map_or(limit.to_vec(), |m| m.limit.into_bytes()).min(limit.to_vec());
+        let covered: Vec<(Vec<u8>, Option<Fire>)> = tree
+            .range(b"t/".to_vec()..end)
+            .map(|item| item.map(|(k, v)| (k.to_vec(), serde_json::from_slice::<Fire>(&v).ok())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        tracing::warn!(
+            timers = covered.len(),
+            age_s = age / 1000,
+            "an unfinished firing past the duplicate window; checking each timer against the ledger"
+        );
+        let mut fired = 0;
+        for (key, fire) in covered {
+            if let Some(fire) = fire {
+                let have: Vec<String> = self
+                    .ledger
+                    .events(&fire.case_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|e| e.event_id)
+                    .collect();
+                for event in self.firing(&fire, now, true) {
+                    if !have.contains(&event.event_id) {
+                        self.ledger.append(&event, Expect::Any).await.map_err(|e| e.to_string())?;
+                    }
+                }
+                self.record(&fire, true);
+                fired += 1;
+            }
+            tree.remove(key).map_err(|e| e.to_string())?;
+        }
+        self.unmark_firing().await?;
+        Ok(fired)
     }
 
     /// The instant of the earliest armed timer, if any.
