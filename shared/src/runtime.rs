@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::calendar::LiveCalendar;
+use crate::calendar::{Calendar, LiveCalendar};
 use crate::config::{LogSection, NatsSection, Settings};
 
 /// How often the holiday schedules under `calendar.path` are read again.
@@ -53,22 +53,31 @@ pub async fn follow_calendar(settings: Settings, live: LiveCalendar, shutdown: C
     }
 }
 
-/// Reads the holiday schedules `settings` names into `live` if they changed. A file that does
-/// not load is refused, logged once (`refused` remembers it), and the calendar in force stays.
+/// Reads the holiday schedules `settings` names into `live` if they changed.
 pub fn refresh_calendar(settings: &Settings, live: &LiveCalendar, refused: &mut Option<String>) {
+    if let Some(calendar) = read_calendar(settings, refused) {
+        let years: Vec<i32> = calendar.years().collect();
+        if live.replace(calendar) {
+            tracing::info!(?years, "holiday calendar loaded");
+        }
+    }
+}
+
+/// Reads the holiday schedules `settings` names. A file that does not load gives `None` (the
+/// calendar in force stays) and is logged once: `refused` remembers the last refusal.
+pub fn read_calendar(settings: &Settings, refused: &mut Option<String>) -> Option<Calendar> {
     match settings.calendar() {
         Ok(calendar) => {
             *refused = None;
-            let years: Vec<i32> = calendar.years().collect();
-            if live.replace(calendar) {
-                tracing::info!(?years, "holiday calendar loaded");
+            Some(calendar)
+        }
+        Err(e) => {
+            if refused.as_deref() != Some(&e.to_string()) {
+                tracing::warn!(error = %e, "calendar change refused; the calendar in force stays");
+                *refused = Some(e.to_string());
             }
+            None
         }
-        Err(e) if refused.as_deref() != Some(&e.to_string()) => {
-            tracing::warn!(error = %e, "calendar change refused; the calendar in force stays");
-            *refused = Some(e.to_string());
-        }
-        Err(_) => {}
     }
 }
 

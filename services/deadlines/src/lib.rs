@@ -66,18 +66,13 @@ struct CalendarWatch {
 
 impl CalendarWatch {
     async fn poll(&mut self, settings: &Settings, timers: &Timers, now: xinfang_shared::time::Instant) {
-        let calendar = match settings.calendar() {
-            Ok(c) => c,
-            Err(e) => {
-                if self.refused.as_deref() != Some(&e.to_string()) {
-                    tracing::warn!(error = %e, "calendar change refused; the calendar in force stays");
-                    timers.metrics.calendar_reloads.with_label_values(&["refused"]).inc();
-                    self.refused = Some(e.to_string());
-                }
-                return;
+        let before = self.refused.clone();
+        let Some(calendar) = runtime::read_calendar(settings, &mut self.refused) else {
+            if self.refused != before {
+                timers.metrics.calendar_reloads.with_label_values(&["refused"]).inc();
             }
+            return;
         };
-        self.refused = None;
         if *timers.calendar() == calendar && !self.recompute_pending {
             return;
         }
