@@ -127,6 +127,17 @@ impl Drop for NatsServer {
     }
 }
 
+/// Makes the stream `name` forget the message ids it has seen, as an hour does: its duplicate
+/// window is shrunk to a second and waited out. A service that provisions the stream again
+/// restores the window, but not the ids.
+pub async fn forget_message_ids(js: &async_nats::jetstream::Context, name: &str) {
+    let mut stream = js.get_stream(name).await.expect("stream");
+    let mut config = stream.info().await.expect("stream info").config.clone();
+    config.duplicate_window = Duration::from_secs(1);
+    js.update_stream(config).await.expect("update stream");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
 /// A node file like the acceptance suite's, for node `code` with peer 320213.
 pub fn node_toml(code: &str, nats_url: &str, extra: &str) -> String {
     format!(

@@ -169,11 +169,7 @@ async fn a_firing_cut_short_by_a_crash_is_not_repeated_past_the_duplicate_window
     assert!(projection.tree().get(FIRING_MARK).unwrap().is_none(), "a finished firing leaves no mark");
 
     // the ledger forgets the message ids it has seen (an hour passes)
-    let mut stream = js.get_stream(ledger.stream_name()).await.unwrap();
-    let mut config = stream.info().await.unwrap().config.clone();
-    config.duplicate_window = Duration::from_secs(1);
-    js.update_stream(config).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    xinfang_tests::forget_message_ids(&js, ledger.stream_name()).await;
 
     // what a crash two hours ago left: a's timer still in the store, b's never fired, and the
     // mark of the firing covering both

@@ -260,12 +260,7 @@ async fn a_notice_recorded_before_a_crash_is_not_sent_again_after_the_duplicate_
     drop(store);
 
     // the ledger forgets the message ids it has seen (an hour passes)
-    let js = nats.jetstream().await;
-    let mut stream = js.get_stream("XF_CASES_320211").await.unwrap();
-    let mut config = stream.info().await.unwrap().config.clone();
-    config.duplicate_window = Duration::from_secs(1);
-    js.update_stream(config).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    xinfang_tests::forget_message_ids(&nats.jetstream().await, "XF_CASES_320211").await;
 
     node.service("notification").restart(); // provisions the ledger's one-hour window again
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -89,6 +89,12 @@ fn key(id: &str) -> Vec<u8> {
     format!("o/{id}").into_bytes()
 }
 
+/// Whether `events` already hold the outcome (`notified` or `notification_failed`) of notice `id`.
+fn outcome_recorded(events: &[Envelope], id: &str) -> bool {
+    let done = [format!("{id}:notified"), format!("{id}:failed")];
+    events.iter().any(|e| done.contains(&e.event_id))
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -133,10 +139,7 @@ impl Outbox {
         let planned = plan(&d.event, events, &state, &|o| self.organ_name(o), &dues);
         let mut batch = Batch::default();
         for p in planned {
-            let done = [format!("{}:notified", p.id), format!("{}:failed", p.id)];
-            if all.iter().any(|e| done.contains(&e.event_id))
-                || self.store.tree().contains_key(key(&p.id)).unwrap_or(false)
-            {
+            if outcome_recorded(&all, &p.id) || self.store.tree().contains_key(key(&p.id)).unwrap_or(false) {
                 continue;
             }
             match self.pending(&case, &d.event, &p, events).await {
@@ -285,8 +288,7 @@ impl Outbox {
         }
         let case = CaseId::parse(&p.notice.case_id).map_err(|e| e.to_string())?;
         let events = self.ledger.events(&case).await.map_err(|e| e.to_string())?;
-        let done = [format!("{id}:notified"), format!("{id}:failed")];
-        if events.iter().any(|e| done.contains(&e.event_id)) {
+        if outcome_recorded(&events, id) {
             return Ok(true);
         }
         self.checked.lock().expect("checked lock").insert(id.clone());
