@@ -64,6 +64,14 @@ pub struct Partial {
     pub error: AppendError,
 }
 
+/// An event ready for the wire: its subject, headers and bytes.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub payload: bytes::Bytes,
+}
+
 /// A node's case ledger (`XF_CASES_N`).
 #[derive(Clone)]
 pub struct Ledger {
@@ -104,7 +112,7 @@ impl Ledger {
     /// A duplicate (same event id inside the window) returns the original's sequence.
     #[tracing::instrument(skip(self, event), fields(case = %event.case_id, kind = %event.kind))]
     pub async fn append(&self, event: &Envelope, expect: Expect) -> Result<u64, AppendError> {
-        let (subject, mut headers) = self.address(event);
+        let Outgoing { subject, mut headers, payload } = self.outgoing(event);
         let last = match expect {
             Expect::Any => None,
             Expect::NewCase => Some(0),
@@ -119,7 +127,7 @@ impl Ledger {
         }
         let ack = self
             .js
-            .publish_with_headers(subject, headers, event.to_bytes())
+            .publish_with_headers(subject, headers, payload)
             .await
             .map_err(|e| AppendError::Unavailable(e.to_string()))?
             .await
@@ -135,15 +143,24 @@ impl Ledger {
     /// acknowledged appends at a time. Returns how many were appended; on failure, how many
     /// from the first are certainly in the ledger (later ones may be too).
     pub async fn append_many(&self, events: impl IntoIterator<Item = Envelope>) -> Result<usize, Partial> {
+        self.append_rendered(events.into_iter().map(|e| self.outgoing(&e))).await
+    }
+
+    /// [`Self::append_many`] for events already rendered ([`Self::outgoing`]).
+    pub async fn append_rendered(&self, events: impl IntoIterator<Item = Outgoing>) -> Result<usize, Partial> {
         if self.batched {
             self.append_batch(events).await
         } else {
-            self.append_each(events).await
+            self.append_window(events).await
         }
     }
 
     /// [`Self::append_many`] without batches: [`APPEND_WINDOW`] acknowledged appends at a time.
     pub async fn append_each(&self, events: impl IntoIterator<Item = Envelope>) -> Result<usize, Partial> {
+        self.append_window(events.into_iter().map(|e| self.outgoing(&e))).await
+    }
+
+    async fn append_window(&self, events: impl IntoIterator<Item = Outgoing>) -> Result<usize, Partial> {
         let mut window = futures::stream::FuturesUnordered::new();
         let mut done: Vec<bool> = Vec::new();
         let mut error = None;
@@ -158,7 +175,7 @@ impl Ledger {
                     settle(r, &mut done);
                 }
             }
-            window.push(async move { (i, self.append(&event, Expect::Any).await) });
+            window.push(async move { (i, self.publish(event).await) });
         }
         while let Some(r) = window.next().await {
             settle(r, &mut done);
@@ -169,7 +186,7 @@ impl Ledger {
         }
     }
 
-    async fn append_batch(&self, events: impl IntoIterator<Item = Envelope>) -> Result<usize, Partial> {
+    async fn append_batch(&self, events: impl IntoIterator<Item = Outgoing>) -> Result<usize, Partial> {
         let failed = |stored: u64, e: FastError| Partial {
             stored: stored as usize,
             error: AppendError::Unavailable(e.to_string()),
@@ -177,8 +194,7 @@ impl Ledger {
         let mut batch =
             FastBatch::open(&self.js.client(), FAST_FLOW, Duration::from_secs(10)).await.map_err(|e| failed(0, e))?;
         for event in events {
-            let (subject, headers) = self.address(&event);
-            if let Err(e) = batch.add(subject.into(), headers, event.to_bytes()).await {
+            if let Err(e) = batch.add(event.subject.into(), event.headers, event.payload).await {
                 return Err(failed(batch.stored(), e));
             }
         }
@@ -186,9 +202,28 @@ impl Ledger {
         batch.finish().await.map(|n| n as usize).map_err(|e| failed(stored, e))
     }
 
-    /// An event's subject and headers: message id, type and trace context.
-    fn address(&self, event: &Envelope) -> (String, HeaderMap) {
-        (subjects::case_event(&self.node, &event.case_id, &event.kind), headers(&event.event_id, &event.kind))
+    /// An event rendered for the wire: its subject, and its message id, type and trace
+    /// context as headers.
+    pub fn outgoing(&self, event: &Envelope) -> Outgoing {
+        self.outgoing_raw(&event.case_id, &event.kind, &event.event_id, event.to_bytes())
+    }
+
+    /// [`Self::outgoing`] for an event whose bytes are already made (they must be the wire
+    /// form of an [`Envelope`] with this case, type and id).
+    pub fn outgoing_raw(&self, case: &CaseId, kind: &str, event_id: &str, payload: bytes::Bytes) -> Outgoing {
+        Outgoing { subject: subjects::case_event(&self.node, case, kind), headers: headers(event_id, kind), payload }
+    }
+
+    /// Publishes one rendered event and waits until JetStream has stored it.
+    async fn publish(&self, event: Outgoing) -> Result<u64, AppendError> {
+        let ack = self
+            .js
+            .publish_with_headers(event.subject, event.headers, event.payload)
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        Ok(ack.sequence)
     }
 
     /// Writes a cross-node message to this node's outbox (`xf.<me>.out.<to>.<kind>`), with the

@@ -6,10 +6,12 @@
 //!
 //! # Layout
 //! - [`timers`]: the sled layout and the arm / fire operations.
+//! - [`render`]: the wire form of warnings and breaches, written directly (the burst's path).
 //! - [`metrics`].
 #![forbid(unsafe_code)]
 
 pub mod metrics;
+pub mod render;
 pub mod timers;
 
 use std::sync::Arc;

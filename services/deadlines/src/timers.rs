@@ -18,12 +18,13 @@ use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::dues::{open_steps, warn_at, Policy};
 use xinfang_shared::event::{Actor, Envelope, EventData, Step};
 use xinfang_shared::ids::CaseId;
-use xinfang_shared::ledger::{Expect, Ledger, DUPLICATE_WINDOW};
+use xinfang_shared::ledger::{Expect, Ledger, Outgoing, DUPLICATE_WINDOW};
 use xinfang_shared::projection::{Batch, Projection, Tree};
 use xinfang_shared::state::CaseState;
 use xinfang_shared::time::{to_cst, Instant};
 
 use crate::metrics::Metrics;
+use crate::render::Renderer;
 
 /// An open step with a timer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -328,9 +329,10 @@ impl Timers {
                 marked = true;
             }
             // rendered as they are sent, so nats-server is busy while the next is made
-            let events: Box<dyn Iterator<Item = Envelope> + Send + '_> =
-                Box::new(due.iter().flat_map(move |(_, f)| self.firing(f, now, true)));
-            let result = self.ledger.append_many(events).await;
+            let mut renderer = Renderer::new(self.ledger.node(), to_cst(now));
+            let events: Box<dyn Iterator<Item = Outgoing> + Send + '_> =
+                Box::new(due.iter().flat_map(move |(_, f)| self.rendered(&mut renderer, f, now)));
+            let result = self.ledger.append_rendered(events).await;
             let stored = match &result {
                 Ok(n) => *n,
                 Err(partial) => partial.stored,
@@ -462,6 +464,23 @@ impl Timers {
             events.push(self.event(fire, &format!("{id}:closed"), EventData::Closed { reason: reason.into() }, now));
         }
         events
+    }
+
+    /// [`Self::firing`] on time, rendered for the wire (the warning or breach without building
+    /// an [`Envelope`]).
+    fn rendered(&self, renderer: &mut Renderer, fire: &Fire, now: Instant) -> Vec<Outgoing> {
+        let kind = match fire.kind {
+            Kind::Warned => "warned",
+            Kind::Breached => "breached",
+        };
+        let id = firing_id(fire.case_id.as_str(), fire.step.name(), fire.due_at, kind);
+        let bytes = renderer.deadline(&id, &fire.case_id, fire.kind, fire.step, fire.due_at, fire.provisional);
+        let event_kind = if fire.kind == Kind::Warned { "deadline_warned" } else { "deadline_breached" };
+        let mut out = vec![self.ledger.outgoing_raw(&fire.case_id, event_kind, &id, bytes.into())];
+        if firing_len(fire, true) == 2 {
+            out.extend(self.firing(fire, now, true).get(1).map(|closed| self.ledger.outgoing(closed)));
+        }
+        out
     }
 
     /// Counts a firing whose events are in the ledger.
