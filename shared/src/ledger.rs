@@ -315,7 +315,7 @@ impl Ledger {
 /// A W3C `traceparent` derived from the event id, so one trace follows a case's event.
 /// The headers of every ledger and outbox message: the id JetStream deduplicates by, the
 /// type, and the trace context derived from the id.
-fn headers(event_id: &str, kind: &str) -> HeaderMap {
+pub fn headers(event_id: &str, kind: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", event_id);
     headers.insert("Xf-Type", kind);

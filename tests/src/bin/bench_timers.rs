@@ -11,17 +11,22 @@
 //!    `deadline_breached` minus its due second; p50 / p99 / max. Peak RSS of the service
 //!    (VmHWM) at the end.
 //!
+//! The floor under the lag, on the same server before and after the burst: the burst's
+//! messages (same subjects, headers and bytes, on a `bench.` stream) as one fast-ingest batch
+//! from this process, with each message's stored time minus the batch's start.
+//!
 //! Usage: `xinfang-bench-timers [--timers N] [--burst B]` after
 //! `cargo build --release --workspace --bins`. Prints a Markdown report.
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use xinfang_deadlines::timers::{arm_into, Armed};
+use xinfang_deadlines::render::Renderer;
+use xinfang_deadlines::timers::{arm_into, firing_id, Armed, Kind};
 use xinfang_shared::event::Step;
 use xinfang_shared::fast_ingest::FastBatch;
-use xinfang_shared::ids::CaseId;
-use xinfang_shared::ledger::APPEND_WINDOW;
+use xinfang_shared::ids::{CaseId, NodeCode};
+use xinfang_shared::ledger::{headers, APPEND_WINDOW};
 use xinfang_shared::projection::{Batch, Projection};
 use xinfang_shared::time::now_cst;
 use xinfang_tests::{node_toml, NatsServer, ServiceProcess};
@@ -104,7 +109,7 @@ async fn main() {
 
     let nats = NatsServer::start(false);
     let (raw_js_secs, event_size) = raw_burst(&nats, burst).await;
-    let raw_fast_secs = raw_fast_burst(&nats, burst).await;
+    let raw_fast = raw_fast_burst(&nats, burst).await;
     let config = dir.path().join("node.toml");
     std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
     let t = Instant::now();
@@ -125,43 +130,34 @@ async fn main() {
     while stream.info().await.expect("stream info").state.messages < burst as u64 && Instant::now() < wait_end {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: "xf.320211.case.*.deadline_breached".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut lags = Vec::with_capacity(burst);
     let due_ns = due_burst.timestamp_nanos_opt().expect("in range") as i128;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lags.len() < burst && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
-            Ok(Some(Ok(m))) => {
-                let info = m.info().expect("jetstream message");
-                lags.push((info.published.unix_timestamp_nanos() - due_ns) as f64 / 1e9);
-            }
-            Ok(Some(Err(e))) => panic!("reading the ledger: {e}"),
-            Ok(None) => break,
-            Err(_) => continue,
-        }
-    }
+    let lags = stored_lags(&js, "XF_CASES_320211", "xf.320211.case.*.deadline_breached", burst, due_ns).await;
     let rss = vm_hwm_mb(service.child.id());
     drop(service);
     assert_eq!(lags.len(), burst, "every timer of the burst fired");
-    lags.sort_by(f64::total_cmp);
+    // the floor again, right after the burst: this machine's speed drifts within a run
+    let raw_after = raw_fast_burst(&nats, burst).await;
 
     println!("| figure | value |");
     println!("| --- | --- |");
     println!("| raw sled inserts/s (same key and value sizes, {keys} inserts, one flush) | {raw:.0} |");
     println!(
-        "| raw JetStream: {burst} acked publishes of {event_size} B with Nats-Msg-Id, {APPEND_WINDOW} in flight, same server | {raw_js_secs:.2} s ({:.0}/s) |",
+        "| raw JetStream: {burst} acked publishes shaped like the burst's ({event_size} B, the ledger's three headers), {APPEND_WINDOW} in flight, same server | {raw_js_secs:.2} s ({:.0}/s) |",
         burst as f64 / raw_js_secs
     );
     println!(
-        "| raw JetStream: the same as one fast-ingest batch (ADR-50), same server | {raw_fast_secs:.2} s ({:.0}/s) |",
-        burst as f64 / raw_fast_secs
+        "| raw JetStream: the same as one fast-ingest batch (ADR-50), same server | {:.2} s ({:.0}/s); stored − start p50 {:.3} s, p99 {:.3} s |",
+        raw_fast.secs,
+        burst as f64 / raw_fast.secs,
+        percentile(&raw_fast.lags, 0.5),
+        percentile(&raw_fast.lags, 0.99)
+    );
+    println!(
+        "| raw JetStream: the same fast-ingest batch again, right after the burst | {:.2} s ({:.0}/s); stored − start p50 {:.3} s, p99 {:.3} s |",
+        raw_after.secs,
+        burst as f64 / raw_after.secs,
+        percentile(&raw_after.lags, 0.5),
+        percentile(&raw_after.lags, 0.99)
     );
     println!("| timers armed | {n} ({burst} due at the same second) |");
     println!(
@@ -182,54 +178,113 @@ async fn main() {
     println!("| peak RSS of xinfang-deadlines (VmHWM) | {rss:.0} MB |");
 }
 
-/// Raw JetStream on the same server, the floor under the burst's lag: `n` acked publishes the
-/// size of a `deadline_breached` event, each with its own `Nats-Msg-Id`, [`APPEND_WINDOW`] in
-/// flight. Returns (seconds, bytes per message).
+/// Firing `i` of a burst as the service sends it: subject, the ledger's headers and the bytes
+/// of its `deadline_breached` (on a `bench.` subject, outside the ledger).
+fn firing(
+    i: usize,
+    renderer: &mut Renderer,
+    due: xinfang_shared::time::Instant,
+) -> (String, async_nats::HeaderMap, bytes::Bytes) {
+    let case = case(i);
+    let id = firing_id(case.as_str(), "acceptance", due, "breached");
+    let payload = renderer.deadline(&id, &case, Kind::Breached, Step::Acceptance, due, false);
+    (format!("bench.320211.case.{case}.deadline_breached"), headers(&id, "deadline_breached"), payload.into())
+}
+
+/// Raw JetStream on the same server, the floor under the burst's lag: `n` acked publishes
+/// shaped like the burst's, [`APPEND_WINDOW`] in flight. Returns (seconds, bytes per message).
 async fn raw_burst(nats: &NatsServer, n: usize) -> (f64, usize) {
-    let js = bench_stream(nats, "BENCH_RAW", "bench.raw.>", false).await;
-    let payload = bytes::Bytes::from(vec![b'x'; 400]);
+    let js = bench_stream(nats, "BENCH_RAW", false).await;
+    let node = NodeCode::parse("320211").expect("node");
+    let mut renderer = Renderer::new(&node, now_cst());
+    let due = now_cst();
+    let messages: Vec<_> = (0..n).map(|i| firing(i, &mut renderer, due)).collect();
+    let size = messages[0].2.len();
     let started = Instant::now();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(APPEND_WINDOW) {
-        let acks = chunk.iter().map(|i| {
-            let (js, payload) = (js.clone(), payload.clone());
+    for chunk in messages.chunks(APPEND_WINDOW) {
+        let acks = chunk.iter().cloned().map(|(subject, headers, payload)| {
+            let js = js.clone();
             async move {
-                js.publish_with_headers(format!("bench.raw.{i}"), firing_headers(*i), payload)
-                    .await
-                    .expect("publish")
-                    .await
-                    .expect("ack");
+                js.publish_with_headers(subject, headers, payload).await.expect("publish").await.expect("ack");
             }
         });
         futures::future::join_all(acks).await;
     }
     let secs = started.elapsed().as_secs_f64();
     js.delete_stream("BENCH_RAW").await.expect("delete");
-    (secs, payload.len())
+    (secs, size)
 }
 
-/// Raw JetStream, the other way the service can append: the same `n` messages as one
-/// fast-ingest batch on a stream that allows it. Returns seconds.
-async fn raw_fast_burst(nats: &NatsServer, n: usize) -> f64 {
-    let js = bench_stream(nats, "BENCH_FAST", "bench.fast.>", true).await;
-    let payload = bytes::Bytes::from(vec![b'x'; 400]);
+/// The fast-ingest floor: seconds for the whole batch, and each message's stored time minus
+/// the batch's start, sorted (the raw counterpart of the firing lag).
+struct RawFast {
+    secs: f64,
+    lags: Vec<f64>,
+}
+
+/// Raw JetStream, the way the service fires: the same `n` messages as one fast-ingest batch
+/// on a stream that allows it, rendered as they are sent (as the service renders them).
+async fn raw_fast_burst(nats: &NatsServer, n: usize) -> RawFast {
+    let js = bench_stream(nats, "BENCH_FAST", true).await;
+    let node = NodeCode::parse("320211").expect("node");
+    let due = now_cst();
+    let mut renderer = Renderer::new(&node, due);
+    let start_ns = chrono::Utc::now().timestamp_nanos_opt().expect("in range") as i128;
     let started = Instant::now();
     let mut batch = FastBatch::open(&js.client(), 500, Duration::from_secs(10)).await.expect("batch");
     for i in 0..n {
-        batch.add(format!("bench.fast.{i}").into(), firing_headers(i), payload.clone()).await.expect("add");
+        let (subject, headers, payload) = firing(i, &mut renderer, due);
+        batch.add(subject.into(), headers, payload).await.expect("add");
     }
     assert_eq!(batch.finish().await.expect("finish"), n as u64);
     let secs = started.elapsed().as_secs_f64();
+    let lags = stored_lags(&js, "BENCH_FAST", "bench.>", n, start_ns).await;
     js.delete_stream("BENCH_FAST").await.expect("delete");
-    secs
+    RawFast { secs, lags }
 }
 
-/// A file stream like the ledger (one-hour duplicate window), with or without fast-ingest
-/// batches.
-async fn bench_stream(nats: &NatsServer, name: &str, subjects: &str, batched: bool) -> async_nats::jetstream::Context {
+/// JetStream's stored time of each of the `n` messages under `filter`, minus `since_ns`
+/// (Unix nanoseconds), in seconds, sorted.
+async fn stored_lags(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: &str,
+    n: usize,
+    since_ns: i128,
+) -> Vec<f64> {
+    let stream = js.get_stream(stream).await.expect("stream");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: filter.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut lags = Vec::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lags.len() < n && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+            Ok(Some(Ok(m))) => {
+                let info = m.info().expect("jetstream message");
+                lags.push((info.published.unix_timestamp_nanos() - since_ns) as f64 / 1e9);
+            }
+            Ok(Some(Err(e))) => panic!("reading {filter}: {e}"),
+            Ok(None) => break,
+            Err(_) => continue,
+        }
+    }
+    lags.sort_by(f64::total_cmp);
+    lags
+}
+
+/// A file stream like the ledger (one-hour duplicate window, `bench.>`), with or without
+/// fast-ingest batches.
+async fn bench_stream(nats: &NatsServer, name: &str, batched: bool) -> async_nats::jetstream::Context {
     let js = nats.jetstream().await;
     js.create_stream(async_nats::jetstream::stream::Config {
         name: name.into(),
-        subjects: vec![subjects.into()],
+        subjects: vec!["bench.>".into()],
         storage: async_nats::jetstream::stream::StorageType::File,
         duplicate_window: Duration::from_secs(3600),
         allow_batch_publish: batched,
@@ -238,13 +293,6 @@ async fn bench_stream(nats: &NatsServer, name: &str, subjects: &str, batched: bo
     .await
     .expect("stream");
     js
-}
-
-/// The message id of firing `i`, shaped like the service's.
-fn firing_headers(i: usize) -> async_nats::HeaderMap {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", format!("320211-20261101-{i:06}:acceptance:1764000000:breached").as_str());
-    headers
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {
