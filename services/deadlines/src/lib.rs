@@ -54,6 +54,11 @@ pub const TRIGGERS: &[&str] = &[
 /// How often due timers are looked for.
 const TICK: Duration = Duration::from_millis(200);
 
+/// How long before a due instant its timers are read into sled's cache ([`Timers::warm`]),
+/// and how many at most (sled's cache is bounded; this stays well inside it).
+const WARM_AHEAD: Duration = Duration::from_secs(2);
+const WARM_MAX: usize = 200_000;
+
 /// Every how many ticks the holiday calendar files are read again (about 5 s).
 const CALENDAR_EVERY: u32 = 25;
 
@@ -121,6 +126,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         tokio::spawn(async move {
             let mut calendar = CalendarWatch::default();
             let mut ticks = 0u32;
+            let mut warmed = None;
             loop {
                 let now = xinfang_shared::time::now_cst();
                 if let Err(e) = timers.fire_due(now).await {
@@ -130,9 +136,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                 if ticks.is_multiple_of(CALENDAR_EVERY) {
                     calendar.poll(&settings, &timers, now).await;
                 }
-                // wake at the next due instant when it comes before the next tick
-                let pause = timers
-                    .next_due()
+                // wake at the next due instant when it comes before the next tick, with its
+                // timers read ahead
+                let next = timers.next_due();
+                let until = next.and_then(|due| (due - xinfang_shared::time::now_cst()).to_std().ok());
+                if let (Some(due), Some(until)) = (next, until) {
+                    if until <= WARM_AHEAD && warmed != Some(due) {
+                        warmed = Some(due);
+                        let timers = timers.clone();
+                        let _ = tokio::task::spawn_blocking(move || timers.warm(due, WARM_MAX)).await;
+                    }
+                }
+                let pause = next
                     .and_then(|due| (due - xinfang_shared::time::now_cst()).to_std().ok())
                     .map_or(TICK, |until| until.min(TICK));
                 tokio::select! {
