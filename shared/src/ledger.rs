@@ -112,30 +112,20 @@ impl Ledger {
     /// A duplicate (same event id inside the window) returns the original's sequence.
     #[tracing::instrument(skip(self, event), fields(case = %event.case_id, kind = %event.kind))]
     pub async fn append(&self, event: &Envelope, expect: Expect) -> Result<u64, AppendError> {
-        let Outgoing { subject, mut headers, payload } = self.outgoing(event);
+        let mut outgoing = self.outgoing(event);
         let last = match expect {
             Expect::Any => None,
             Expect::NewCase => Some(0),
             Expect::LastSeq(seq) => Some(seq),
         };
         if let Some(seq) = last {
-            headers.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
-            headers.insert(
+            outgoing.headers.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
+            outgoing.headers.insert(
                 "Nats-Expected-Last-Subject-Sequence-Subject",
                 subjects::case_filter(&self.node, &event.case_id).as_str(),
             );
         }
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, payload)
-            .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?
-            .await
-            .map_err(|e| match e.kind() {
-                jetstream::context::PublishErrorKind::WrongLastSequence => AppendError::Conflict,
-                _ => AppendError::Unavailable(e.to_string()),
-            })?;
-        Ok(ack.sequence)
+        self.publish(outgoing).await
     }
 
     /// Appends `events` in order, with no per-case condition (each is made idempotent by its
@@ -214,7 +204,8 @@ impl Ledger {
         Outgoing { subject: subjects::case_event(&self.node, case, kind), headers: headers(event_id, kind), payload }
     }
 
-    /// Publishes one rendered event and waits until JetStream has stored it.
+    /// Publishes one rendered event and waits until JetStream has stored it; returns its
+    /// stream sequence (the original's for a duplicate).
     async fn publish(&self, event: Outgoing) -> Result<u64, AppendError> {
         let ack = self
             .js
@@ -222,7 +213,10 @@ impl Ledger {
             .await
             .map_err(|e| AppendError::Unavailable(e.to_string()))?
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+            .map_err(|e| match e.kind() {
+                jetstream::context::PublishErrorKind::WrongLastSequence => AppendError::Conflict,
+                _ => AppendError::Unavailable(e.to_string()),
+            })?;
         Ok(ack.sequence)
     }
 
@@ -312,7 +306,6 @@ impl Ledger {
     }
 }
 
-/// A W3C `traceparent` derived from the event id, so one trace follows a case's event.
 /// The headers of every ledger and outbox message: the id JetStream deduplicates by, the
 /// type, and the trace context derived from the id.
 pub fn headers(event_id: &str, kind: &str) -> HeaderMap {
@@ -323,6 +316,7 @@ pub fn headers(event_id: &str, kind: &str) -> HeaderMap {
     headers
 }
 
+/// A W3C `traceparent` derived from the event id, so one trace follows a case's event.
 fn traceparent(event_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let h = Sha256::digest(event_id.as_bytes());

@@ -486,6 +486,7 @@ impl Timers {
         let event_kind = if fire.kind == Kind::Warned { "deadline_warned" } else { "deadline_breached" };
         let mut out = vec![self.ledger.outgoing_raw(&fire.case_id, event_kind, &id, bytes.into())];
         if firing_len(fire, true) == 2 {
+            // the case's closing after a petitioner's window: rare, built the ordinary way
             out.extend(self.firing(fire, now, true).get(1).map(|closed| self.ledger.outgoing(closed)));
         }
         out
