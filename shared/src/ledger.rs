@@ -138,25 +138,51 @@ impl Ledger {
 
     /// [`Self::append_many`] for events already rendered ([`Self::outgoing`]).
     pub async fn append_rendered(&self, events: impl IntoIterator<Item = Outgoing>) -> Result<usize, Partial> {
+        self.append_rendered_with(events, |_| {}).await
+    }
+
+    /// [`Self::append_rendered`], telling `stored` each time more of the run, counted from
+    /// its first event, is confirmed in the ledger (with a fast-ingest batch, every flow
+    /// acknowledgement: about every 500 events).
+    pub async fn append_rendered_with(
+        &self,
+        events: impl IntoIterator<Item = Outgoing>,
+        stored: impl FnMut(usize),
+    ) -> Result<usize, Partial> {
         if self.batched {
-            self.append_batch(events).await
+            self.append_batch(events, stored).await
         } else {
-            self.append_window(events).await
+            self.append_window(events, stored).await
         }
     }
 
     /// [`Self::append_many`] without batches: [`APPEND_WINDOW`] acknowledged appends at a time.
     pub async fn append_each(&self, events: impl IntoIterator<Item = Envelope>) -> Result<usize, Partial> {
-        self.append_window(events.into_iter().map(|e| self.outgoing(&e))).await
+        self.append_window(events.into_iter().map(|e| self.outgoing(&e)), |_| {}).await
     }
 
-    async fn append_window(&self, events: impl IntoIterator<Item = Outgoing>) -> Result<usize, Partial> {
+    async fn append_window(
+        &self,
+        events: impl IntoIterator<Item = Outgoing>,
+        mut stored: impl FnMut(usize),
+    ) -> Result<usize, Partial> {
         let mut window = futures::stream::FuturesUnordered::new();
         let mut done: Vec<bool> = Vec::new();
+        let mut prefix = 0;
         let mut error = None;
-        let mut settle = |(i, r): (usize, Result<u64, AppendError>), done: &mut Vec<bool>| match r {
-            Ok(_) => done[i] = true,
-            Err(e) => error = Some(e),
+        // records one append's outcome and reports the confirmed prefix when it grows
+        let mut settle = |(i, r): (usize, Result<u64, AppendError>), done: &mut Vec<bool>| {
+            match r {
+                Ok(_) => done[i] = true,
+                Err(e) => error = Some(e),
+            }
+            let before = prefix;
+            while done.get(prefix) == Some(&true) {
+                prefix += 1;
+            }
+            if prefix > before {
+                stored(prefix);
+            }
         };
         for (i, event) in events.into_iter().enumerate() {
             done.push(false);
@@ -176,20 +202,33 @@ impl Ledger {
         }
     }
 
-    async fn append_batch(&self, events: impl IntoIterator<Item = Outgoing>) -> Result<usize, Partial> {
+    async fn append_batch(
+        &self,
+        events: impl IntoIterator<Item = Outgoing>,
+        mut stored: impl FnMut(usize),
+    ) -> Result<usize, Partial> {
         let failed = |stored: u64, e: FastError| Partial {
             stored: stored as usize,
             error: AppendError::Unavailable(e.to_string()),
         };
         let mut batch =
             FastBatch::open(&self.js.client(), FAST_FLOW, Duration::from_secs(10)).await.map_err(|e| failed(0, e))?;
+        let mut reported = 0;
         for event in events {
             if let Err(e) = batch.add(event.subject.into(), event.headers, event.payload).await {
                 return Err(failed(batch.stored(), e));
             }
+            if batch.stored() > reported {
+                reported = batch.stored();
+                stored(reported as usize);
+            }
         }
-        let stored = batch.stored();
-        batch.finish().await.map(|n| n as usize).map_err(|e| failed(stored, e))
+        let confirmed = batch.stored();
+        let n = batch.finish().await.map_err(|e| failed(confirmed, e))?;
+        if n > reported {
+            stored(n as usize);
+        }
+        Ok(n as usize)
     }
 
     /// An event rendered for the wire: its subject, and its message id, type and trace

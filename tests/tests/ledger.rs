@@ -48,8 +48,14 @@ async fn a_run_of_appends_is_one_fast_batch_and_its_repeat_stores_nothing_twice(
     let ledger = Ledger::open(js, node()).await.unwrap();
     assert!(ledger.batched(), "nats-server ≥ 2.14 takes fast-ingest batches");
 
-    assert_eq!(ledger.append_many((0..3000).map(|i| event(i, "first"))).await.unwrap(), 3000);
+    // the run tells how much of it is confirmed as the server acknowledges it
+    let mut reports = Vec::new();
+    let run = (0..3000).map(|i| ledger.outgoing(&event(i, "first")));
+    assert_eq!(ledger.append_rendered_with(run, |n| reports.push(n)).await.unwrap(), 3000);
     assert_eq!(stored(&nats).await, 3000);
+    assert!(reports.len() >= 3, "confirmed in steps, not only at the end: {reports:?}");
+    assert!(reports.windows(2).all(|w| w[0] < w[1]), "each report confirms more: {reports:?}");
+    assert_eq!(reports.last(), Some(&3000));
     // the same run again with ten new events: the duplicates are dropped one by one
     assert_eq!(ledger.append_many((0..3010).map(|i| event(i, "again"))).await.unwrap(), 3010);
     assert_eq!(stored(&nats).await, 3010);

@@ -300,7 +300,7 @@ impl Timers {
 
     /// Fires every timer due at or before `now`, oldest first, in rounds of [`FIRE_ROUND`]:
     /// each round's events go to the ledger as one run of appends
-    /// ([`Ledger::append_many`]), and a timer is forgotten only once its events are in the
+    /// ([`Ledger::append_rendered_with`]), and a timer is forgotten only once its events are in the
     /// ledger — after the whole burst is out, so the store's writes do not slow the firing.
     pub async fn fire_due(&self, now: Instant) -> Result<usize, String> {
         let limit = format!("t/{:016x}0", now.timestamp_millis().max(0) as u64).into_bytes();
@@ -332,21 +332,21 @@ impl Timers {
             let mut renderer = Renderer::new(self.ledger.node(), to_cst(now));
             let events: Box<dyn Iterator<Item = Outgoing> + Send + '_> =
                 Box::new(due.iter().flat_map(move |(_, f)| self.rendered(&mut renderer, f, now)));
-            let result = self.ledger.append_rendered(events).await;
+            // each firing is counted (and its lag observed) as the ledger confirms its events
+            let (mut confirmed, mut events_confirmed) = (0, 0);
+            let result = self
+                .ledger
+                .append_rendered_with(events, |stored| {
+                    self.confirm(&due, &mut confirmed, &mut events_confirmed, stored)
+                })
+                .await;
             let stored = match &result {
                 Ok(n) => *n,
                 Err(partial) => partial.stored,
             };
-            let mut end = 0;
-            for (key, fire) in &due {
-                end += firing_len(fire, true);
-                if end > stored {
-                    break;
-                }
-                self.record(fire, true);
-                forget.push(key.clone());
-                fired += 1;
-            }
+            self.confirm(&due, &mut confirmed, &mut events_confirmed, stored);
+            forget.extend(due[..confirmed].iter().map(|(key, _)| key.clone()));
+            fired += confirmed;
             if let Err(partial) = result {
                 break Err(partial.to_string());
             }
@@ -492,6 +492,20 @@ impl Timers {
         out
     }
 
+    /// Counts the firings of `due`, from `*next` on, whose events are all among the first
+    /// `stored` events of their run (`*events` of them belong to the firings counted so far).
+    fn confirm(&self, due: &[(Vec<u8>, Fire)], next: &mut usize, events: &mut usize, stored: usize) {
+        while let Some((_, fire)) = due.get(*next) {
+            let len = firing_len(fire, true);
+            if *events + len > stored {
+                break;
+            }
+            *events += len;
+            *next += 1;
+            self.record(fire, true);
+        }
+    }
+
     /// Counts a firing whose events are in the ledger.
     fn record(&self, fire: &Fire, on_time: bool) {
         let step = fire.step.name();
@@ -504,7 +518,7 @@ impl Timers {
         };
         self.metrics.fired.with_label_values(&[step, kind]).inc();
         if on_time && fire.kind == Kind::Breached {
-            // measured once the ledger has confirmed the event's round, not when the tick began
+            // measured when the ledger confirms the event (with a batch, within 500 events)
             let lag = (chrono::Utc::now() - fire.due_at.to_utc()).num_milliseconds().max(0) as f64 / 1000.0;
             self.metrics.lag.with_label_values(&[kind]).observe(lag);
         }
