@@ -45,17 +45,13 @@ impl Renderer {
             self.due = Some((due_at, json(&due_at)));
         }
         let due = self.due.as_ref().map(|(_, s)| s.as_str()).unwrap_or_default();
-        let kind = match kind {
-            Kind::Warned => "deadline_warned",
-            Kind::Breached => "deadline_breached",
-        };
         let mut out = Vec::with_capacity(360);
         out.extend_from_slice(br#"{"event_id":"#);
         out.extend_from_slice(json(event_id).as_bytes());
         out.extend_from_slice(br#","case_id":"#);
         out.extend_from_slice(json(case.as_str()).as_bytes());
         out.extend_from_slice(br#","type":""#);
-        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(kind.event_type().as_bytes());
         out.push(b'"');
         out.extend_from_slice(self.middle.as_bytes());
         out.extend_from_slice(due.as_bytes());

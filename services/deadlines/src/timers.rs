@@ -42,6 +42,24 @@ pub enum Kind {
     Breached,
 }
 
+impl Kind {
+    /// Its name in a firing's id and in metrics: `warned`, `breached`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Warned => "warned",
+            Kind::Breached => "breached",
+        }
+    }
+
+    /// The type of the event it appends.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Kind::Warned => "deadline_warned",
+            Kind::Breached => "deadline_breached",
+        }
+    }
+}
+
 /// A scheduled firing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fire {
@@ -453,18 +471,12 @@ impl Timers {
     /// A firing's events: the warning or breach, and for a petitioner's window that runs out
     /// on time, the case's closing.
     fn firing(&self, fire: &Fire, now: Instant, on_time: bool) -> Vec<Envelope> {
-        let step = fire.step.name();
-        let (kind, data) = match fire.kind {
-            Kind::Warned => (
-                "warned",
-                EventData::DeadlineWarned { step: fire.step, due_at: fire.due_at, provisional: fire.provisional },
-            ),
-            Kind::Breached => (
-                "breached",
-                EventData::DeadlineBreached { step: fire.step, due_at: fire.due_at, provisional: fire.provisional },
-            ),
+        let (step, due_at, provisional) = (fire.step, fire.due_at, fire.provisional);
+        let data = match fire.kind {
+            Kind::Warned => EventData::DeadlineWarned { step, due_at, provisional },
+            Kind::Breached => EventData::DeadlineBreached { step, due_at, provisional },
         };
-        let id = firing_id(fire.case_id.as_str(), step, fire.due_at, kind);
+        let id = firing_id(fire.case_id.as_str(), step.name(), due_at, fire.kind.name());
         let mut events = vec![self.event(fire, &id, data, now)];
         if firing_len(fire, on_time) == 2 {
             let reason =
@@ -477,14 +489,9 @@ impl Timers {
     /// [`Self::firing`] on time, rendered for the wire (the warning or breach without building
     /// an [`Envelope`]).
     fn rendered(&self, renderer: &mut Renderer, fire: &Fire, now: Instant) -> Vec<Outgoing> {
-        let kind = match fire.kind {
-            Kind::Warned => "warned",
-            Kind::Breached => "breached",
-        };
-        let id = firing_id(fire.case_id.as_str(), fire.step.name(), fire.due_at, kind);
+        let id = firing_id(fire.case_id.as_str(), fire.step.name(), fire.due_at, fire.kind.name());
         let bytes = renderer.deadline(&id, &fire.case_id, fire.kind, fire.step, fire.due_at, fire.provisional);
-        let event_kind = if fire.kind == Kind::Warned { "deadline_warned" } else { "deadline_breached" };
-        let mut out = vec![self.ledger.outgoing_raw(&fire.case_id, event_kind, &id, bytes.into())];
+        let mut out = vec![self.ledger.outgoing_raw(&fire.case_id, fire.kind.event_type(), &id, bytes.into())];
         if firing_len(fire, true) == 2 {
             // the case's closing after a petitioner's window: rare, built the ordinary way
             out.extend(self.firing(fire, now, true).get(1).map(|closed| self.ledger.outgoing(closed)));
@@ -512,10 +519,7 @@ impl Timers {
         if firing_len(fire, on_time) == 2 {
             self.metrics.fired.with_label_values(&[step, "closed"]).inc();
         }
-        let kind = match fire.kind {
-            Kind::Warned => "warned",
-            Kind::Breached => "breached",
-        };
+        let kind = fire.kind.name();
         self.metrics.fired.with_label_values(&[step, kind]).inc();
         if on_time && fire.kind == Kind::Breached {
             // measured when the ledger confirms the event (with a batch, within 500 events)
