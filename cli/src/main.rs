@@ -10,6 +10,7 @@
 mod demo;
 mod nats_server;
 mod route;
+mod tether;
 mod up;
 
 use std::path::PathBuf;
@@ -56,6 +57,13 @@ enum Command {
         #[arg(long)]
         calendar: Option<PathBuf>,
     },
+    /// Internal (`xinfang up`): run a program and stop it when stdin closes.
+    #[command(hide = true)]
+    Tether {
+        program: std::ffi::OsString,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,6 +88,10 @@ fn main() -> ExitCode {
         }
         Command::Route { command: RouteCommand::Explain { config, petition } } => route::explain(&config, &petition),
         Command::Due { from, period, calendar } => due(&from, &period, calendar),
+        Command::Tether { program, args } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            std::process::exit(runtime.block_on(tether::main(program, args)))
+        }
     }
 }
 

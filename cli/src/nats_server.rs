@@ -75,15 +75,11 @@ pub async fn start(binary: &Path, dir: &Path, node: &str, listen: &str, sync_alw
     let ports_dir = dir.join("ports");
     let _ = std::fs::remove_dir_all(&ports_dir);
     std::fs::create_dir_all(&ports_dir).map_err(|e| e.to_string())?;
-    let child = Command::new(binary)
+    let child = tethered(binary)?
         .arg("-c")
         .arg(&config)
         .arg("--ports_file_dir")
         .arg(&ports_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("starting {}: {e}", binary.display()))?;
     let url = read_port(&ports_dir, host).await?;
@@ -96,17 +92,28 @@ pub async fn start(binary: &Path, dir: &Path, node: &str, listen: &str, sync_alw
 impl Server {
     /// Restarts a server that died, on the same port and store.
     pub async fn restart(&mut self, binary: &Path) -> Result<(), String> {
-        self.child = Command::new(binary)
+        self.child = tethered(binary)?
             .arg("-c")
             .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("restarting nats-server: {e}"))?;
         Ok(())
     }
+}
+
+/// nats-server under `xinfang tether`, whose stdin is a pipe from this process: if `up` dies,
+/// even by SIGKILL, the server stops instead of running on with the node's ports and store.
+fn tethered(binary: &Path) -> Result<Command, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("this executable: {e}"))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("tether")
+        .arg(binary)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    Ok(command)
 }
 
 fn write_config(path: &Path, dir: &Path, node: &str, host: &str, port: i32, sync_always: bool) -> Result<(), String> {

@@ -201,11 +201,6 @@ pub fn directive_id(escalation_id: &str, text: &str, due_at: Instant) -> String 
     format!("{escalation_id}:directive:{}", hex::encode(&h[..6]))
 }
 
-/// The rungs a case already climbed, by id (for idempotency beyond the duplicate window).
-pub fn recorded(events: &[Envelope], id: &str) -> bool {
-    events.iter().any(|e| e.event_id == id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

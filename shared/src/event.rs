@@ -99,6 +99,14 @@ impl Envelope {
     }
 }
 
+/// Whether `events` already hold one of `own_ids`: how a service recognises its own answer to a
+/// trigger — by the ids it derives for what it writes ([`Envelope::caused_id`]), never by "some
+/// event names the trigger as its cause". Several services answer the same trigger (routing
+/// and notification both answer `registered`); one's answer must not silence another's.
+pub fn answered<S: AsRef<str>>(events: &[Envelope], own_ids: &[S]) -> bool {
+    events.iter().any(|e| own_ids.iter().any(|id| e.event_id == id.as_ref()))
+}
+
 /// A case's events up to and including the one with id `event_id` (all of them if it is not
 /// there): the case as it stood when that event was written.
 pub fn until<'a>(events: &'a [Envelope], event_id: &str) -> &'a [Envelope] {
@@ -432,6 +440,19 @@ mod tests {
             None,
             data,
         )
+    }
+
+    #[test]
+    fn an_answer_is_recognised_by_its_own_id_not_by_its_cause() {
+        let trigger = env(EventData::Accepted { organ_id: OrganId::parse("320211-zjj").unwrap() });
+        let mut foreign = env(EventData::Closed { reason: "withdrawn".into() });
+        foreign.event_id = trigger.caused_id("someone_else");
+        foreign.causation_id = Some(trigger.event_id.clone());
+        let own = [trigger.caused_id("routed"), trigger.caused_id("forwarded")];
+        assert!(!answered(&[trigger.clone(), foreign.clone()], &own), "another service's answer is not ours");
+        let mut mine = foreign.clone();
+        mine.event_id = trigger.caused_id("forwarded");
+        assert!(answered(&[trigger, foreign, mine], &own));
     }
 
     #[test]

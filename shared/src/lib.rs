@@ -3,7 +3,9 @@
 //! # Layout
 //! - Domain, pure: [`ids`] (newtypes that parse), [`petition`] (validation), [`event`]
 //!   (the ledger's events), [`state`] (the case state machine), [`calendar`] (the
-//!   regulation's clock), [`time`], [`error`] (wire errors), [`subjects`].
+//!   regulation's clock), [`time`], [`error`] (wire errors), [`subjects`]; [`fixtures`]:
+//!   ready-made events for the services' unit tests (always built, so a test build does not
+//!   compile this crate a second time with a feature on).
 //! - Plumbing: [`config`] (node file), [`ledger`] (JetStream append/read),
 //!   [`consumer`] (durable consumer loop), [`projection`] (sled), [`ops`] (metrics and
 //!   health), [`runtime`] (logging, signals, NATS connection).
@@ -19,6 +21,7 @@ pub mod error;
 pub mod escalation;
 pub mod event;
 pub mod fast_ingest;
+pub mod fixtures;
 pub mod ids;
 pub mod ledger;
 pub mod notice;

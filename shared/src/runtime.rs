@@ -35,6 +35,33 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
+/// Set by `xinfang up` on its children: their stdin is a pipe from `up`, and its end (`up` is
+/// gone, even by SIGKILL) stops them, so no service runs on as an orphan holding its port and
+/// its sled lock.
+pub const TETHER_ENV: &str = "XF_TETHERED";
+
+/// How long a child whose parent is gone gets to stop cleanly before it exits anyway (its
+/// writes are acknowledged only once durable, so exiting is safe).
+pub const TETHER_GRACE: Duration = Duration::from_secs(3);
+
+/// When [`TETHER_ENV`] is set: cancels `token` once stdin reaches its end, and exits the process
+/// [`TETHER_GRACE`] later if it is still running.
+pub fn stop_with_parent(token: CancellationToken) {
+    if std::env::var_os(TETHER_ENV).is_none() {
+        return;
+    }
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        tracing::warn!("the parent process is gone (stdin closed); stopping");
+        token.cancel();
+        std::thread::sleep(TETHER_GRACE);
+        std::process::exit(1);
+    });
+}
+
 /// Keeps `live` equal to the holiday schedules under `settings.calendar.path` until `shutdown`
 /// (DOMAIN.md: operators load next year's schedule each November), re-reading them every
 /// [`CALENDAR_POLL`]. (The deadlines service has its own watch: it also recomputes
@@ -142,6 +169,7 @@ where
     runtime.block_on(async move {
         init_telemetry(&settings.log);
         let shutdown = shutdown_on_signals();
+        stop_with_parent(shutdown.clone());
         match run(settings, config, shutdown).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

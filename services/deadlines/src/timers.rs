@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use xinfang_shared::calendar::Calendar;
 use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::dues::{open_steps, warn_at, Policy};
-use xinfang_shared::event::{Actor, Envelope, EventData, Step};
+use xinfang_shared::event::{self, Actor, Envelope, EventData, Step};
 use xinfang_shared::ids::CaseId;
 use xinfang_shared::ledger::{Expect, Ledger, Outgoing, DUPLICATE_WINDOW};
 use xinfang_shared::projection::{Batch, Projection, Tree};
@@ -152,6 +152,11 @@ fn firing_len(fire: &Fire, on_time: bool) -> usize {
 /// Removes fired timers from the store, [`FORGET_CHUNK`] keys per write with a pause between:
 /// sled holds a fast run of removals in memory until its flusher catches up — about 100 MB
 /// more for a burst of 100,000 removed without pauses.
+/// The events of a firing that the case's events `have` do not hold under their own ids.
+fn missing(firing: Vec<Envelope>, have: &[Envelope]) -> Vec<Envelope> {
+    firing.into_iter().filter(|e| !event::answered(have, &[&e.event_id])).collect()
+}
+
 async fn forget_all(tree: &Tree, keys: Vec<Vec<u8>>) -> Result<(), String> {
     for chunk in keys.chunks(FORGET_CHUNK) {
         let mut batch = Batch::default();
@@ -431,18 +436,9 @@ impl Timers {
         let mut fired = 0;
         for (key, fire) in covered {
             if let Some(fire) = fire {
-                let have: Vec<String> = self
-                    .ledger
-                    .events(&fire.case_id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
-                    .map(|e| e.event_id)
-                    .collect();
-                for event in self.firing(&fire, now, true) {
-                    if !have.contains(&event.event_id) {
-                        self.ledger.append(&event, Expect::Any).await.map_err(|e| e.to_string())?;
-                    }
+                let have = self.ledger.events(&fire.case_id).await.map_err(|e| e.to_string())?;
+                for event in missing(self.firing(&fire, now, true), &have) {
+                    self.ledger.append(&event, Expect::Any).await.map_err(|e| e.to_string())?;
                 }
                 self.record(&fire, true);
                 fired += 1;
@@ -552,5 +548,34 @@ impl Timers {
     async fn append(&self, fire: &Fire, id: &str, data: EventData, now: Instant) -> Result<(), String> {
         let event = self.event(fire, id, data, now);
         self.ledger.append(&event, Expect::Any).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xinfang_shared::fixtures;
+
+    /// Issue 14: escalation's answer to a breach (caused by it) is not the case's closing that
+    /// the same firing owes; only the firing's own ids count.
+    #[test]
+    fn another_services_answer_to_the_same_event_does_not_count() {
+        let registered = fixtures::registered("01REG", fixtures::at(2, 9));
+        let due = fixtures::at(20, 23);
+        let id = firing_id(registered.case_id.as_str(), "review_window", due, "breached");
+        let data = |step| EventData::DeadlineBreached { step, due_at: due, provisional: false };
+        let breach = fixtures::event(&id, due, "deadlines", None, data(Step::ReviewWindow));
+        let closed = fixtures::event(
+            &format!("{id}:closed"),
+            due,
+            "deadlines",
+            None,
+            EventData::Closed { reason: "review_window_expired".into() },
+        );
+        let mut foreign = fixtures::notified(&breach, "supervision_notice");
+        foreign.event_id = breach.caused_id("supervision");
+        let have = vec![registered, breach.clone(), foreign];
+        let left = missing(vec![breach, closed], &have);
+        assert_eq!(left.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), [format!("{id}:closed")]);
     }
 }

@@ -13,7 +13,7 @@ use xinfang_shared::calendar::LiveCalendar;
 use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::escalation::{self, directive_id, Ack, Directive, Notice};
-use xinfang_shared::event::{Actor, Envelope, EscalationLevel, EventData, Step};
+use xinfang_shared::event::{self, Actor, Envelope, EscalationLevel, EventData, Step};
 use xinfang_shared::ids::{CaseId, NodeCode};
 use xinfang_shared::ledger::{Expect, Ledger};
 use xinfang_shared::projection::{Batch, Projection};
@@ -267,9 +267,9 @@ impl Inbox {
             Some(m.event_id.clone()),
             data,
         );
-        match self.ledger.history(&m.case_id).await {
+        match self.ledger.events(&m.case_id).await {
             Ok(h) if h.is_empty() => return Outcome::Reject(format!("{} for unknown case {}", m.kind, m.case_id)),
-            Ok(h) if h.iter().any(|s| s.event.event_id == event.event_id) => return Outcome::Done,
+            Ok(h) if event::answered(&h, &[&event.event_id]) => return Outcome::Done,
             Ok(_) => {}
             Err(e) => return Outcome::Retry(e.to_string()),
         }

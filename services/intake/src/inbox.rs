@@ -4,9 +4,16 @@
 //! look at the case's history.
 
 use xinfang_shared::consumer::{Delivery, Outcome};
-use xinfang_shared::event::{Actor, Envelope, EventData};
+use xinfang_shared::event::{self, Actor, Envelope, EventData};
 use xinfang_shared::ledger::{Expect, Ledger};
 use xinfang_shared::transfer::Transfer;
+
+const TRANSFERRED_IN: &str = "transferred_in";
+
+/// Whether the case's `events` already hold the `transferred_in` of transfer `message`.
+fn received(message: &Envelope, events: &[Envelope]) -> bool {
+    event::answered(events, &[message.caused_id(TRANSFERRED_IN)])
+}
 
 /// Records one transfer as `transferred_in`.
 pub async fn receive(ledger: &Ledger, d: Delivery) -> Outcome {
@@ -19,7 +26,7 @@ pub async fn receive(ledger: &Ledger, d: Delivery) -> Outcome {
         return Outcome::Reject(format!("transfer for node {} arrived at {}", transfer.to_node, ledger.node()));
     }
     let event = Envelope::new(
-        message.caused_id("transferred_in"),
+        message.caused_id(TRANSFERRED_IN),
         message.case_id.clone(),
         ledger.node().clone(),
         xinfang_shared::time::to_cst(chrono::Utc::now().fixed_offset()),
@@ -31,8 +38,8 @@ pub async fn receive(ledger: &Ledger, d: Delivery) -> Outcome {
             organ_id: transfer.organ_id,
         },
     );
-    match ledger.history(&message.case_id).await {
-        Ok(h) if h.iter().any(|s| s.event.event_id == event.event_id) => return Outcome::Done,
+    match ledger.events(&message.case_id).await {
+        Ok(events) if received(&message, &events) => return Outcome::Done,
         Ok(_) => {}
         Err(e) => return Outcome::Retry(e.to_string()),
     }
@@ -42,5 +49,25 @@ pub async fn receive(ledger: &Ledger, d: Delivery) -> Outcome {
             Outcome::Done
         }
         Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xinfang_shared::fixtures;
+
+    /// Issue 14: only intake's own `transferred_in` answers a transfer, not any event that
+    /// names the transfer as its cause.
+    #[test]
+    fn another_services_answer_to_the_same_message_does_not_count() {
+        let registered = fixtures::registered("01REG", fixtures::at(2, 9));
+        let mut transfer = registered.clone();
+        transfer.event_id = registered.caused_id("transfer");
+        let foreign = fixtures::notified(&transfer, "receipt");
+        assert!(!received(&transfer, &[registered.clone(), foreign.clone()]));
+        let mut mine = foreign.clone();
+        mine.event_id = transfer.caused_id(TRANSFERRED_IN);
+        assert!(received(&transfer, &[registered, foreign, mine]));
     }
 }

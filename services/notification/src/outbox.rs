@@ -21,7 +21,7 @@ use xinfang_shared::calendar::LiveCalendar;
 use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::dues::{open_dues, Policy};
-use xinfang_shared::event::{until, Actor, Envelope, EventData};
+use xinfang_shared::event::{self, until, Actor, Envelope, EventData};
 use xinfang_shared::ids::{CaseId, OrganId};
 use xinfang_shared::ledger::{Expect, Ledger};
 use xinfang_shared::notice::{mask_address, plan, Planned, Recipient};
@@ -89,10 +89,10 @@ fn key(id: &str) -> Vec<u8> {
     format!("o/{id}").into_bytes()
 }
 
-/// Whether `events` already hold the outcome (`notified` or `notification_failed`) of notice `id`.
+/// Whether `events` already hold the outcome (`notified` or `notification_failed`) of notice
+/// `id`, under the outcome's own ids (other services answer the notice's cause too).
 fn outcome_recorded(events: &[Envelope], id: &str) -> bool {
-    let done = [format!("{id}:notified"), format!("{id}:failed")];
-    events.iter().any(|e| done.contains(&e.event_id))
+    event::answered(events, &[format!("{id}:notified"), format!("{id}:failed")])
 }
 
 fn now_ms() -> i64 {
@@ -369,6 +369,20 @@ pub fn duration(s: Option<&str>, default: Duration, field: &str) -> Result<Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xinfang_shared::fixtures;
+
+    /// Issue 14: routing's `routed` for the same `registered` is no outcome of the receipt.
+    #[test]
+    fn another_services_answer_to_the_same_event_does_not_count() {
+        let registered = fixtures::registered("01REG", fixtures::at(2, 9));
+        let routed = fixtures::routed(&registered, fixtures::at(2, 10));
+        let receipt = registered.caused_id("receipt:petitioner");
+        assert!(!outcome_recorded(&[registered.clone(), routed.clone()], &receipt));
+        let assignment = fixtures::notified(&registered, "assignment");
+        assert!(!outcome_recorded(&[registered.clone(), routed.clone(), assignment.clone()], &receipt));
+        let notified = fixtures::notified(&registered, "receipt");
+        assert!(outcome_recorded(&[registered, routed, assignment, notified], &receipt));
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_a_cap() {

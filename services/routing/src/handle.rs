@@ -1,11 +1,12 @@
-//! One ledger event → at most one routing decision on record. Idempotent: an event already
-//! answered (an event in the case caused by it) is acked without writing; the outputs carry
-//! ids derived from the cause, so a re-publish after a crash is dropped by the stream.
+//! One ledger event → at most one routing decision on record. Idempotent: the outputs carry
+//! ids derived from the cause, so a re-publish after a crash is dropped by the stream, and an
+//! event whose answer (`routed` or `forwarded` under those ids) is already in the case is acked
+//! without writing. Only routing's own ids count: other services answer the same events.
 
 use chrono::Utc;
 use xinfang_shared::calendar::Period;
 use xinfang_shared::consumer::{Delivery, Outcome};
-use xinfang_shared::event::{Actor, Envelope, EventData};
+use xinfang_shared::event::{self, Actor, Envelope, EventData};
 use xinfang_shared::ids::{NodeCode, OrganId};
 use xinfang_shared::ledger::{Expect, Ledger};
 use xinfang_shared::routing::{Decision, History, Router};
@@ -32,7 +33,7 @@ impl Routing {
             Err(e) => return Outcome::Retry(e.to_string()),
         };
         let events: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
-        if events.iter().any(|e| e.causation_id.as_deref() == Some(cause.event_id.as_str())) {
+        if answered(&cause, &events) {
             self.metrics.skipped.inc();
             return Outcome::Done;
         }
@@ -138,6 +139,16 @@ impl Routing {
     }
 }
 
+/// Routing's answers to `cause`: its `routed` or `forwarded`, under their derived ids.
+fn own_answers(cause: &Envelope) -> [String; 2] {
+    [cause.caused_id("routed"), cause.caused_id("forwarded")]
+}
+
+/// Whether the case's `events` already hold routing's answer to `cause`.
+fn answered(cause: &Envelope, events: &[Envelope]) -> bool {
+    event::answered(events, &own_answers(cause))
+}
+
 /// The organ a `transferred_in` names.
 fn named_organ(cause: &Envelope) -> Option<OrganId> {
     match cause.data() {
@@ -160,4 +171,25 @@ fn history_of(events: &[Envelope]) -> History {
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xinfang_shared::fixtures;
+
+    /// Issue 14: notification's receipt for `registered` was in the case first (routing was
+    /// down), and routing took it for its own answer: the case was never routed.
+    #[test]
+    fn another_services_answer_to_the_same_event_does_not_count() {
+        let registered = fixtures::registered("01REG", fixtures::at(2, 9));
+        let receipt = fixtures::notified(&registered, "receipt");
+        assert_eq!(receipt.causation_id.as_deref(), Some("01REG"));
+        assert!(!answered(&registered, &[registered.clone(), receipt.clone()]));
+        let routed = fixtures::routed(&registered, fixtures::at(2, 10));
+        assert!(answered(&registered, &[registered.clone(), receipt.clone(), routed]));
+        let mut forwarded = receipt.clone();
+        forwarded.event_id = registered.caused_id("forwarded");
+        assert!(answered(&registered, &[registered.clone(), receipt, forwarded]));
+    }
 }
