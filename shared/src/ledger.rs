@@ -288,50 +288,7 @@ impl Ledger {
 
     /// Every stored message under `filter`, oldest first, as events.
     pub async fn read_filtered(&self, filter: String) -> Result<Vec<Stored>, ReadError> {
-        let err = |e: &dyn std::fmt::Display| ReadError(e.to_string());
-        let stream = self.js.get_stream_no_info(&self.stream).await.map_err(|e| err(&e))?;
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subject: filter,
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                replay_policy: consumer::ReplayPolicy::Instant,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(&e))?;
-        let total = consumer.cached_info().num_pending as usize;
-        let name = consumer.cached_info().name.clone();
-        let mut out = Vec::with_capacity(total);
-        let mut seen = 0;
-        while seen < total {
-            let mut batch = consumer
-                .fetch()
-                .max_messages(total - seen)
-                .expires(Duration::from_secs(2))
-                .messages()
-                .await
-                .map_err(|e| err(&e))?;
-            let before = seen;
-            while let Some(msg) = batch.next().await {
-                let msg = msg.map_err(|e| err(&e))?;
-                let seq = msg.info().map_err(|e| err(&e))?.stream_sequence;
-                seen += 1;
-                match Envelope::from_slice(&msg.payload) {
-                    Ok(event) => out.push(Stored { seq, event }),
-                    Err(e) => {
-                        tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry")
-                    }
-                }
-            }
-            if seen == before {
-                return Err(ReadError("the ledger stopped delivering a case's history".into()));
-            }
-        }
-        let _ = stream.delete_consumer(&name).await;
-        Ok(out)
+        read_stream(&self.js, &self.stream, filter).await
     }
 
     /// Whether the case already has an event of type `kind` in this ledger.
@@ -343,6 +300,55 @@ impl Ledger {
             Err(e) => Err(ReadError(e.to_string())),
         }
     }
+}
+
+/// Every stored message of stream `name` under `filter` (empty: all), oldest first, as events
+/// (the ledger, an outbox, an inbox).
+pub async fn read_stream(js: &Context, name: &str, filter: String) -> Result<Vec<Stored>, ReadError> {
+    let err = |e: &dyn std::fmt::Display| ReadError(e.to_string());
+    let stream = js.get_stream_no_info(name).await.map_err(|e| err(&e))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            filter_subject: filter,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            replay_policy: consumer::ReplayPolicy::Instant,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))?;
+    let total = consumer.cached_info().num_pending as usize;
+    let name = consumer.cached_info().name.clone();
+    let mut out = Vec::with_capacity(total);
+    let mut seen = 0;
+    while seen < total {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(total - seen)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .map_err(|e| err(&e))?;
+        let before = seen;
+        while let Some(msg) = batch.next().await {
+            let msg = msg.map_err(|e| err(&e))?;
+            let seq = msg.info().map_err(|e| err(&e))?.stream_sequence;
+            seen += 1;
+            match Envelope::from_slice(&msg.payload) {
+                Ok(event) => out.push(Stored { seq, event }),
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry")
+                }
+            }
+        }
+        if seen == before {
+            return Err(ReadError("the ledger stopped delivering a case's history".into()));
+        }
+    }
+    let _ = stream.delete_consumer(&name).await;
+    Ok(out)
 }
 
 /// The headers of every ledger and outbox message: the id JetStream deduplicates by, the

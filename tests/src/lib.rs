@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod browser;
+pub mod invariants;
+pub mod procs;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
