@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod invariants;
 pub mod procs;
+pub mod up;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
