@@ -11,3 +11,8 @@ cargo test --release --workspace
 ACCEPTANCE_FILES=(test_intake.py test_lifecycle_ops.py test_routing.py test_lifecycle.py test_deadlines.py test_notification.py)
 export XINFANG_BIN=${XINFANG_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/xinfang}
 ../shared/acceptance/run.sh "${ACCEPTANCE_FILES[@]}"
+# A short fault campaign (issue 14): fixed seeds, SIGKILLs, nats-server kills, lost stores;
+# every ledger invariant must hold (docs/reliability.md has the long one).
+for seed in 1 2; do
+  "${CARGO_TARGET_DIR:-$PWD/target}/release/xinfang-chaos" --seed "$seed" --minutes 1.25 --rate 4 --fault-every 6
+done

@@ -20,6 +20,12 @@ use crate::nats_server;
 /// The services of a node, in start order. Those not built yet are skipped.
 pub const SERVICES: &[&str] = &["intake", "routing", "deadlines", "escalation", "notification"];
 
+/// The wait before restarting a service that died, doubled for each death in a row.
+const RESTART_FIRST: Duration = Duration::from_millis(500);
+
+/// How long a service must have run for its next death to count as the first in a row.
+const RESTART_RESET: Duration = Duration::from_secs(10);
+
 /// How long children get between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -230,11 +236,13 @@ async fn supervise(
             if shutdown.is_cancelled() {
                 return;
             }
-            if s.started.elapsed() > Duration::from_secs(60) {
+            // a service that ran a while before it died starts over at the shortest wait; one
+            // that keeps dying at start waits twice as long each time, up to 30 s
+            if s.started.elapsed() > RESTART_RESET {
                 s.failures = 0;
             }
             s.failures += 1;
-            let wait = Duration::from_secs((1u64 << s.failures.min(5)).min(30));
+            let wait = (RESTART_FIRST * (1u32 << (s.failures - 1).min(6))).min(Duration::from_secs(30));
             tracing::error!(service = s.name, %status, restart_in = ?wait, "service exited; restarting");
             s.child = None;
             tokio::select! {

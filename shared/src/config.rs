@@ -99,7 +99,7 @@ pub struct NodeSection {
 }
 
 /// `[nats]`: the node's NATS server.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct NatsSection {
     /// Empty: `xinfang up` starts its own server.
     #[serde(default)]
@@ -119,10 +119,44 @@ pub struct NatsSection {
     /// For `xinfang up`'s own server: client listen address (default a free port on 127.0.0.1).
     #[serde(default)]
     pub listen: Option<String>,
+    /// JetStream domain of this node's own server (DESIGN.md §10); default `xf` + node code.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// On a parent node: where its children's leaf links arrive (`host:port`). Such a node
+    /// hosts `XF_ROUTES`, sourcing the outboxes of its peers other than its own parent.
+    #[serde(default)]
+    pub leaf_listen: Option<String>,
+    /// On a child node: the parent's leaf listeners (`nats-leaf://host:port`; several for a
+    /// clustered hub).
+    #[serde(default)]
+    pub parent_urls: Vec<String>,
+    /// On a child node: the `.creds` file (or `user:password` file) its leaf link presents to
+    /// the parent.
+    #[serde(default)]
+    pub leaf_credentials: Option<PathBuf>,
+    /// Seconds between pings on the leaf link: a silent cut is noticed after two missed ones.
+    #[serde(default = "default_ping")]
+    pub ping_interval: u64,
+}
+
+fn default_ping() -> u64 {
+    2
+}
+
+impl Default for NatsSection {
+    /// The same defaults as a `[nats]` section with no keys.
+    fn default() -> Self {
+        toml::from_str("").expect("every key has a default")
+    }
 }
 
 fn yes() -> bool {
     true
+}
+
+/// The JetStream domain a node has unless its file names one: `xf` + its code.
+pub fn default_domain(code: &str) -> String {
+    format!("xf{code}")
 }
 
 /// `[store]`: where the service keeps its sled projection.
@@ -244,6 +278,9 @@ pub struct Peer {
     pub name: String,
     #[serde(default)]
     pub divisions: Vec<String>,
+    /// The peer's JetStream domain when it runs its own server (default `xf` + its code).
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 /// `[[categories]]`: matter categories (事项分类).
@@ -365,6 +402,25 @@ impl Settings {
                 }
             }
         }
+        let domains = self.nats.domain.iter().map(|d| ("nats.domain".to_string(), d));
+        let peer_domains = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.domain.as_ref().map(|d| (format!("peers[{i}].domain"), d)));
+        for (key, d) in domains.chain(peer_domains) {
+            if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return bad(&key, format!("{d:?}: letters, digits, '_' and '-' only"));
+            }
+        }
+        if !self.nats.parent_urls.is_empty() && self.node.parent.is_none() {
+            return bad("nats.parent_urls", "a node with parent links needs node.parent".into());
+        }
+        for (i, u) in self.nats.parent_urls.iter().enumerate() {
+            if !u.starts_with("nats-leaf://") && !u.starts_with("nats://") && !u.starts_with("tls://") {
+                return bad(&format!("nats.parent_urls[{i}]"), format!("{u:?}: expected nats-leaf://host:port"));
+            }
+        }
         for (i, o) in self.organs.iter().enumerate() {
             if let Err(e) = OrganId::parse(&o.id) {
                 return bad(&format!("organs[{i}].id"), e.0);
@@ -403,6 +459,46 @@ impl Settings {
     /// This node's code.
     pub fn node_code(&self) -> NodeCode {
         NodeCode::parse(&self.node.code).expect("checked at load")
+    }
+
+    /// This node's JetStream domain.
+    pub fn domain(&self) -> String {
+        self.nats.domain.clone().unwrap_or_else(|| default_domain(&self.node.code))
+    }
+
+    /// Whether this node runs as its own server in a city of leaf links (DESIGN.md §10),
+    /// rather than sharing one server with other nodes (§6, development and tests).
+    pub fn linked(&self) -> bool {
+        self.nats.leaf_listen.is_some() || !self.nats.parent_urls.is_empty()
+    }
+
+    /// The JetStream domain of node `code`: this node's, or a peer's.
+    pub fn domain_of(&self, code: &NodeCode) -> String {
+        if code.as_str() == self.node.code {
+            return self.domain();
+        }
+        self.peers
+            .iter()
+            .find(|p| p.code == code.as_str())
+            .and_then(|p| p.domain.clone())
+            .unwrap_or_else(|| default_domain(code.as_str()))
+    }
+
+    /// On a node hosting `XF_ROUTES`: the children whose outboxes it sources (its peers other
+    /// than its own parent).
+    pub fn children(&self) -> Vec<NodeCode> {
+        if self.nats.leaf_listen.is_none() {
+            return vec![];
+        }
+        let mut nodes: Vec<NodeCode> = self
+            .peers
+            .iter()
+            .filter(|p| Some(p.code.as_str()) != self.node.parent.as_deref() && p.code != self.node.code)
+            .filter_map(|p| NodeCode::parse(&p.code).ok())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
     }
 
     /// The nodes whose outboxes feed this node's inbox: the peers and the parent.

@@ -405,38 +405,6 @@ pub async fn provision(js: &Context, node: &NodeCode) -> Result<bool, ReadError>
     Ok(batched)
 }
 
-/// Creates or updates `XF_INBOX_N`, sourcing from each peer's outbox the subjects addressed to
-/// this node (single-server layout of DESIGN.md §6). The source list is reconciled, never
-/// appended to, so a restart with the same peers changes nothing.
-pub async fn provision_inbox(js: &Context, node: &NodeCode, peers: &[NodeCode]) -> Result<(), ReadError> {
-    let mut sources: Vec<stream::Source> = peers
-        .iter()
-        .filter(|p| *p != node)
-        .map(|peer| stream::Source {
-            name: subjects::outbox_stream(peer),
-            filter_subject: Some(format!("xf.{peer}.out.{node}.>")),
-            ..Default::default()
-        })
-        .collect();
-    sources.sort_by(|a, b| a.name.cmp(&b.name));
-    sources.dedup_by(|a, b| a.name == b.name);
-    ensure_stream(
-        js,
-        stream::Config {
-            name: subjects::inbox_stream(node),
-            description: Some(format!("messages for node {node} from other nodes")),
-            subjects: vec![],
-            storage: stream::StorageType::File,
-            duplicate_window: DUPLICATE_WINDOW,
-            sources: Some(sources),
-            allow_direct: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .map(|_| ())
-}
-
 /// How long a query code is kept for the receipt notice (KV `XF_CODES_N`).
 pub const QUERY_CODE_DAYS: u64 = 30;
 

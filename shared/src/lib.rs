@@ -6,7 +6,7 @@
 //!   regulation's clock), [`time`], [`error`] (wire errors), [`subjects`]; [`fixtures`]:
 //!   ready-made events for the services' unit tests (always built, so a test build does not
 //!   compile this crate a second time with a feature on).
-//! - Plumbing: [`config`] (node file), [`ledger`] (JetStream append/read),
+//! - Plumbing: [`config`] (node file), [`ledger`] (JetStream append/read), [`links`] (cross-node streams),
 //!   [`consumer`] (durable consumer loop), [`projection`] (sled), [`ops`] (metrics and
 //!   health), [`runtime`] (logging, signals, NATS connection).
 #![forbid(unsafe_code)]
@@ -24,6 +24,7 @@ pub mod fast_ingest;
 pub mod fixtures;
 pub mod ids;
 pub mod ledger;
+pub mod links;
 pub mod notice;
 pub mod ops;
 pub mod petition;

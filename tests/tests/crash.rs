@@ -4,14 +4,13 @@
 //! of `xinfang_tests::invariants` holds — all 120 routed once each, every due timer fired once,
 //! every escalation and notice once. And SIGKILL of `xinfang up` leaves no process behind.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use xinfang_tests::invariants::{caught_up, check_node, Expectations};
-use xinfang_tests::{binary, node_toml, petition_by, procs, TestNode};
+use xinfang_tests::up::{comm, UpNode};
+use xinfang_tests::{node_toml, petition_by, procs, TestNode};
 
 /// Short periods, so that the acceptance timers of every case fire within the test.
 const PERIODS: &str = r#"
@@ -102,26 +101,15 @@ fn sigkill_of_xinfang_up_leaves_no_process_within_5_s() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("node.toml");
     std::fs::write(&config, node_toml("320211", "", "")).unwrap();
-    let mut up = Command::new(binary("xinfang"))
-        .args(["up", "--config"])
-        .arg(&config)
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .env("XF_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("xinfang up");
-    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
-    let ready = lines.next().expect("a ready line").expect("read");
-    assert!(ready.contains(r#""ready":true"#), "{ready}");
-    let children = procs::descendants(up.id() as i32);
+    let mut up = UpNode::start(&config, &dir.path().join("data"));
+    let children = procs::descendants(up.child.id() as i32);
     let names: Vec<&str> = children.iter().map(|(_, c)| c.as_str()).collect();
-    for expected in ["nats-server", "xinfang-intake", "xinfang-routing", "xinfang-deadlin", "xinfang-escalat"] {
-        assert!(names.contains(&expected), "{expected} not among {names:?}");
+    for service in ["intake", "routing", "deadlines", "escalation", "notification"] {
+        assert!(names.contains(&comm(service).as_str()), "{service} not among {names:?}");
     }
-    kill(Pid::from_raw(up.id() as i32), Signal::SIGKILL).unwrap();
-    let _ = up.wait();
+    assert!(names.contains(&"nats-server"), "nats-server not among {names:?}");
+    kill(Pid::from_raw(up.child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = up.child.wait();
     let killed = Instant::now();
     while children.iter().any(|(pid, _)| procs::alive(*pid)) {
         let left: Vec<_> = children.iter().filter(|(pid, _)| procs::alive(*pid)).collect();

@@ -212,7 +212,6 @@ impl Inbox {
                             self.metrics.received.with_label_values(&[m.node.as_str(), level_name(notice.level)]).inc();
                             tracing::info!(case = %m.case_id, child = %m.node, "escalation received");
                         }
-                        self.refresh_gauges(now_cst());
                         Outcome::Done
                     }
                     Err(e) => Outcome::Retry(e.to_string()),
@@ -314,10 +313,7 @@ impl Inbox {
             _ => {}
         }
         match self.answers.apply(d.seq, batch).await {
-            Ok(_) => {
-                self.refresh_gauges(now_cst());
-                Outcome::Done
-            }
+            Ok(_) => Outcome::Done,
             Err(e) => Outcome::Retry(e.to_string()),
         }
     }

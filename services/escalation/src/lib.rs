@@ -33,15 +33,20 @@ use xinfang_shared::calendar::LiveCalendar;
 use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
 use xinfang_shared::escalation::{self as esc, Ladder};
-use xinfang_shared::ledger::{self, Ledger};
+use xinfang_shared::ledger::Ledger;
 use xinfang_shared::ops::{self, Readiness};
 use xinfang_shared::projection::Projection;
 use xinfang_shared::time::now_cst;
-use xinfang_shared::{runtime, subjects, CancellationToken};
+use xinfang_shared::{links, runtime, subjects, CancellationToken};
 
 use crate::inbox::Inbox;
 use crate::ladder::Climb;
 use crate::metrics::Metrics;
+
+/// How often the open-escalation gauges are recounted. Not on every message: a recount lists
+/// the whole inbox, and a city office's inbox of thousands recounted per arrival starved the
+/// node (found by the fault campaign).
+const GAUGE_REFRESH: Duration = Duration::from_secs(5);
 
 /// Runs escalation until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
@@ -49,7 +54,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let client = runtime::connect_nats(&settings.nats, &format!("xinfang-escalation-{node}")).await?;
     let js = async_nats::jetstream::new(client.clone());
     let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
-    ledger::provision_inbox(&js, &node, &settings.inbox_sources()).await.map_err(|e| e.to_string())?;
+    links::provision(&js, &settings).await.map_err(|e| e.to_string())?;
     let registry = ops::registry("escalation", node.as_str());
     let metrics = Metrics::register(&registry);
     let calendar = LiveCalendar::new(settings.calendar().map_err(|e| e.to_string())?);
@@ -121,7 +126,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => inbox.refresh_gauges(now_cst()),
+                    _ = tokio::time::sleep(GAUGE_REFRESH) => inbox.refresh_gauges(now_cst()),
                 }
             }
         })

@@ -29,13 +29,12 @@ use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
 use xinfang_shared::dues::Policy;
 use xinfang_shared::error::ApiError;
-use xinfang_shared::ledger;
 use xinfang_shared::ledger::Ledger;
 use xinfang_shared::ops::{self, Readiness};
 use xinfang_shared::state::Windows;
 use xinfang_shared::time::{Clock, SystemClock};
 use xinfang_shared::transfer;
-use xinfang_shared::{runtime, subjects, CancellationToken};
+use xinfang_shared::{links, runtime, subjects, CancellationToken};
 
 use crate::case_ids::CaseIds;
 use crate::metrics::Metrics;
@@ -160,9 +159,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         }))
     };
     let inbox = {
-        let peers = intake.settings.inbox_sources();
         let js = intake.ledger.jetstream().clone();
-        ledger::provision_inbox(&js, &node, &peers).await.map_err(|e| e.to_string())?;
+        links::provision(&js, &intake.settings).await.map_err(|e| e.to_string())?;
         let spec = Spec {
             stream: subjects::inbox_stream(&node),
             durable: "intake-inbox".into(),

@@ -26,11 +26,11 @@ use xinfang_tests::{city_toml, node_toml, petition_by};
 /// Periods short enough that every step of a case can run late within a campaign.
 const PERIODS: &str = r#"
 [deadlines.periods]
-acceptance = "20s"
-objection = "15s"
-handling = "30s"
-review_window = "40s"
-supervision = "25s"
+acceptance = "30s"
+objection = "60s"
+handling = "45s"
+review_window = "60s"
+supervision = "30s"
 "#;
 
 /// The district's services that `up` runs; those with a sled directory can lose it.
@@ -142,7 +142,7 @@ async fn campaign(a: &Args) -> bool {
         };
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         if kind == "delete store" {
-            // `up` restarts a dead service after 2 s at the earliest: the directory is gone by then
+            // `up` restarts a dead service after 0.5 s at the earliest: the directory is gone by then
             let _ = std::fs::remove_dir_all(district.data.join(&target));
         }
         let at = started.elapsed();
@@ -277,12 +277,12 @@ async fn submit_petitions(
     futures::future::join_all(inflight).await;
 }
 
-/// Every 300 ms an organ works one case: accepts, declines jurisdiction or replies, as the
+/// Every 100 ms an organ works one case: accepts, declines jurisdiction or replies, as the
 /// case's stage allows; some cases are left alone to run late.
 async fn act_as_organs(http: reqwest::Client, intake: String, seed: u64, end: Instant, load: Arc<Mutex<Load>>) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xac7);
     while Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let case = {
             let l = load.lock().expect("load");
             if l.receipts.is_empty() {
