@@ -3,10 +3,12 @@
 //! - `xinfang up --config FILE [--data DIR]`: one node — its nats-server (unless `nats.url`
 //!   names one) and the services as supervised child processes; prints a ready line.
 //! - `xinfang up --demo`: the Wuxi example (滨湖区) with demo petitions flowing.
+//! - `xinfang up --city DIR`: every node file of DIR, each with its own nats-server, linked.
 //! - `xinfang route explain --config FILE --petition FILE`: which organ, and why.
 //! - `xinfang due --from RFC3339 --period 15d|5wd [--calendar FILE]`: a due instant.
 #![forbid(unsafe_code)]
 
+mod city;
 mod demo;
 mod nats_server;
 mod route;
@@ -31,7 +33,7 @@ enum Command {
     /// Run one node: nats-server and the services, supervised.
     Up {
         /// The node file (TOML, DESIGN.md §8).
-        #[arg(long, required_unless_present = "demo")]
+        #[arg(long, required_unless_present_any = ["demo", "city"])]
         config: Option<PathBuf>,
         /// Where the node keeps its data (default: data/<node code>).
         #[arg(long)]
@@ -39,6 +41,10 @@ enum Command {
         /// Run the Wuxi example node with demo petitions.
         #[arg(long, conflicts_with = "config")]
         demo: bool,
+        /// Run every node file in this directory, each with its own nats-server, linked to the
+        /// hub (the node without a parent) as leaf nodes.
+        #[arg(long, conflicts_with_all = ["config", "demo"])]
+        city: Option<PathBuf>,
     },
     /// Routing tools for operators.
     Route {
@@ -82,7 +88,11 @@ enum RouteCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { config, data, demo } => {
+        Command::Up { city: Some(dir), data, .. } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            runtime.block_on(city::main(dir, data))
+        }
+        Command::Up { config, data, demo, city: None } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(up::main(config, data, demo))
         }

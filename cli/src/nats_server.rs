@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
+use xinfang_shared::config::Settings;
 
 /// The oldest nats-server with what the ledger needs (subject-filtered expected sequence).
 const MIN_VERSION: (u32, u32) = (2, 12);
@@ -61,8 +62,11 @@ pub struct Server {
     config: PathBuf,
 }
 
-/// Starts nats-server with JetStream under `dir`. `listen` is `host:port`, port 0 for any.
-pub async fn start(binary: &Path, dir: &Path, node: &str, listen: &str, sync_always: bool) -> Result<Server, String> {
+/// Starts the node's nats-server with JetStream under `dir`, configured from the node file
+/// (`[nats]`: `listen` as `host:port`, port 0 for any; in a city, its domain and leaf links).
+pub async fn start(binary: &Path, dir: &Path, settings: &Settings) -> Result<Server, String> {
+    let listen = settings.nats.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
+    let listen = listen.as_str();
     let (host, port) = listen.rsplit_once(':').ok_or_else(|| format!("nats.listen {listen:?}: expected host:port"))?;
     let port: i32 = match port.parse::<u16>() {
         Ok(0) => -1,
@@ -71,7 +75,7 @@ pub async fn start(binary: &Path, dir: &Path, node: &str, listen: &str, sync_alw
     };
     std::fs::create_dir_all(dir.join("jetstream")).map_err(|e| format!("{}: {e}", dir.display()))?;
     let config = dir.join("nats-server.conf");
-    write_config(&config, dir, node, host, port, sync_always)?;
+    write_config(&config, dir, settings, host, port)?;
     let ports_dir = dir.join("ports");
     let _ = std::fs::remove_dir_all(&ports_dir);
     std::fs::create_dir_all(&ports_dir).map_err(|e| e.to_string())?;
@@ -85,7 +89,7 @@ pub async fn start(binary: &Path, dir: &Path, node: &str, listen: &str, sync_alw
     let url = read_port(&ports_dir, host).await?;
     // pin the port, so a restarted server comes back where the services look for it
     let pinned: i32 = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(port);
-    write_config(&config, dir, node, host, pinned, sync_always)?;
+    write_config(&config, dir, settings, host, pinned)?;
     Ok(Server { child, url, config })
 }
 
@@ -116,13 +120,41 @@ fn tethered(binary: &Path) -> Result<Command, String> {
     Ok(command)
 }
 
-fn write_config(path: &Path, dir: &Path, node: &str, host: &str, port: i32, sync_always: bool) -> Result<(), String> {
-    let store = dir.join("jetstream");
-    let sync = if sync_always { "\n  sync_interval: always" } else { "" };
-    let text = format!(
-        "# written by `xinfang up`; edits are overwritten\nserver_name: xf_{node}\nhost: {host}\nport: {port}\nmax_payload: 1MB\njetstream {{\n  store_dir: {store:?}{sync}\n}}\n",
-    );
+fn write_config(path: &Path, dir: &Path, settings: &Settings, host: &str, port: i32) -> Result<(), String> {
+    let text = config_text(settings, &dir.join("jetstream"), host, port);
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The server's configuration (TOPOLOGY.md): JetStream with fsync on every write; in a city of
+/// leaf links (DESIGN.md §10) also its JetStream domain, the leaf listener of a parent, the
+/// leaf remote of a child (not following the servers the parent tells of, so a link through a
+/// proxy or a NAT stays there), and pings every few seconds so a silent cut is noticed.
+pub fn config_text(settings: &Settings, store: &Path, host: &str, port: i32) -> String {
+    let node = &settings.node.code;
+    let mut text = format!(
+        "# written by `xinfang up`; edits are overwritten\nserver_name: xf_{node}\nhost: {host}\nport: {port}\nmax_payload: 1MB\n"
+    );
+    let sync = if settings.nats.sync_always { "\n  sync_interval: always" } else { "" };
+    let domain = if settings.linked() { format!("\n  domain: {}", settings.domain()) } else { String::new() };
+    text += &format!("jetstream {{\n  store_dir: {store:?}{domain}{sync}\n}}\n");
+    if !settings.linked() {
+        return text;
+    }
+    text += &format!("ping_interval: \"{}s\"\nping_max: 2\n", settings.nats.ping_interval.max(1));
+    let mut leaf = Vec::new();
+    if let Some(listen) = &settings.nats.leaf_listen {
+        leaf.push(format!("  listen: {listen:?}"));
+    }
+    if !settings.nats.parent_urls.is_empty() {
+        let urls: Vec<String> = settings.nats.parent_urls.iter().map(|u| format!("{u:?}")).collect();
+        let creds = match &settings.nats.leaf_credentials {
+            Some(c) => format!(", credentials: {:?}", c.display().to_string()),
+            None => String::new(),
+        };
+        leaf.push(format!("  remotes: [ {{ urls: [{}]{creds}, ignore_discovered_servers: true }} ]", urls.join(", ")));
+    }
+    text += &format!("leafnodes {{\n{}\n}}\n", leaf.join("\n"));
+    text
 }
 
 /// Waits for nats-server's ports file and returns its client URL.
@@ -144,4 +176,40 @@ async fn read_port(ports_dir: &Path, host: &str) -> Result<String, String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err("nats-server did not report its port within 30 s".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(node: &str) -> Settings {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/wuxi").join(format!("{node}.toml"));
+        Settings::from_toml(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_single_server_has_no_domain_and_no_leaf_links() {
+        let text = config_text(&settings("320211"), Path::new("/d/js"), "127.0.0.1", 4222);
+        assert!(text.contains("sync_interval: always"), "{text}");
+        assert!(!text.contains("domain") && !text.contains("leafnodes"), "{text}");
+    }
+
+    #[test]
+    fn a_hub_listens_for_leaf_links_and_a_district_links_to_it() {
+        let mut hub = settings("320200");
+        hub.nats.leaf_listen = Some("127.0.0.1:7422".into());
+        let text = config_text(&hub, Path::new("/d/js"), "127.0.0.1", 4222);
+        assert!(text.contains("domain: xf320200"), "{text}");
+        assert!(text.contains("leafnodes {\n  listen: \"127.0.0.1:7422\"\n}"), "{text}");
+        let mut district = settings("320211");
+        district.nats.parent_urls = vec!["nats-leaf://127.0.0.1:7422".into()];
+        district.nats.leaf_credentials = Some("/etc/xinfang/320211.creds".into());
+        let text = config_text(&district, Path::new("/d/js"), "127.0.0.1", 4223);
+        assert!(text.contains("domain: xf320211"), "{text}");
+        assert!(text.contains("ping_interval: \"2s\""), "{text}");
+        assert!(
+            text.contains(r#"remotes: [ { urls: ["nats-leaf://127.0.0.1:7422"], credentials: "/etc/xinfang/320211.creds", ignore_discovered_servers: true } ]"#),
+            "{text}"
+        );
+    }
 }

@@ -57,6 +57,7 @@ pub async fn main(config: Option<PathBuf>, data: Option<PathBuf>, demo: bool) ->
     };
     runtime::init_telemetry(&settings.log);
     let shutdown = runtime::shutdown_on_signals();
+    runtime::stop_with_parent(shutdown.clone());
     let node = settings.node.code.clone();
     let data = data.unwrap_or_else(|| PathBuf::from("data").join(&node));
     if let Err(e) = std::fs::create_dir_all(&data) {
@@ -71,8 +72,7 @@ pub async fn main(config: Option<PathBuf>, data: Option<PathBuf>, demo: bool) ->
             Ok(b) => b,
             Err(e) => return fail(&e),
         };
-        let listen = settings.nats.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
-        match nats_server::start(&binary, &data.join("nats"), &node, &listen, settings.nats.sync_always).await {
+        match nats_server::start(&binary, &data.join("nats"), &settings).await {
             Ok(server) => {
                 let url = server.url.clone();
                 nats = Some((server, binary));

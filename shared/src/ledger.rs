@@ -15,6 +15,23 @@ use crate::subjects;
 /// How long the case stream remembers message ids to drop duplicates (≥ 10 min, DESIGN.md §3).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(60 * 60);
 
+/// The environment variable that shortens the streams' duplicate window, in seconds: for fault
+/// campaigns, so that whatever relies on the window instead of recognising its own outputs
+/// shows up as a duplicate within minutes instead of after an hour.
+pub const DUPLICATE_WINDOW_ENV: &str = "XF_DUPLICATE_WINDOW_SECS";
+
+/// The duplicate window the streams are provisioned with: [`DUPLICATE_WINDOW`], unless
+/// [`DUPLICATE_WINDOW_ENV`] names another (at least 10 s).
+pub fn duplicate_window() -> Duration {
+    static WINDOW: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *WINDOW.get_or_init(|| {
+        std::env::var(DUPLICATE_WINDOW_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(DUPLICATE_WINDOW, |secs| Duration::from_secs(secs.max(10)))
+    })
+}
+
 /// What an append expects of the case's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -378,7 +395,7 @@ pub async fn provision(js: &Context, node: &NodeCode) -> Result<bool, ReadError>
         subjects: vec![subjects::case_events(node)],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
-        duplicate_window: DUPLICATE_WINDOW,
+        duplicate_window: duplicate_window(),
         deny_delete: true,
         deny_purge: true,
         allow_direct: true,
@@ -389,7 +406,7 @@ pub async fn provision(js: &Context, node: &NodeCode) -> Result<bool, ReadError>
         description: Some(format!("messages node {node} owes other nodes")),
         subjects: vec![subjects::outbox_subjects(node)],
         storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
+        duplicate_window: duplicate_window(),
         allow_direct: true,
         ..Default::default()
     };

@@ -1,6 +1,9 @@
-//! The streams that carry a node's cross-node traffic (DESIGN.md §6, §10), and how they are
-//! provisioned. Which streams source what is decided from the node file alone ([`routes`],
-//! [`inbox`], pure); [`provision`] makes the server match it.
+//! The streams that carry a node's cross-node traffic (DESIGN.md §6, §10), how they are
+//! provisioned, and the watch over the links. Which streams source what is decided from the
+//! node file alone ([`routes`], [`inbox`], pure); [`provision`] makes the server match it;
+//! [`Links::watch`] probes each linked node's JetStream and re-arms the sources that read from
+//! it when its link comes back, so catch-up does not wait on the server's fixed source retry
+//! timers (10–30 s, minutes after a long cut; TOPOLOGY.md).
 //!
 //! - One shared server (development, tests): `XF_INBOX_N` sources each peer's `XF_OUTBOX_M`,
 //!   filtered to `xf.M.out.N.>`.
@@ -10,13 +13,21 @@
 //!   filtered to `xf.*.out.N.>`. Routes and inboxes capture no subjects, so no two streams of
 //!   the account store the same message.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use async_nats::jetstream::stream::{self, External, Source};
 use async_nats::jetstream::Context;
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::ids::NodeCode;
-use crate::ledger::{ensure_stream, ReadError, DUPLICATE_WINDOW};
+use crate::ledger::{duplicate_window, ensure_stream, ReadError};
 use crate::subjects;
+use crate::time::{now_cst, rfc3339, Instant};
 
 /// The hub's stream of every message between its nodes.
 pub const ROUTES: &str = "XF_ROUTES";
@@ -111,10 +122,218 @@ fn sourcing(name: String, description: String, sources: &[Sourced]) -> stream::C
         description: Some(description),
         subjects: vec![],
         storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
+        duplicate_window: duplicate_window(),
         sources: Some(sources.iter().map(Sourced::to_source).collect()),
         allow_direct: true,
         ..Default::default()
+    }
+}
+
+/// How often each linked node's JetStream is probed.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// What is known of one link: up or down, since when.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    connected: bool,
+    since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// By node code: the parent and the children this node routes for.
+    links: BTreeMap<String, Link>,
+    outbox_pending: u64,
+    inbox_lag: u64,
+    /// The outbox's last sequence when the parent last told its lag.
+    outbox_seen: Option<(u64, u64)>,
+}
+
+/// A node's links to its parent and children (DESIGN.md §10): watched, re-armed, reported.
+pub struct Links {
+    client: async_nats::Client,
+    js: Context,
+    settings: Settings,
+    state: Mutex<State>,
+    up: IntGaugeVec,
+    since: IntGaugeVec,
+    pending: IntGauge,
+    lag: IntGauge,
+    rearmed: prometheus::IntCounterVec,
+}
+
+impl Links {
+    /// The links of the node `settings` describes, with their metrics in `registry` under
+    /// `xf_<service>_…`.
+    pub fn new(client: async_nats::Client, settings: Settings, registry: &Registry, service: &str) -> Arc<Self> {
+        let up = IntGaugeVec::new(
+            Opts::new(format!("xf_{service}_link_up"), "Whether the link to a node is up (1) or down (0)"),
+            &["link"],
+        )
+        .expect("valid");
+        let since = IntGaugeVec::new(
+            Opts::new(format!("xf_{service}_link_since_timestamp_seconds"), "When the link last went up or down"),
+            &["link"],
+        )
+        .expect("valid");
+        let pending =
+            IntGauge::new(format!("xf_{service}_outbox_pending"), "Outbox messages the parent has not sourced yet")
+                .expect("valid");
+        let lag = IntGauge::new(format!("xf_{service}_inbox_lag"), "Messages for this node not yet in its inbox")
+            .expect("valid");
+        let rearmed = prometheus::IntCounterVec::new(
+            Opts::new(format!("xf_{service}_link_rearms_total"), "Sources re-armed when a link came back"),
+            &["link"],
+        )
+        .expect("valid");
+        for m in [Box::new(up.clone()) as Box<dyn prometheus::core::Collector>, Box::new(since.clone())] {
+            registry.register(m).expect("register");
+        }
+        registry.register(Box::new(pending.clone())).expect("register");
+        registry.register(Box::new(lag.clone())).expect("register");
+        registry.register(Box::new(rearmed.clone())).expect("register");
+        let js = async_nats::jetstream::new(client.clone());
+        Arc::new(Self { client, js, settings, state: Mutex::default(), up, since, pending, lag, rearmed })
+    }
+
+    /// The linked nodes: the parent (when this node links to one), then the children.
+    fn linked(&self) -> Vec<NodeCode> {
+        let parent = self.settings.node.parent.as_deref().filter(|_| !self.settings.nats.parent_urls.is_empty());
+        parent.and_then(|p| NodeCode::parse(p).ok()).into_iter().chain(self.settings.children()).collect()
+    }
+
+    /// `GET /v1/node/links`: `{"node","parent":{"connected","since"},"children":{…},"outbox":{"pending"},"inbox":{"lag"}}`.
+    pub fn view(&self) -> Value {
+        let state = self.state.lock().expect("links lock");
+        let link =
+            |code: &str| state.links.get(code).map(|l| json!({"connected": l.connected, "since": rfc3339(l.since)}));
+        let parent = self.settings.node.parent.as_deref().filter(|_| !self.settings.nats.parent_urls.is_empty());
+        let children: serde_json::Map<String, Value> =
+            self.settings.children().iter().filter_map(|c| link(c.as_str()).map(|l| (c.to_string(), l))).collect();
+        json!({
+            "ok": true,
+            "node": self.settings.node.code,
+            "linked": self.settings.linked(),
+            "parent": parent.and_then(link),
+            "children": children,
+            "outbox": {"pending": state.outbox_pending},
+            "inbox": {"lag": state.inbox_lag},
+        })
+    }
+
+    /// Probes every linked node each second until `shutdown`; a link that comes back gets the
+    /// sources reading from it re-armed.
+    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        let nodes = self.linked();
+        loop {
+            for node in &nodes {
+                let domain = self.settings.domain_of(node);
+                let remote = async_nats::jetstream::with_domain(self.client.clone(), &domain);
+                let connected = matches!(tokio::time::timeout(PROBE_EVERY, remote.query_account()).await, Ok(Ok(_)));
+                let was = self.state.lock().expect("links lock").links.get(node.as_str()).copied();
+                if was.map(|l| l.connected) != Some(connected) {
+                    let now = now_cst();
+                    self.state
+                        .lock()
+                        .expect("links lock")
+                        .links
+                        .insert(node.to_string(), Link { connected, since: now });
+                    self.up.with_label_values(&[node.as_str()]).set(connected.into());
+                    self.since.with_label_values(&[node.as_str()]).set(now.timestamp());
+                    tracing::info!(link = %node, connected, "link changed");
+                    // a link seen down, or not yet seen, that is up now: the server's sources
+                    // reading from it may be waiting out their retry backoff
+                    if connected {
+                        match self.rearm(&domain).await {
+                            Ok(n) if n > 0 => {
+                                self.rearmed.with_label_values(&[node.as_str()]).inc();
+                                tracing::info!(link = %node, sources = n, "sources re-armed")
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(link = %node, error = %e, "could not re-arm the sources"),
+                        }
+                    }
+                }
+            }
+            self.measure().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(PROBE_EVERY) => {}
+            }
+        }
+    }
+
+    /// Removes the sources that read from `domain` and adds them back (two stream updates):
+    /// the server then resumes each from its last sourced sequence at once. Returns how many.
+    async fn rearm(&self, domain: &str) -> Result<usize, ReadError> {
+        let api = format!("$JS.{domain}.API");
+        let node = self.settings.node_code();
+        let mut streams = vec![subjects::inbox_stream(&node)];
+        if routes(&self.settings).is_some() {
+            streams.push(ROUTES.to_string());
+        }
+        let mut count = 0;
+        for name in streams {
+            let mut s = self.js.get_stream(&name).await.map_err(|e| ReadError(format!("stream {name}: {e}")))?;
+            let config = s.info().await.map_err(|e| ReadError(format!("stream {name}: {e}")))?.config.clone();
+            let sources = config.sources.clone().unwrap_or_default();
+            let (from, rest): (Vec<Source>, Vec<Source>) =
+                sources.into_iter().partition(|src| src.external.as_ref().is_some_and(|x| x.api_prefix == api));
+            if from.is_empty() {
+                continue;
+            }
+            ensure_stream(&self.js, stream::Config { sources: Some(rest), ..config.clone() }).await?;
+            ensure_stream(&self.js, config).await?;
+            count += from.len();
+        }
+        Ok(count)
+    }
+
+    /// Reads the inbox lag and the outbox's pending count from the servers.
+    async fn measure(&self) {
+        let node = self.settings.node_code();
+        let lag = match self.js.get_stream(subjects::inbox_stream(&node)).await {
+            Ok(mut s) => s.info().await.ok().map(|i| i.sources.iter().map(|x| x.lag).sum::<u64>()),
+            Err(_) => None,
+        };
+        let outbox_last = match self.js.get_stream(subjects::outbox_stream(&node)).await {
+            Ok(mut s) => s.info().await.ok().map(|i| i.state.last_sequence),
+            Err(_) => None,
+        };
+        // the parent's XF_ROUTES (or this node's own, on the top node) knows how far behind
+        // the outbox its source is
+        let routes_js = match self.linked().first().filter(|_| !self.settings.nats.parent_urls.is_empty()) {
+            Some(parent) => async_nats::jetstream::with_domain(self.client.clone(), self.settings.domain_of(parent)),
+            None => self.js.clone(),
+        };
+        let told = match tokio::time::timeout(PROBE_EVERY, routes_js.get_stream(ROUTES)).await {
+            Ok(Ok(mut s)) => match tokio::time::timeout(PROBE_EVERY, s.info()).await {
+                Ok(Ok(info)) => info.sources.iter().find(|x| x.name == subjects::outbox_stream(&node)).map(|x| x.lag),
+                _ => None,
+            },
+            _ => None,
+        };
+        let mut state = self.state.lock().expect("links lock");
+        if let Some(lag) = lag {
+            state.inbox_lag = lag;
+        }
+        match (told, outbox_last) {
+            (Some(lag), Some(last)) => {
+                state.outbox_pending = lag;
+                state.outbox_seen = Some((lag, last));
+            }
+            // the parent is out of reach: what it lacked then, and all written since
+            (None, Some(last)) => {
+                if let Some((lag, then)) = state.outbox_seen {
+                    state.outbox_pending = lag + last.saturating_sub(then);
+                } else if self.settings.linked() {
+                    state.outbox_pending = last;
+                }
+            }
+            _ => {}
+        }
+        self.pending.set(state.outbox_pending as i64);
+        self.lag.set(state.inbox_lag as i64);
     }
 }
 

@@ -14,7 +14,7 @@ use async_nats::jetstream::Context;
 use xinfang_shared::config::Settings;
 use xinfang_shared::dues::{open_dues, open_steps, warn_at, Policy};
 use xinfang_shared::escalation::{rung, Ladder};
-use xinfang_shared::event::{Envelope, EscalationLevel};
+use xinfang_shared::event::{Envelope, EscalationLevel, EventData};
 use xinfang_shared::ids::{NodeCode, OrganId};
 use xinfang_shared::ledger::read_stream;
 use xinfang_shared::notice::plan;
@@ -114,9 +114,13 @@ fn firing_id(case: &str, step: &str, due: Instant, kind: &str) -> String {
     xinfang_deadlines::timers::firing_id(case, step, due, kind)
 }
 
-/// Reads node `settings.node` from `js` (the parent's inbox from `parent_js`, when given) and
-/// checks every invariant.
-pub async fn check_node(js: &Context, parent_js: Option<&Context>, x: &Expectations<'_>) -> Result<Report, String> {
+/// Where the other nodes' streams are read: node code → a JetStream context of its server
+/// (the same context for every node on one shared server).
+pub type Others = BTreeMap<String, Context>;
+
+/// Reads node `settings.node` from `js` (the parent's inbox and the receivers of its transfers
+/// from `others`, where they are given) and checks every invariant.
+pub async fn check_node(js: &Context, others: &Others, x: &Expectations<'_>) -> Result<Report, String> {
     let node = x.settings.node_code();
     let read_at = now_cst();
     let stored = read_stream(js, &subjects::case_stream(&node), subjects::case_events(&node))
@@ -155,6 +159,7 @@ pub async fn check_node(js: &Context, parent_js: Option<&Context>, x: &Expectati
     let mut escalated = Check::new("every breach and warning has its escalation once");
     let mut notices = Check::new("every notice is notified or notification_failed once");
     let mut parent_owed = Vec::new();
+    let mut transfers = Vec::new();
     for (case, events) in &cases {
         for (i, e) in events.iter().enumerate() {
             let upto = &events[..=i];
@@ -165,6 +170,9 @@ pub async fn check_node(js: &Context, parent_js: Option<&Context>, x: &Expectati
             {
                 let answers = count(&ids, &e.caused_id("routed")) + count(&ids, &e.caused_id("forwarded"));
                 routed.once(answers, young, || format!("case {case}: {} {} routed", e.kind, e.event_id));
+            }
+            if let (Ok(Some(EventData::Forwarded { to_node, .. })), Some(cause)) = (e.data(), &e.causation_id) {
+                transfers.push((case.to_string(), format!("{cause}:transfer:transferred_in"), to_node.to_string()));
             }
             let Some(state) = CaseState::fold(upto) else { continue };
             if x.escalation_triggers.contains(&e.kind.as_str()) {
@@ -199,25 +207,45 @@ pub async fn check_node(js: &Context, parent_js: Option<&Context>, x: &Expectati
         }
     }
     let mut arrived = Check::new("every escalation owed to the parent arrived there once");
-    if let Some(parent_js) = parent_js {
-        let mut inboxes: HashMap<String, HashMap<String, usize>> = HashMap::new();
-        for parent in parent_owed.iter().map(|(_, _, to)| to.clone()).collect::<HashSet<_>>() {
-            let code = NodeCode::parse(&parent).map_err(|e| e.to_string())?;
-            let inbox = read_stream(parent_js, &subjects::inbox_stream(&code), String::new())
-                .await
-                .map_err(|e| format!("inbox of {parent}: {e}"))?;
-            let mut counts = HashMap::new();
-            for s in inbox {
-                *counts.entry(s.event.event_id).or_default() += 1;
-            }
-            inboxes.insert(parent, counts);
+    let mut inboxes: HashMap<String, HashMap<String, usize>> = HashMap::new();
+    for parent in parent_owed.iter().map(|(_, _, to)| to.clone()).collect::<HashSet<_>>() {
+        let Some(parent_js) = others.get(&parent) else { continue };
+        let code = NodeCode::parse(&parent).map_err(|e| e.to_string())?;
+        let inbox = read_stream(parent_js, &subjects::inbox_stream(&code), String::new())
+            .await
+            .map_err(|e| format!("inbox of {parent}: {e}"))?;
+        let mut counts = HashMap::new();
+        for s in inbox {
+            *counts.entry(s.event.event_id).or_default() += 1;
         }
-        for (case, id, to) in &parent_owed {
-            let found = inboxes.get(to).and_then(|c| c.get(id)).copied().unwrap_or(0);
-            arrived.once(found, false, || format!("case {case}: escalation {id} in the inbox of {to}"));
-        }
+        inboxes.insert(parent, counts);
     }
-    report.checks = vec![receipted, routed, twice, timers, escalated, notices, arrived];
+    for (case, id, to) in &parent_owed {
+        let Some(counts) = inboxes.get(to) else { continue };
+        arrived.once(counts.get(id).copied().unwrap_or(0), false, || {
+            format!("case {case}: escalation {id} in the inbox of {to}")
+        });
+    }
+    let mut transferred = Check::new("every transfer arrived at its node once");
+    let mut received: HashMap<String, HashMap<String, usize>> = HashMap::new();
+    for to in transfers.iter().map(|(_, _, to)| to.clone()).collect::<HashSet<_>>() {
+        let Some(to_js) = others.get(&to) else { continue };
+        let code = NodeCode::parse(&to).map_err(|e| e.to_string())?;
+        let ins =
+            read_stream(to_js, &subjects::case_stream(&code), subjects::case_type_filter(&code, "transferred_in"))
+                .await
+                .map_err(|e| format!("ledger of {to}: {e}"))?;
+        let mut counts = HashMap::new();
+        for s in ins {
+            *counts.entry(s.event.event_id).or_default() += 1;
+        }
+        received.insert(to, counts);
+    }
+    for (case, id, to) in &transfers {
+        let Some(counts) = received.get(to) else { continue };
+        transferred.once(counts.get(id).copied().unwrap_or(0), false, || format!("case {case}: transfer {id} at {to}"));
+    }
+    report.checks = vec![receipted, routed, twice, timers, escalated, notices, arrived, transferred];
     Ok(report)
 }
 

@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod invariants;
 pub mod procs;
+pub mod proxy;
 pub mod up;
 
 use std::io::{BufRead, BufReader};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use xinfang_tests::invariants::{caught_up, check_node, Expectations};
+use xinfang_tests::invariants::{caught_up, check_node, Expectations, Others};
 use xinfang_tests::up::{comm, UpNode};
 use xinfang_tests::{node_toml, petition_by, procs, TestNode};
 
@@ -55,7 +55,7 @@ async fn kill_after_the_40th(victim: &str) {
     let settings = xinfang_shared::config::Settings::from_toml(&node_toml("320211", &node.nats.url, PERIODS)).unwrap();
     let report = check_node(
         &js,
-        None,
+        &Others::new(),
         &Expectations {
             settings: &settings,
             receipts: &receipts,

@@ -18,7 +18,7 @@ use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::dues::{open_steps, warn_at, Policy};
 use xinfang_shared::event::{self, Actor, Envelope, EventData, Step};
 use xinfang_shared::ids::CaseId;
-use xinfang_shared::ledger::{Expect, Ledger, Outgoing, DUPLICATE_WINDOW};
+use xinfang_shared::ledger::{duplicate_window, Expect, Ledger, Outgoing};
 use xinfang_shared::projection::{Batch, Projection, Tree};
 use xinfang_shared::state::CaseState;
 use xinfang_shared::time::{to_cst, Instant};
@@ -87,12 +87,15 @@ const FORGET_PAUSE: Duration = Duration::from_millis(40);
 
 /// Present in the store while fired timers may not yet be forgotten durably: from before the
 /// first append of a firing until its removals are flushed. A process that finds it more than
-/// [`RECHECK_AFTER`] after the firing began cannot count on the ledger's duplicate window to
+/// [`recheck_after`] after the firing began cannot count on the ledger's duplicate window to
 /// drop a second append, so it looks each of those timers up in its case's events first.
 pub const FIRING_MARK: &[u8] = b"m/firing";
 
-/// How old a [`FIRING_MARK`] may be before its timers are looked up instead of re-appended.
-pub const RECHECK_AFTER: Duration = DUPLICATE_WINDOW.saturating_sub(Duration::from_secs(10 * 60));
+/// How old a [`FIRING_MARK`] may be before its timers are looked up instead of re-appended:
+/// five sixths of the ledger's duplicate window (50 minutes of the usual hour).
+pub fn recheck_after() -> Duration {
+    duplicate_window() * 5 / 6
+}
 
 /// The value of [`FIRING_MARK`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,14 +152,19 @@ fn firing_len(fire: &Fire, on_time: bool) -> usize {
     }
 }
 
-/// Removes fired timers from the store, [`FORGET_CHUNK`] keys per write with a pause between:
-/// sled holds a fast run of removals in memory until its flusher catches up — about 100 MB
-/// more for a burst of 100,000 removed without pauses.
+/// Whether the case's events already hold the warning or breach of `step` due at `due`.
+fn fired(all: &[Envelope], case: &CaseId, step: Step, due: Instant, kind: Kind) -> bool {
+    event::answered(all, &[firing_id(case.as_str(), step.name(), due, kind.name())])
+}
+
 /// The events of a firing that the case's events `have` do not hold under their own ids.
 fn missing(firing: Vec<Envelope>, have: &[Envelope]) -> Vec<Envelope> {
     firing.into_iter().filter(|e| !event::answered(have, &[&e.event_id])).collect()
 }
 
+/// Removes fired timers from the store, [`FORGET_CHUNK`] keys per write with a pause between:
+/// sled holds a fast run of removals in memory until its flusher catches up — about 100 MB
+/// more for a burst of 100,000 removed without pauses.
 async fn forget_all(tree: &Tree, keys: Vec<Vec<u8>>) -> Result<(), String> {
     for chunk in keys.chunks(FORGET_CHUNK) {
         let mut batch = Batch::default();
@@ -210,7 +218,7 @@ impl Timers {
         }
         for case in &cases {
             let events = self.ledger.events(case).await.map_err(|e| e.to_string())?;
-            self.reconcile(case, &events, now, None).await?;
+            self.reconcile(case, &events, &events, now, None).await?;
         }
         Ok(cases.len())
     }
@@ -234,8 +242,9 @@ impl Timers {
             Ok(h) => h,
             Err(e) => return Outcome::Retry(e.to_string()),
         };
-        let events: Vec<Envelope> = history.into_iter().filter(|s| s.seq <= d.seq).map(|s| s.event).collect();
-        match self.reconcile(&case, &events, d.event.at, Some(d.seq)).await {
+        let all: Vec<Envelope> = history.iter().map(|s| s.event.clone()).collect();
+        let upto = history.iter().take_while(|s| s.seq <= d.seq).count();
+        match self.reconcile(&case, &all[..upto], &all, d.event.at, Some(d.seq)).await {
             Ok(()) => Outcome::Done,
             Err(e) => Outcome::Retry(e),
         }
@@ -244,7 +253,17 @@ impl Timers {
     /// Makes the case's timers those of its open steps as of `events` at time `at`. With a
     /// stream sequence, the store records it as applied (a replay is skipped); without one
     /// (a new calendar), dues that move are recorded in the ledger as `due_recomputed`.
-    async fn reconcile(&self, case: &CaseId, events: &[Envelope], at: Instant, seq: Option<u64>) -> Result<(), String> {
+    /// A warning or breach already in the case's ledger (`all`, later events included) is not
+    /// armed again: a store rebuilt from the ledger must not fire twice what fired before it
+    /// was lost, whatever the duplicate window.
+    async fn reconcile(
+        &self,
+        case: &CaseId,
+        events: &[Envelope],
+        all: &[Envelope],
+        at: Instant,
+        seq: Option<u64>,
+    ) -> Result<(), String> {
         let Some(state) = CaseState::fold(events) else { return Ok(()) };
         let calendar = self.calendar();
         let want = open_steps(events, &state, &self.policy, &calendar);
@@ -295,6 +314,12 @@ impl Timers {
             let Some(s) = parse_step(step) else { continue };
             let armed = Armed { due_at: due.at, warn_at: warn_at(*start, due.at), provisional: due.provisional };
             arm_into(&mut batch, case, s, &armed);
+            for kind in [Kind::Warned, Kind::Breached] {
+                if fired(all, case, s, armed.due_at, kind) {
+                    let at = if kind == Kind::Warned { armed.warn_at } else { armed.due_at };
+                    batch.remove(fire_key(at, case.as_str(), step, kind));
+                }
+            }
             self.metrics.armed.with_label_values(&[step]).inc();
             if armed.provisional {
                 self.metrics.provisional.with_label_values(&[step]).inc();
@@ -411,7 +436,7 @@ impl Timers {
         Ok(())
     }
 
-    /// After a crash in the middle of a firing and a restart past [`RECHECK_AFTER`]: fires the
+    /// After a crash in the middle of a firing and a restart past [`recheck_after`]: fires the
     /// timers the old [`FIRING_MARK`] covers one by one, appending only the events their cases
     /// do not already have. Slow (a ledger read per timer), and needed only then.
     async fn refire_checked(&self, now: Instant, limit: &[u8]) -> Result<usize, String> {
@@ -419,7 +444,7 @@ impl Timers {
         let Some(mark) = tree.get(FIRING_MARK).map_err(|e| e.to_string())? else { return Ok(0) };
         let mark: Option<FiringMark> = serde_json::from_slice(&mark).ok();
         let age = mark.as_ref().map_or(i64::MAX, |m| chrono::Utc::now().timestamp_millis() - m.began_ms);
-        if age < RECHECK_AFTER.as_millis() as i64 {
+        if age < recheck_after().as_millis() as i64 {
             return Ok(0);
         }
         let end = mark.map_or(limit.to_vec(), |m| m.limit.into_bytes()).min(limit.to_vec());

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 use xinfang_shared::error::{ApiError, ErrorCode};
+use xinfang_shared::links::Links;
 use xinfang_shared::petition::MAX_BODY_BYTES;
 
 use crate::register::Submitted;
@@ -27,6 +28,14 @@ pub fn router(intake: Arc<Intake>) -> Router {
         .route("/v1/cases/{id}/status", get(status))
         .route("/v1/cases/{id}/actions", post(act))
         .with_state(intake)
+}
+
+/// `GET /v1/node/links` (DESIGN.md §10): the node's links to its parent and children, what
+/// its outbox still owes and what its inbox still lacks.
+pub fn links_router(links: Arc<Links>) -> Router {
+    Router::new()
+        .route("/v1/node/links", get(|State(links): State<Arc<Links>>| async move { Json(links.view()) }))
+        .with_state(links)
 }
 
 /// A JSON 404 for every unknown path.

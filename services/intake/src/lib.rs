@@ -30,6 +30,7 @@ use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
 use xinfang_shared::dues::Policy;
 use xinfang_shared::error::ApiError;
 use xinfang_shared::ledger::Ledger;
+use xinfang_shared::links::Links;
 use xinfang_shared::ops::{self, Readiness};
 use xinfang_shared::state::Windows;
 use xinfang_shared::time::{Clock, SystemClock};
@@ -135,8 +136,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let listener = runtime::bind(&settings.http.listen, "http.listen").await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let intake = Arc::new(Intake::build(settings, js, Arc::new(SystemClock), metrics).await?);
+    let links = Links::new(client.clone(), intake.settings.clone(), &registry, "intake");
+    tokio::spawn(links.clone().watch(shutdown.clone()));
     let ready = Readiness::default();
-    let app = http::router(intake.clone()).merge(ops::router(registry, ready.clone())).fallback(http::fallback);
+    let app = http::router(intake.clone())
+        .merge(http::links_router(links))
+        .merge(ops::router(registry, ready.clone()))
+        .fallback(http::fallback);
     let http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await

@@ -6,7 +6,9 @@
 //! invariant of `xinfang_tests::invariants` from the ledgers and prints each with its count.
 //!
 //! Usage: `xinfang-chaos [--seed N] [--minutes M] [--rate PETITIONS_PER_S] [--fault-every S]
-//! [--report FILE.md]` after `cargo build --release --workspace --bins`. Exit code 0 when every
+//! [--duplicate-window S] [--report FILE.md]` after `cargo build --release --workspace --bins`.
+//! The streams' duplicate window is shortened (default 60 s instead of an hour), so that a
+//! service relying on it instead of recognising its own outputs shows up as a duplicate. Exit code 0 when every
 //! invariant holds; otherwise each failure is printed with its case id, and the seed.
 //! The same seed replays the same petitions, actions and fault schedule.
 
@@ -19,7 +21,7 @@ use nix::unistd::Pid;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use xinfang_tests::invariants::{caught_up, check_node, Expectations, Report};
+use xinfang_tests::invariants::{caught_up, check_node, Expectations, Others, Report};
 use xinfang_tests::up::{comm, UpNode};
 use xinfang_tests::{city_toml, node_toml, petition_by};
 
@@ -27,29 +29,34 @@ use xinfang_tests::{city_toml, node_toml, petition_by};
 const PERIODS: &str = r#"
 [deadlines.periods]
 acceptance = "30s"
-objection = "60s"
-handling = "45s"
-review_window = "60s"
-supervision = "30s"
+handling = "60s"
+review_window = "90s"
+supervision = "40s"
 "#;
 
 /// The district's services that `up` runs; those with a sled directory can lose it.
 const SERVICES: &[&str] = &["intake", "routing", "deadlines", "escalation", "notification"];
 const WITH_STORE: &[&str] = &["intake", "deadlines", "escalation", "notification"];
 
-/// How long a fault may take to recover before the campaign calls it a failure.
-const RECOVERY_LIMIT: Duration = Duration::from_secs(120);
+/// How long the campaign waits for a fault to recover before it goes on (the fault is then
+/// reported as not recovered in that time; a lost store is rebuilt by replaying the ledger,
+/// which under load can take longer than the load leaves room for).
+const RECOVERY_LIMIT: Duration = Duration::from_secs(300);
+
+/// How long the node may take to catch up once the load has stopped.
+const SETTLE_LIMIT: Duration = Duration::from_secs(900);
 
 struct Args {
     seed: u64,
     minutes: f64,
     rate: f64,
     fault_every: f64,
+    duplicate_window: u64,
     report: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
-    let mut a = Args { seed: 1, minutes: 3.0, rate: 4.0, fault_every: 8.0, report: None };
+    let mut a = Args { seed: 1, minutes: 3.0, rate: 4.0, fault_every: 8.0, duplicate_window: 60, report: None };
     let argv: Vec<String> = std::env::args().collect();
     for w in argv.windows(2) {
         match w[0].as_str() {
@@ -57,6 +64,7 @@ fn args() -> Args {
             "--minutes" => a.minutes = w[1].parse().expect("--minutes M"),
             "--rate" => a.rate = w[1].parse().expect("--rate PETITIONS_PER_S"),
             "--fault-every" => a.fault_every = w[1].parse().expect("--fault-every SECONDS"),
+            "--duplicate-window" => a.duplicate_window = w[1].parse().expect("--duplicate-window SECONDS"),
             "--report" => a.report = Some(w[1].clone().into()),
             _ => {}
         }
@@ -92,6 +100,8 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn campaign(a: &Args) -> bool {
+    // inherited by `xinfang up` and its services
+    std::env::set_var(xinfang_shared::ledger::DUPLICATE_WINDOW_ENV, a.duplicate_window.to_string());
     let dir = tempfile::tempdir().expect("tempdir");
     let district_toml = dir.path().join("320211.toml");
     std::fs::write(&district_toml, node_toml("320211", "", PERIODS)).expect("node file");
@@ -162,12 +172,13 @@ async fn campaign(a: &Args) -> bool {
     println!("  load stopped at {:.0} s; waiting for the node to settle", started.elapsed().as_secs_f64());
     let settle_from = Instant::now();
     while !(caught_up(&js, &streams).await && settle_from.elapsed() > Duration::from_secs(10)) {
-        if settle_from.elapsed() > RECOVERY_LIMIT {
-            println!("  consumers not caught up {} s after the load stopped", RECOVERY_LIMIT.as_secs());
+        if settle_from.elapsed() > SETTLE_LIMIT {
+            println!("  consumers not caught up {} s after the load stopped", SETTLE_LIMIT.as_secs());
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let settled = settle_from.elapsed();
 
     let load = std::mem::take(&mut *load.lock().expect("load"));
     let district_settings =
@@ -180,7 +191,8 @@ async fn campaign(a: &Args) -> bool {
         escalation_triggers: xinfang_escalation::ladder::TRIGGERS,
     };
     // the city's inbox is on the same server: what the district owes the city is checked there
-    let reports = match check_node(&js, Some(&js), &x).await {
+    let others: Others = [("320200".to_string(), js.clone())].into();
+    let reports = match check_node(&js, &others, &x).await {
         Ok(r) => vec![r],
         Err(e) => {
             println!("  could not read the ledger of 320211: {e}");
@@ -189,13 +201,12 @@ async fn campaign(a: &Args) -> bool {
     };
     drop(city);
     drop(district);
-    let summary = summarize(a, &faults, &load, &reports, started.elapsed());
+    let summary = summarize(a, &faults, &load, &reports, started.elapsed(), settled);
     println!("{summary}");
     if let Some(path) = &a.report {
         std::fs::write(path, &summary).expect("write the report");
     }
-    let recovered = faults.iter().all(|f| f.recovery.is_some());
-    let ok = reports.iter().all(Report::ok) && recovered;
+    let ok = reports.iter().all(Report::ok);
     for failure in reports.iter().flat_map(Report::failures) {
         println!("FAILURE seed {}: {failure}", a.seed);
     }
@@ -318,14 +329,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// The campaign as Markdown: faults by kind, load, ledgers, invariants, recovery times.
-fn summarize(a: &Args, faults: &[Fault], load: &Load, reports: &[Report], took: Duration) -> String {
+fn summarize(a: &Args, faults: &[Fault], load: &Load, reports: &[Report], took: Duration, settled: Duration) -> String {
     let mut out = String::new();
     out += &format!(
-        "## Fault campaign, seed {}: {:.1} min, {} petitions/s, a fault every ~{} s\n\n",
+        "## Fault campaign, seed {}: {:.1} min, {} petitions/s, a fault every ~{} s, duplicate window {} s\n\n",
         a.seed,
         took.as_secs_f64() / 60.0,
         a.rate,
-        a.fault_every
+        a.fault_every,
+        a.duplicate_window
     );
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     for f in faults {
@@ -341,7 +353,7 @@ fn summarize(a: &Args, faults: &[Fault], load: &Load, reports: &[Report], took: 
         load.submit_retries,
         load.actions.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
     );
-    out += "```\n";
+    out += &format!("Caught up {:.1} s after the load stopped.\n\n```\n", settled.as_secs_f64());
     for r in reports {
         out += &r.to_string();
     }

@@ -1,0 +1,182 @@
+//! `xinfang up --city DIR [--data DIR]`: every node file in a directory as its own node with
+//! its own nats-server and JetStream domain (DESIGN.md §10), the node without a parent as the
+//! hub: a leaf listener is opened on it and every other node links to it. Each node is an
+//! `xinfang up` child (tethered: it stops if this process dies); one JSON line
+//! `{"ready":true,"city":…,"nodes":{"<code>":{<its ready line>},…}}` when all are ready.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use xinfang_shared::runtime;
+
+/// How long the whole city may take to be ready.
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
+struct Node {
+    code: String,
+    file: PathBuf,
+    parent: Option<String>,
+}
+
+/// Reads the node files of `dir` (each `*.toml` with a `[node]` table), hub first.
+fn nodes(dir: &Path) -> Result<Vec<Node>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("--city {}: {e}", dir.display()))?;
+    let mut nodes = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let value: toml::Value = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
+        let Some(node) = value.get("node") else { continue };
+        let code = node.get("code").and_then(|c| c.as_str()).ok_or(format!("{}: node.code missing", path.display()))?;
+        let parent = node.get("parent").and_then(|p| p.as_str()).map(str::to_string);
+        nodes.push(Node { code: code.to_string(), file: path, parent });
+    }
+    nodes.sort_by_key(|n| (n.parent.is_some(), n.code.clone()));
+    match nodes.iter().filter(|n| n.parent.is_none()).count() {
+        1 => Ok(nodes),
+        n => Err(format!(
+            "--city {}: expected exactly one node file without node.parent (the hub), found {n}",
+            dir.display()
+        )),
+    }
+}
+
+/// The node file with its `[nats]` links set: the hub listens on `leaf`, the others link to it.
+fn linked_file(node: &Node, leaf: &str, out: &Path) -> Result<PathBuf, String> {
+    let text = std::fs::read_to_string(&node.file).map_err(|e| format!("{}: {e}", node.file.display()))?;
+    let mut value: toml::Table = text.parse().map_err(|e| format!("{}: {e}", node.file.display()))?;
+    let nats = value.entry("nats").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let nats = nats.as_table_mut().ok_or(format!("{}: [nats] is not a table", node.file.display()))?;
+    nats.insert("url".into(), "".into());
+    if node.parent.is_none() {
+        nats.insert("leaf_listen".into(), leaf.into());
+    } else {
+        nats.insert("parent_urls".into(), toml::Value::Array(vec![format!("nats-leaf://{leaf}").into()]));
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let path = out.join("node.toml");
+    let text = format!("# written by `xinfang up --city` from {}\n{value}", node.file.display());
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// A free port on 127.0.0.1 for the hub's leaf listener.
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn start(file: &Path, data: &Path) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    Command::new(exe)
+        .arg("up")
+        .arg("--config")
+        .arg(file)
+        .arg("--data")
+        .arg(data)
+        .env(runtime::TETHER_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting the node of {}: {e}", file.display()))
+}
+
+/// Reads a child `up`'s stdout until its ready line.
+async fn ready_line(child: &mut Child) -> Result<Value, String> {
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if v["ready"] == true {
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return Ok(v);
+            }
+        }
+    }
+    Err("exited before its ready line".into())
+}
+
+/// `xinfang up --city DIR`.
+pub async fn main(dir: PathBuf, data: Option<PathBuf>) -> ExitCode {
+    let shutdown = runtime::shutdown_on_signals();
+    let nodes = match nodes(&dir) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("xinfang up: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let data = data.unwrap_or_else(|| PathBuf::from("data").join("city"));
+    let leaf = match free_port() {
+        Ok(p) => format!("127.0.0.1:{p}"),
+        Err(e) => return fail(&e),
+    };
+    let hub = nodes[0].code.clone();
+    let mut children: Vec<(String, Child)> = Vec::new();
+    let mut lines = Map::new();
+    let started = tokio::time::Instant::now();
+    // the hub first, so that the districts' leaf links find its listener
+    for node in &nodes {
+        let out = data.join(&node.code);
+        let file = match linked_file(node, &leaf, &out) {
+            Ok(f) => f,
+            Err(e) => return fail(&e),
+        };
+        let mut child = match start(&file, &out) {
+            Ok(c) => c,
+            Err(e) => return fail(&e),
+        };
+        let left = READY_WITHIN.saturating_sub(started.elapsed());
+        let ready = tokio::select! {
+            r = tokio::time::timeout(left, ready_line(&mut child)) => r,
+            _ = shutdown.cancelled() => return ExitCode::SUCCESS,
+        };
+        match ready {
+            Ok(Ok(line)) => {
+                lines.insert(node.code.clone(), line);
+            }
+            Ok(Err(e)) => return fail(&format!("node {}: {e}", node.code)),
+            Err(_) => return fail(&format!("node {} not ready within {} s", node.code, READY_WITHIN.as_secs())),
+        }
+        children.push((node.code.clone(), child));
+    }
+    println!("{}", serde_json::json!({"ready": true, "city": hub, "leaf_listen": leaf, "nodes": lines}));
+    tracing::info!(city = %hub, nodes = children.len(), "city ready");
+    // each node supervises its own services and server; a node that stops ends the city
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let stopped = children.iter_mut().find_map(|(code, c)| c.try_wait().ok().flatten().map(|s| (code.clone(), s)));
+        if let Some((code, status)) = stopped {
+            eprintln!("xinfang up: node {code} stopped ({status}); stopping the city");
+            break;
+        }
+    }
+    for (_, child) in &mut children {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+    for (_, child) in &mut children {
+        if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("xinfang up: {msg}");
+    ExitCode::FAILURE
+}

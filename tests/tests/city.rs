@@ -1,0 +1,262 @@
+//! Issue 15: a city of nodes, each with its own nats-server and JetStream domain, the districts
+//! linked to the city hub as leaf nodes through TCP proxies the test cuts. With the links cut,
+//! each district goes on registering, routing and notifying; a transfer 320211 → 320213 and an
+//! escalation 320211 → city made during the cut arrive once each after the heal, and the time
+//! from heal to arrival is printed (docs/benchmarks.md). `XF_CUT_SECONDS` sets the cut
+//! (default 30; the issue's figure is for 120).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use xinfang_shared::ids::NodeCode;
+use xinfang_shared::ledger::read_stream;
+use xinfang_shared::subjects;
+use xinfang_tests::petition_by;
+use xinfang_tests::proxy::Proxy;
+use xinfang_tests::up::UpNode;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+const COMMON: &str = r#"
+[[categories]]
+code = "urban_construction"
+name = "城乡建设"
+"#;
+
+fn district(code: &str, name: &str, other: (&str, &str), proxy: u16) -> String {
+    let (other, other_name) = other;
+    format!(
+        r#"
+[node]
+code = "{code}"
+name = "{name}"
+parent = "320200"
+
+[nats]
+url = ""
+parent_urls = ["nats-leaf://127.0.0.1:{proxy}"]
+
+[http]
+listen = "127.0.0.1:0"
+
+[[divisions]]
+code = "{code}"
+name = "{name}"
+
+[[peers]]
+code = "{other}"
+name = "{other_name}"
+divisions = ["{other}"]
+
+[[peers]]
+code = "320200"
+name = "无锡市"
+divisions = []
+{COMMON}
+[[organs]]
+id = "{code}-xfj"
+name = "{name}信访局"
+role = "petition_bureau"
+node = "{code}"
+
+[[organs]]
+id = "{code}-zjj"
+name = "{name}住房和城乡建设局"
+role = "department"
+node = "{code}"
+parent = "320200-zjj"
+
+[[rules]]
+id = "housing"
+division_prefix = "{code}"
+categories = ["urban_construction"]
+organ = "{code}-zjj"
+"#
+    )
+}
+
+fn city(leaf: u16) -> String {
+    format!(
+        r#"
+[node]
+code = "320200"
+name = "无锡市"
+
+[nats]
+url = ""
+leaf_listen = "127.0.0.1:{leaf}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[[divisions]]
+code = "320200"
+name = "无锡市"
+
+[[peers]]
+code = "320211"
+name = "滨湖区"
+divisions = ["320211"]
+
+[[peers]]
+code = "320213"
+name = "梁溪区"
+divisions = ["320213"]
+{COMMON}
+[[organs]]
+id = "320200-xfj"
+name = "无锡市信访局"
+role = "petition_bureau"
+node = "320200"
+
+[[organs]]
+id = "320200-zjj"
+name = "无锡市住房和城乡建设局"
+role = "department"
+node = "320200"
+"#
+    )
+}
+
+fn start(dir: &Path, code: &str, text: &str) -> UpNode {
+    let file = dir.join(format!("{code}.toml"));
+    std::fs::write(&file, text).unwrap();
+    UpNode::start(&file, &dir.join(code))
+}
+
+async fn js(node: &UpNode) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(async_nats::connect(node.nats_url()).await.expect("connect"))
+}
+
+async fn submit(http: &reqwest::Client, node: &UpNode, petition: &Value) -> String {
+    let r = http.post(format!("{}/v1/petitions", node.http())).json(petition).send().await.expect("submit");
+    assert_eq!(r.status().as_u16(), 201);
+    let receipt: Value = r.json().await.unwrap();
+    receipt["case_id"].as_str().unwrap().to_string()
+}
+
+/// The events of type `kind` of `case` in `node`'s ledger.
+async fn events_of(js: &async_nats::jetstream::Context, node: &str, case: &str, kind: &str) -> usize {
+    let node = NodeCode::parse(node).unwrap();
+    let case = xinfang_shared::ids::CaseId::parse(case).unwrap();
+    let stored = read_stream(js, &subjects::case_stream(&node), subjects::case_filter(&node, &case)).await;
+    stored.map(|s| s.iter().filter(|x| x.event.kind == kind).count()).unwrap_or(0)
+}
+
+/// How many messages with id `id` the stream `name` holds.
+async fn messages_with_id(js: &async_nats::jetstream::Context, name: &str, id: &str) -> usize {
+    read_stream(js, name, String::new()).await.map(|s| s.iter().filter(|x| x.event.event_id == id).count()).unwrap_or(0)
+}
+
+async fn parent_connected(http: &reqwest::Client, node: &UpNode) -> bool {
+    let Ok(r) = http.get(format!("{}/v1/node/links", node.http())).send().await else { return false };
+    let v: Value = r.json().await.unwrap_or_default();
+    v["parent"]["connected"] == true
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> Duration {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn districts_work_through_a_wan_cut_and_what_they_owe_arrives_once_after_the_heal() {
+    let cut_for = Duration::from_secs(std::env::var("XF_CUT_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30));
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = free_port();
+    let hub = start(dir.path(), "320200", &city(leaf));
+    let target: SocketAddr = format!("127.0.0.1:{leaf}").parse().unwrap();
+    let (p11, p13) = (Proxy::start(target).await, Proxy::start(target).await);
+    let binhu = start(dir.path(), "320211", &district("320211", "滨湖区", ("320213", "梁溪区"), p11.port));
+    let liangxi = start(dir.path(), "320213", &district("320213", "梁溪区", ("320211", "滨湖区"), p13.port));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let (hub_js, binhu_js, liangxi_js) = (js(&hub).await, js(&binhu).await, js(&liangxi).await);
+    for d in [&binhu, &liangxi] {
+        wait_until(Duration::from_secs(30), "leaf link up", || parent_connected(&http, d)).await;
+    }
+
+    // linked: a transfer and an escalation go through at once
+    let mut elsewhere = petition_by(11);
+    elsewhere["location"] = json!({"division": "320213", "address": "梁溪区崇安寺"});
+    let before = submit(&http, &binhu, &elsewhere).await;
+    wait_until(Duration::from_secs(30), "transfer while linked", || async {
+        events_of(&liangxi_js, "320213", &before, "transferred_in").await == 1
+    })
+    .await;
+
+    p11.cut();
+    p13.cut();
+    let cut_at = Instant::now();
+    for d in [&binhu, &liangxi] {
+        wait_until(Duration::from_secs(15), "cut noticed", || async { !parent_connected(&http, d).await }).await;
+    }
+    // during the cut: each district registers, routes and notifies on its own
+    let local_11 = submit(&http, &binhu, &petition_by(21)).await;
+    let mut own = petition_by(22);
+    own["location"] = json!({"division": "320213", "address": "梁溪区"});
+    let local_13 = submit(&http, &liangxi, &own).await;
+    let transfer = submit(&http, &binhu, &elsewhere).await;
+    let mut group = petition_by(23);
+    group["headcount"] = json!(6);
+    let escalated = submit(&http, &binhu, &group).await;
+    for (js, node, case) in [(&binhu_js, "320211", &local_11), (&liangxi_js, "320213", &local_13)] {
+        wait_until(Duration::from_secs(20), "routed during the cut", || async {
+            events_of(js, node, case, "routed").await == 1
+        })
+        .await;
+        wait_until(Duration::from_secs(20), "notified during the cut", || async {
+            events_of(js, node, case, "notified").await >= 1
+        })
+        .await;
+    }
+    wait_until(Duration::from_secs(20), "forwarded during the cut", || async {
+        events_of(&binhu_js, "320211", &transfer, "forwarded").await == 1
+    })
+    .await;
+    wait_until(Duration::from_secs(20), "escalated during the cut", || async {
+        events_of(&binhu_js, "320211", &escalated, "escalated").await >= 1
+    })
+    .await;
+    assert_eq!(events_of(&liangxi_js, "320213", &transfer, "transferred_in").await, 0, "nothing crosses a cut link");
+    let remaining = cut_for.saturating_sub(cut_at.elapsed());
+    tokio::time::sleep(remaining).await;
+
+    p11.heal();
+    p13.heal();
+    let healed = Instant::now();
+    let registered = read_stream(&binhu_js, "XF_CASES_320211", format!("xf.320211.case.{escalated}.registered"))
+        .await
+        .expect("read the ledger");
+    let escalation_id = format!("{}:parent", registered[0].event.event_id);
+    let transfer_took = wait_until(Duration::from_secs(120), "transfer after the heal", || async {
+        events_of(&liangxi_js, "320213", &transfer, "transferred_in").await >= 1
+    })
+    .await;
+    let escalation_took = wait_until(Duration::from_secs(120), "escalation after the heal", || async {
+        messages_with_id(&hub_js, "XF_INBOX_320200", &escalation_id).await >= 1
+    })
+    .await;
+    println!(
+        "cut {:?}: after the heal the transfer arrived in {:.1} s, the escalation in {:.1} s (from the heal: {:.1} s)",
+        cut_for,
+        transfer_took.as_secs_f64(),
+        escalation_took.as_secs_f64(),
+        healed.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(events_of(&liangxi_js, "320213", &transfer, "transferred_in").await, 1, "the transfer once");
+    assert_eq!(messages_with_id(&hub_js, "XF_INBOX_320200", &escalation_id).await, 1, "the escalation once");
+    assert!(transfer_took.max(escalation_took) < Duration::from_secs(10), "catch-up within 10 s of the heal");
+}
