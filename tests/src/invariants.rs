@@ -82,7 +82,7 @@ impl fmt::Display for Report {
             let verdict = if c.failures.is_empty() { "ok  " } else { "FAIL" };
             writeln!(
                 f,
-                "  {verdict} {:<56} {:>7} checked ({} still in flight), {} failed",
+                "  {verdict} {:<56} {:>7} checked ({} not yet due or in flight), {} failed",
                 c.name,
                 c.checked,
                 c.in_flight,

@@ -8,6 +8,7 @@ pub mod browser;
 pub mod invariants;
 pub mod procs;
 pub mod proxy;
+pub mod topology;
 pub mod up;
 
 use std::io::{BufRead, BufReader};

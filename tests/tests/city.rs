@@ -5,8 +5,6 @@
 //! from heal to arrival is printed (docs/benchmarks.md). `XF_CUT_SECONDS` sets the cut
 //! (default 30; the issue's figure is for 120).
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -14,123 +12,8 @@ use xinfang_shared::ids::NodeCode;
 use xinfang_shared::ledger::read_stream;
 use xinfang_shared::subjects;
 use xinfang_tests::petition_by;
-use xinfang_tests::proxy::Proxy;
+use xinfang_tests::topology::City;
 use xinfang_tests::up::UpNode;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-const COMMON: &str = r#"
-[[categories]]
-code = "urban_construction"
-name = "城乡建设"
-"#;
-
-fn district(code: &str, name: &str, other: (&str, &str), proxy: u16) -> String {
-    let (other, other_name) = other;
-    format!(
-        r#"
-[node]
-code = "{code}"
-name = "{name}"
-parent = "320200"
-
-[nats]
-url = ""
-parent_urls = ["nats-leaf://127.0.0.1:{proxy}"]
-
-[http]
-listen = "127.0.0.1:0"
-
-[[divisions]]
-code = "{code}"
-name = "{name}"
-
-[[peers]]
-code = "{other}"
-name = "{other_name}"
-divisions = ["{other}"]
-
-[[peers]]
-code = "320200"
-name = "无锡市"
-divisions = []
-{COMMON}
-[[organs]]
-id = "{code}-xfj"
-name = "{name}信访局"
-role = "petition_bureau"
-node = "{code}"
-
-[[organs]]
-id = "{code}-zjj"
-name = "{name}住房和城乡建设局"
-role = "department"
-node = "{code}"
-parent = "320200-zjj"
-
-[[rules]]
-id = "housing"
-division_prefix = "{code}"
-categories = ["urban_construction"]
-organ = "{code}-zjj"
-"#
-    )
-}
-
-fn city(leaf: u16) -> String {
-    format!(
-        r#"
-[node]
-code = "320200"
-name = "无锡市"
-
-[nats]
-url = ""
-leaf_listen = "127.0.0.1:{leaf}"
-
-[http]
-listen = "127.0.0.1:0"
-
-[[divisions]]
-code = "320200"
-name = "无锡市"
-
-[[peers]]
-code = "320211"
-name = "滨湖区"
-divisions = ["320211"]
-
-[[peers]]
-code = "320213"
-name = "梁溪区"
-divisions = ["320213"]
-{COMMON}
-[[organs]]
-id = "320200-xfj"
-name = "无锡市信访局"
-role = "petition_bureau"
-node = "320200"
-
-[[organs]]
-id = "320200-zjj"
-name = "无锡市住房和城乡建设局"
-role = "department"
-node = "320200"
-"#
-    )
-}
-
-fn start(dir: &Path, code: &str, text: &str) -> UpNode {
-    let file = dir.join(format!("{code}.toml"));
-    std::fs::write(&file, text).unwrap();
-    UpNode::start(&file, &dir.join(code))
-}
-
-async fn js(node: &UpNode) -> async_nats::jetstream::Context {
-    async_nats::jetstream::new(async_nats::connect(node.nats_url()).await.expect("connect"))
-}
 
 async fn submit(http: &reqwest::Client, node: &UpNode, petition: &Value) -> String {
     let r = http.post(format!("{}/v1/petitions", node.http())).json(petition).send().await.expect("submit");
@@ -175,22 +58,20 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
 async fn districts_work_through_a_wan_cut_and_what_they_owe_arrives_once_after_the_heal() {
     let cut_for = Duration::from_secs(std::env::var("XF_CUT_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30));
     let dir = tempfile::tempdir().unwrap();
-    let leaf = free_port();
-    let hub = start(dir.path(), "320200", &city(leaf));
-    let target: SocketAddr = format!("127.0.0.1:{leaf}").parse().unwrap();
-    let (p11, p13) = (Proxy::start(target).await, Proxy::start(target).await);
-    let binhu = start(dir.path(), "320211", &district("320211", "滨湖区", ("320213", "梁溪区"), p11.port));
-    let liangxi = start(dir.path(), "320213", &district("320213", "梁溪区", ("320211", "滨湖区"), p13.port));
+    let city = City::start(dir.path(), "").await;
+    let (binhu, liangxi) = (&city.districts[0], &city.districts[1]);
+    let (p11, p13) = (&city.links[0], &city.links[1]);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let (hub_js, binhu_js, liangxi_js) = (js(&hub).await, js(&binhu).await, js(&liangxi).await);
-    for d in [&binhu, &liangxi] {
+    let (hub_js, binhu_js, liangxi_js) =
+        (city.jetstream("320200").await, city.jetstream("320211").await, city.jetstream("320213").await);
+    for d in [binhu, liangxi] {
         wait_until(Duration::from_secs(30), "leaf link up", || parent_connected(&http, d)).await;
     }
 
     // linked: a transfer and an escalation go through at once
     let mut elsewhere = petition_by(11);
     elsewhere["location"] = json!({"division": "320213", "address": "梁溪区崇安寺"});
-    let before = submit(&http, &binhu, &elsewhere).await;
+    let before = submit(&http, binhu, &elsewhere).await;
     wait_until(Duration::from_secs(30), "transfer while linked", || async {
         events_of(&liangxi_js, "320213", &before, "transferred_in").await == 1
     })
@@ -199,18 +80,18 @@ async fn districts_work_through_a_wan_cut_and_what_they_owe_arrives_once_after_t
     p11.cut();
     p13.cut();
     let cut_at = Instant::now();
-    for d in [&binhu, &liangxi] {
+    for d in [binhu, liangxi] {
         wait_until(Duration::from_secs(15), "cut noticed", || async { !parent_connected(&http, d).await }).await;
     }
     // during the cut: each district registers, routes and notifies on its own
-    let local_11 = submit(&http, &binhu, &petition_by(21)).await;
+    let local_11 = submit(&http, binhu, &petition_by(21)).await;
     let mut own = petition_by(22);
     own["location"] = json!({"division": "320213", "address": "梁溪区"});
-    let local_13 = submit(&http, &liangxi, &own).await;
-    let transfer = submit(&http, &binhu, &elsewhere).await;
+    let local_13 = submit(&http, liangxi, &own).await;
+    let transfer = submit(&http, binhu, &elsewhere).await;
     let mut group = petition_by(23);
     group["headcount"] = json!(6);
-    let escalated = submit(&http, &binhu, &group).await;
+    let escalated = submit(&http, binhu, &group).await;
     for (js, node, case) in [(&binhu_js, "320211", &local_11), (&liangxi_js, "320213", &local_13)] {
         wait_until(Duration::from_secs(20), "routed during the cut", || async {
             events_of(js, node, case, "routed").await == 1
