@@ -168,12 +168,28 @@ where
         metrics.pending.set(pending as i64);
         match Envelope::from_slice(&msg.payload) {
             Ok(event) => {
-                let outcome = handler(Delivery { seq, delivered, event }).await;
-                settle(&msg, outcome, spec, metrics, seq, delivered).await?;
+                // a transient failure is retried in place, never by a nak that lets later
+                // events through first: a projection records the highest sequence it applied
+                // and would take the late redelivery for done (found by the fault campaign)
+                let mut delivered = delivered;
+                let outcome = loop {
+                    match handler(Delivery { seq, delivered, event: event.clone() }).await {
+                        Outcome::Retry(why) if delivered < spec.max_deliver => {
+                            metrics.processed.with_label_values(&["retry"]).inc();
+                            tracing::warn!(consumer = %spec.durable, seq, delivered, %why, "will retry");
+                            if !wait_in_progress(&msg, backoff(delivered), shutdown).await {
+                                return Ok(());
+                            }
+                            delivered += 1;
+                        }
+                        outcome => break outcome,
+                    }
+                };
+                settle(&msg, outcome, spec, metrics, seq).await?;
             }
             Err(e) => {
                 dead_letter(metrics, &spec.durable, seq, "unreadable", &e.to_string());
-                msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())?;
+                msg.double_ack_with(AckKind::Term).await.map_err(|e| e.to_string())?;
             }
         }
         // The server's word, asked only at the end of what it had to deliver: redeliveries
@@ -184,34 +200,43 @@ where
     }
 }
 
-/// Acks, naks or terms one handled delivery.
+/// Acks or terms one handled delivery.
 async fn settle(
     msg: &async_nats::jetstream::Message,
     outcome: Outcome,
     spec: &Spec,
     metrics: &ConsumerMetrics,
     seq: u64,
-    delivered: i64,
 ) -> Result<(), String> {
     match outcome {
         Outcome::Done => {
             metrics.processed.with_label_values(&["done"]).inc();
             msg.double_ack().await.map_err(|e| e.to_string())
         }
-        Outcome::Retry(why) if delivered < spec.max_deliver => {
-            metrics.processed.with_label_values(&["retry"]).inc();
-            tracing::warn!(consumer = %spec.durable, seq, delivered, %why, "will retry");
-            msg.ack_with(AckKind::Nak(Some(backoff(delivered)))).await.map_err(|e| e.to_string())
-        }
         Outcome::Retry(why) => {
             dead_letter(metrics, &spec.durable, seq, "retries_exhausted", &why);
-            msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())
+            msg.double_ack_with(AckKind::Term).await.map_err(|e| e.to_string())
         }
         Outcome::Reject(why) => {
             dead_letter(metrics, &spec.durable, seq, "rejected", &why);
-            msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string())
+            msg.double_ack_with(AckKind::Term).await.map_err(|e| e.to_string())
         }
     }
+}
+
+/// Waits `wait` before a retry, telling the server every few seconds that the message is in
+/// progress so that it is not redelivered meanwhile. `false` when shut down first.
+async fn wait_in_progress(msg: &async_nats::jetstream::Message, wait: Duration, shutdown: &CancellationToken) -> bool {
+    let until = tokio::time::Instant::now() + wait;
+    while tokio::time::Instant::now() < until {
+        let _ = msg.ack_with(AckKind::Progress).await;
+        let step = until.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(3));
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(step) => {}
+        }
+    }
+    true
 }
 
 fn nothing_left(info: &consumer::Info) -> bool {

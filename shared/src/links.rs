@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::{self, External, Source};
 use async_nats::jetstream::Context;
-use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -159,7 +159,7 @@ pub struct Links {
     since: IntGaugeVec,
     pending: IntGauge,
     lag: IntGauge,
-    rearmed: prometheus::IntCounterVec,
+    rearmed: IntCounterVec,
 }
 
 impl Links {
@@ -181,14 +181,13 @@ impl Links {
                 .expect("valid");
         let lag = IntGauge::new(format!("xf_{service}_inbox_lag"), "Messages for this node not yet in its inbox")
             .expect("valid");
-        let rearmed = prometheus::IntCounterVec::new(
+        let rearmed = IntCounterVec::new(
             Opts::new(format!("xf_{service}_link_rearms_total"), "Sources re-armed when a link came back"),
             &["link"],
         )
         .expect("valid");
-        for m in [Box::new(up.clone()) as Box<dyn prometheus::core::Collector>, Box::new(since.clone())] {
-            registry.register(m).expect("register");
-        }
+        registry.register(Box::new(up.clone())).expect("register");
+        registry.register(Box::new(since.clone())).expect("register");
         registry.register(Box::new(pending.clone())).expect("register");
         registry.register(Box::new(lag.clone())).expect("register");
         registry.register(Box::new(rearmed.clone())).expect("register");
@@ -198,8 +197,13 @@ impl Links {
 
     /// The linked nodes: the parent (when this node links to one), then the children.
     fn linked(&self) -> Vec<NodeCode> {
+        self.parent().into_iter().chain(self.settings.children()).collect()
+    }
+
+    /// The parent, when this node is linked to one (a child in a city of leaf links).
+    fn parent(&self) -> Option<NodeCode> {
         let parent = self.settings.node.parent.as_deref().filter(|_| !self.settings.nats.parent_urls.is_empty());
-        parent.and_then(|p| NodeCode::parse(p).ok()).into_iter().chain(self.settings.children()).collect()
+        parent.and_then(|p| NodeCode::parse(p).ok())
     }
 
     /// `GET /v1/node/links`: `{"node","parent":{"connected","since"},"children":{…},"outbox":{"pending"},"inbox":{"lag"}}`.
@@ -207,14 +211,13 @@ impl Links {
         let state = self.state.lock().expect("links lock");
         let link =
             |code: &str| state.links.get(code).map(|l| json!({"connected": l.connected, "since": rfc3339(l.since)}));
-        let parent = self.settings.node.parent.as_deref().filter(|_| !self.settings.nats.parent_urls.is_empty());
         let children: serde_json::Map<String, Value> =
             self.settings.children().iter().filter_map(|c| link(c.as_str()).map(|l| (c.to_string(), l))).collect();
         json!({
             "ok": true,
             "node": self.settings.node.code,
             "linked": self.settings.linked(),
-            "parent": parent.and_then(link),
+            "parent": self.parent().and_then(|p| link(p.as_str())),
             "children": children,
             "outbox": {"pending": state.outbox_pending},
             "inbox": {"lag": state.inbox_lag},
@@ -302,8 +305,8 @@ impl Links {
         };
         // the parent's XF_ROUTES (or this node's own, on the top node) knows how far behind
         // the outbox its source is
-        let routes_js = match self.linked().first().filter(|_| !self.settings.nats.parent_urls.is_empty()) {
-            Some(parent) => async_nats::jetstream::with_domain(self.client.clone(), self.settings.domain_of(parent)),
+        let routes_js = match self.parent() {
+            Some(parent) => async_nats::jetstream::with_domain(self.client.clone(), self.settings.domain_of(&parent)),
             None => self.js.clone(),
         };
         let told = match tokio::time::timeout(PROBE_EVERY, routes_js.get_stream(ROUTES)).await {

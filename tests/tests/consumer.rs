@@ -128,7 +128,7 @@ async fn handled_when_caught_up(ledger: &Ledger, durable: &str) -> usize {
         max_deliver: 3,
         resume_after: None,
     };
-    let done = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+    let done = Arc::new(Mutex::new(Vec::<String>::new()));
     let (caught_up, mut seen) = tokio::sync::watch::channel(false);
     let d = done.clone();
     let task = tokio::spawn(consumer::run_reporting(
@@ -144,16 +144,20 @@ async fn handled_when_caught_up(ledger: &Ledger, durable: &str) -> usize {
                 if delivery.event.event_id == "ev-3" && delivery.delivered == 1 {
                     return Outcome::Retry("once".into());
                 }
-                d.lock().unwrap().insert(delivery.event.event_id.clone());
+                d.lock().unwrap().push(delivery.event.event_id.clone());
                 Outcome::Done
             }
         },
     ));
     tokio::time::timeout(Duration::from_secs(30), seen.wait_for(|c| *c)).await.expect("caught up").unwrap();
-    let handled = done.lock().unwrap().len();
+    let done = done.lock().unwrap().clone();
     shutdown.cancel();
     task.await.unwrap();
-    handled
+    // a retried event is handled again before any later one (a projection applies in order)
+    if let Some(i) = done.iter().position(|e| e == "ev-3") {
+        assert_eq!(done.get(i + 1).map(String::as_str), Some("ev-4"), "{done:?}");
+    }
+    done.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
