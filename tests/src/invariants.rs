@@ -207,19 +207,7 @@ pub async fn check_node(js: &Context, others: &Others, x: &Expectations<'_>) -> 
         }
     }
     let mut arrived = Check::new("every escalation owed to the parent arrived there once");
-    let mut inboxes: HashMap<String, HashMap<String, usize>> = HashMap::new();
-    for parent in parent_owed.iter().map(|(_, _, to)| to.clone()).collect::<HashSet<_>>() {
-        let Some(parent_js) = others.get(&parent) else { continue };
-        let code = NodeCode::parse(&parent).map_err(|e| e.to_string())?;
-        let inbox = read_stream(parent_js, &subjects::inbox_stream(&code), String::new())
-            .await
-            .map_err(|e| format!("inbox of {parent}: {e}"))?;
-        let mut counts = HashMap::new();
-        for s in inbox {
-            *counts.entry(s.event.event_id).or_default() += 1;
-        }
-        inboxes.insert(parent, counts);
-    }
+    let inboxes = ids_at(others, &parent_owed, |code| (subjects::inbox_stream(code), String::new())).await?;
     for (case, id, to) in &parent_owed {
         let Some(counts) = inboxes.get(to) else { continue };
         arrived.once(counts.get(id).copied().unwrap_or(0), false, || {
@@ -227,26 +215,38 @@ pub async fn check_node(js: &Context, others: &Others, x: &Expectations<'_>) -> 
         });
     }
     let mut transferred = Check::new("every transfer arrived at its node once");
-    let mut received: HashMap<String, HashMap<String, usize>> = HashMap::new();
-    for to in transfers.iter().map(|(_, _, to)| to.clone()).collect::<HashSet<_>>() {
-        let Some(to_js) = others.get(&to) else { continue };
-        let code = NodeCode::parse(&to).map_err(|e| e.to_string())?;
-        let ins =
-            read_stream(to_js, &subjects::case_stream(&code), subjects::case_type_filter(&code, "transferred_in"))
-                .await
-                .map_err(|e| format!("ledger of {to}: {e}"))?;
-        let mut counts = HashMap::new();
-        for s in ins {
-            *counts.entry(s.event.event_id).or_default() += 1;
-        }
-        received.insert(to, counts);
-    }
+    let received = ids_at(others, &transfers, |code| {
+        (subjects::case_stream(code), subjects::case_type_filter(code, "transferred_in"))
+    })
+    .await?;
     for (case, id, to) in &transfers {
         let Some(counts) = received.get(to) else { continue };
         transferred.once(counts.get(id).copied().unwrap_or(0), false, || format!("case {case}: transfer {id} at {to}"));
     }
     report.checks = vec![receipted, routed, twice, timers, escalated, notices, arrived, transferred];
     Ok(report)
+}
+
+/// For each node named third in `owed` (case, id, node) that `others` can reach: how often each
+/// event id stands in the stream (and filter) `place` gives for that node.
+async fn ids_at(
+    others: &Others,
+    owed: &[(String, String, String)],
+    place: impl Fn(&NodeCode) -> (String, String),
+) -> Result<HashMap<String, HashMap<String, usize>>, String> {
+    let mut out = HashMap::new();
+    for node in owed.iter().map(|(_, _, to)| to.clone()).collect::<HashSet<_>>() {
+        let Some(js) = others.get(&node) else { continue };
+        let code = NodeCode::parse(&node).map_err(|e| e.to_string())?;
+        let (stream, filter) = place(&code);
+        let stored = read_stream(js, &stream, filter).await.map_err(|e| format!("{stream} of {node}: {e}"))?;
+        let mut counts = HashMap::new();
+        for s in stored {
+            *counts.entry(s.event.event_id).or_default() += 1;
+        }
+        out.insert(node, counts);
+    }
+    Ok(out)
 }
 
 /// Whether every durable consumer of `streams` has nothing pending and nothing unacknowledged.
