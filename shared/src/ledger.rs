@@ -96,13 +96,18 @@ pub struct Ledger {
     node: NodeCode,
     stream: String,
     batched: bool,
+    /// Whether a case's history is read with direct gets: the stream allows them and has one
+    /// replica, so the server that answers has every acknowledged write (a follower of a
+    /// replicated stream may answer a direct get before it has the latest).
+    direct: bool,
 }
 
 impl Ledger {
     /// Opens the ledger, creating or updating the node's case and outbox streams.
     pub async fn open(js: Context, node: NodeCode) -> Result<Self, ReadError> {
-        let batched = provision(&js, &node).await?;
-        Ok(Self { stream: subjects::case_stream(&node), js, node, batched })
+        let config = provision(&js, &node).await?;
+        let direct = config.allow_direct && config.num_replicas <= 1;
+        Ok(Self { stream: subjects::case_stream(&node), js, node, batched: config.allow_batch_publish, direct })
     }
 
     /// Whether the case stream takes fast-ingest batches (nats-server ≥ 2.14).
@@ -295,7 +300,12 @@ impl Ledger {
     /// Every event of a case, oldest first (empty if the case is unknown here).
     #[tracing::instrument(skip(self))]
     pub async fn history(&self, case: &CaseId) -> Result<Vec<Stored>, ReadError> {
-        self.read_filtered(subjects::case_filter(&self.node, case)).await
+        let filter = subjects::case_filter(&self.node, case);
+        if self.direct {
+            read_direct(&self.js, &self.stream, &filter).await
+        } else {
+            self.read_filtered(filter).await
+        }
     }
 
     /// Every event of a case, oldest first, without their stream sequences.
@@ -322,6 +332,29 @@ impl Ledger {
 /// Every stored message of stream `name` under `filter` (empty: all), oldest first, as events
 /// (the ledger, an outbox, an inbox).
 pub async fn read_stream(js: &Context, name: &str, filter: String) -> Result<Vec<Stored>, ReadError> {
+    let mut out = Vec::new();
+    scan_stream(js, name, filter, |seq, payload| {
+        match Envelope::from_slice(payload) {
+            Ok(event) => out.push(Stored { seq, event }),
+            Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry"),
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Messages fetched at a time by [`scan_stream`].
+const SCAN_FETCH: usize = 4096;
+
+/// Hands every message of stream `name` under `filter` (empty: all) that is stored when the
+/// scan begins to `each` (its stream sequence and bytes), oldest first, through one ephemeral
+/// consumer, without holding them: a sequential read of a whole ledger in bounded memory.
+/// Returns the sequence of the last message handed over (0: none).
+pub async fn scan_stream<F>(js: &Context, name: &str, filter: String, mut each: F) -> Result<u64, ReadError>
+where
+    F: FnMut(u64, &[u8]) -> Result<(), String>,
+{
     let err = |e: &dyn std::fmt::Display| ReadError(e.to_string());
     let stream = js.get_stream_no_info(name).await.map_err(|e| err(&e))?;
     let consumer = stream
@@ -338,12 +371,11 @@ pub async fn read_stream(js: &Context, name: &str, filter: String) -> Result<Vec
         .map_err(|e| err(&e))?;
     let total = consumer.cached_info().num_pending as usize;
     let name = consumer.cached_info().name.clone();
-    let mut out = Vec::with_capacity(total);
-    let mut seen = 0;
+    let (mut seen, mut last) = (0, 0);
     while seen < total {
         let mut batch = consumer
             .fetch()
-            .max_messages(total - seen)
+            .max_messages((total - seen).min(SCAN_FETCH))
             .expires(Duration::from_secs(2))
             .messages()
             .await
@@ -351,21 +383,74 @@ pub async fn read_stream(js: &Context, name: &str, filter: String) -> Result<Vec
         let before = seen;
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(|e| err(&e))?;
-            let seq = msg.info().map_err(|e| err(&e))?.stream_sequence;
+            last = msg.info().map_err(|e| err(&e))?.stream_sequence;
             seen += 1;
-            match Envelope::from_slice(&msg.payload) {
-                Ok(event) => out.push(Stored { seq, event }),
-                Err(e) => {
-                    tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry")
-                }
-            }
+            each(last, &msg.payload).map_err(ReadError)?;
         }
         if seen == before {
-            return Err(ReadError("the ledger stopped delivering a case's history".into()));
+            return Err(ReadError("the stream stopped delivering during a read".into()));
         }
     }
     let _ = stream.delete_consumer(&name).await;
-    Ok(out)
+    Ok(last)
+}
+
+/// Messages asked for per direct-get request of [`read_direct`].
+const DIRECT_BATCH: usize = 1024;
+
+/// How long [`read_direct`] waits for the server's next answer.
+const DIRECT_WAIT: Duration = Duration::from_secs(5);
+
+/// Every stored message of stream `name` under `filter`, oldest first, as events, read with
+/// batched direct gets (`$JS.API.DIRECT.GET.<stream>` with `next_by_subj`, ADR-31): no
+/// consumer is made, so a read is one request and its answers. The server ends each batch with
+/// a `204` carrying how many matching messages remain, and answers `404` when none match.
+pub async fn read_direct(js: &Context, name: &str, filter: &str) -> Result<Vec<Stored>, ReadError> {
+    let client = js.client();
+    let api = format!("$JS.API.DIRECT.GET.{name}");
+    let mut out = Vec::new();
+    let mut from = 1u64;
+    loop {
+        let inbox = client.new_inbox();
+        let mut answers = client.subscribe(inbox.clone()).await.map_err(|e| ReadError(e.to_string()))?;
+        let request = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": DIRECT_BATCH });
+        client
+            .publish_with_reply(api.clone(), inbox, request.to_string().into())
+            .await
+            .map_err(|e| ReadError(e.to_string()))?;
+        let remaining = loop {
+            let msg = match tokio::time::timeout(DIRECT_WAIT, answers.next()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return Err(ReadError("the connection closed during a history read".into())),
+                Err(_) => return Err(ReadError("the ledger did not answer a history read".into())),
+            };
+            let header = |name: &str| {
+                msg.headers.as_ref().and_then(|h| h.get(name)).and_then(|v| v.as_str().parse::<u64>().ok())
+            };
+            match msg.status.map(|s| s.as_u16()) {
+                None => {
+                    let Some(seq) = header("Nats-Sequence") else {
+                        return Err(ReadError("a direct get answer without its sequence".into()));
+                    };
+                    from = seq + 1;
+                    match Envelope::from_slice(&msg.payload) {
+                        Ok(event) => out.push(Stored { seq, event }),
+                        Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry"),
+                    }
+                }
+                Some(204) => break header("Nats-Num-Pending").unwrap_or(0),
+                Some(404) => break 0,
+                Some(code) => {
+                    let why = msg.description.clone().unwrap_or_default();
+                    return Err(ReadError(format!("direct get answered {code} {why}")));
+                }
+            }
+        };
+        let _ = answers.unsubscribe().await;
+        if remaining == 0 {
+            return Ok(out);
+        }
+    }
 }
 
 /// The headers of every ledger and outbox message: the id JetStream deduplicates by, the
@@ -386,9 +471,10 @@ fn traceparent(event_id: &str) -> String {
 }
 
 /// Creates or updates the node's case and outbox streams (idempotent; safe at every start).
-/// Returns whether the case stream takes fast-ingest batches: it asks for them, and a server
-/// older than 2.14, which does not know the setting, gets the stream without.
-pub async fn provision(js: &Context, node: &NodeCode) -> Result<bool, ReadError> {
+/// Returns the case stream's configuration as the server keeps it: whether it takes fast-ingest
+/// batches (it asks for them, and a server older than 2.14, which does not know the setting,
+/// gets the stream without) and how many replicas it has.
+pub async fn provision(js: &Context, node: &NodeCode) -> Result<stream::Config, ReadError> {
     let cases = stream::Config {
         name: subjects::case_stream(node),
         description: Some(format!("xinfang case ledger of node {node}")),
@@ -410,16 +496,13 @@ pub async fn provision(js: &Context, node: &NodeCode) -> Result<bool, ReadError>
         allow_direct: true,
         ..Default::default()
     };
-    let batched = match ensure_stream(js, stream::Config { allow_batch_publish: true, ..cases.clone() }).await {
-        Ok(info) => info.config.allow_batch_publish,
-        Err(e) if e.0.contains("allow_batched") => {
-            ensure_stream(js, cases).await?;
-            false
-        }
+    let info = match ensure_stream(js, stream::Config { allow_batch_publish: true, ..cases.clone() }).await {
+        Ok(info) => info,
+        Err(e) if e.0.contains("allow_batched") => ensure_stream(js, cases).await?,
         Err(e) => return Err(e),
     };
     ensure_stream(js, outbox).await?;
-    Ok(batched)
+    Ok(info.config)
 }
 
 /// How long a query code is kept for the receipt notice (KV `XF_CODES_N`).

@@ -73,6 +73,47 @@ async fn timers_fire_once_across_sigkill_downtime_and_a_lost_store() {
     assert_eq!(again, got, "no duplicate after the rebuild");
 }
 
+/// A metric's value on a service's `/metrics` page (0 when absent).
+async fn metric(url: &str, name: &str) -> f64 {
+    let page = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    page.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_store_is_rebuilt_in_one_read_of_the_ledger_and_its_timers_still_fire_once() {
+    let mut node = TestNode::start_services("\n[deadlines.periods]\nacceptance = \"8s\"\n", &["routing", "deadlines"]);
+    let mut cases = Vec::new();
+    for i in 0..20 {
+        let (_, r) = node.submit(&petition_by(800 + i)).await;
+        cases.push(r["case_id"].as_str().unwrap().to_string());
+    }
+    for c in &cases {
+        node.wait_for(c, "routed", Duration::from_secs(10)).await.expect("routed");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // armed
+    let store = node.service("deadlines").dir.join("deadlines");
+    node.service("deadlines").sigkill();
+    std::fs::remove_dir_all(&store).unwrap();
+    node.service("deadlines").restart();
+    let url = node.service("deadlines").http.clone();
+    // rebuilt before ready, from one read: every timer is back and the consumer replayed nothing
+    assert_eq!(metric(&url, "xf_deadlines_store_rebuilds_total").await, 1.0);
+    assert!(metric(&url, "xf_deadlines_rebuilt_events_total").await >= 40.0, "registered and routed of each case");
+    assert_eq!(metric(&url, "xf_deadlines_armed_timers{step=\"acceptance\"}").await, 20.0);
+    assert_eq!(metric(&url, "xf_deadlines_events_total{result=\"done\"}").await, 0.0, "no event replayed one by one");
+    let mut got = HashMap::new();
+    for _ in 0..100 {
+        got = breaches(&node, "acceptance").await;
+        if cases.iter().all(|c| got.contains_key(c)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for c in &cases {
+        assert_eq!(got.get(c), Some(&1), "{c}: one acceptance breach after the rebuild, got {got:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_years_schedule_is_loaded_without_a_restart_and_moves_provisional_dues() {
     use xinfang_shared::calendar::{Calendar, Period};

@@ -6,11 +6,13 @@
 //!
 //! # Layout
 //! - [`timers`]: the sled layout and the arm / fire operations.
+//! - [`rebuild`]: a new or lost store rebuilt from the ledger in one sequential read.
 //! - [`render`]: the wire form of warnings and breaches, written directly (the burst's path).
 //! - [`metrics`].
 #![forbid(unsafe_code)]
 
 pub mod metrics;
+pub mod rebuild;
 pub mod render;
 pub mod timers;
 
@@ -114,6 +116,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     timers.count_armed();
     let ready = Readiness::default();
     let (addr, ops_task) = ops::serve(&settings.metrics.listen, registry, ready.clone(), shutdown.clone()).await?;
+    match rebuild::rebuild(&timers, TRIGGERS).await {
+        Ok(Some(r)) => tracing::info!(
+            events = r.events,
+            cases = r.cases,
+            upto = r.upto,
+            read_s = r.read_secs,
+            replay_s = r.replay_secs,
+            "timer store rebuilt from the ledger"
+        ),
+        Ok(None) => {}
+        // the consumer replays the ledger event by event instead
+        Err(e) => tracing::warn!(error = %e, "rebuilding the timer store in one read failed"),
+    }
     let spec = Spec {
         stream: ledger.stream_name().to_string(),
         durable: "deadlines".into(),

@@ -1,6 +1,6 @@
 //! Deadlines' metrics (DESIGN.md §7).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Gauges, counters and histograms of the deadlines service.
 #[derive(Clone)]
@@ -17,6 +17,10 @@ pub struct Metrics {
     pub recomputed: IntCounterVec,
     /// `xf_deadlines_calendar_reloads_total{result}`: applied or refused calendar changes.
     pub calendar_reloads: IntCounterVec,
+    /// `xf_deadlines_store_rebuilds_total`: new or lost stores rebuilt from the ledger in one read.
+    pub rebuilds: IntCounter,
+    /// `xf_deadlines_rebuilt_events_total`: ledger events those rebuilds read.
+    pub rebuilt_events: IntCounter,
 }
 
 impl Metrics {
@@ -54,7 +58,19 @@ impl Metrics {
                 &["result"],
             )
             .expect("valid"),
+            rebuilds: IntCounter::new(
+                "xf_deadlines_store_rebuilds_total",
+                "New or lost timer stores rebuilt from the ledger in one sequential read",
+            )
+            .expect("valid"),
+            rebuilt_events: IntCounter::new(
+                "xf_deadlines_rebuilt_events_total",
+                "Ledger events read by store rebuilds",
+            )
+            .expect("valid"),
         };
+        registry.register(Box::new(m.rebuilds.clone())).expect("register");
+        registry.register(Box::new(m.rebuilt_events.clone())).expect("register");
         registry.register(Box::new(m.recomputed.clone())).expect("register");
         registry.register(Box::new(m.calendar_reloads.clone())).expect("register");
         registry.register(Box::new(m.armed.clone())).expect("register");

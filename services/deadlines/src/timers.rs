@@ -177,6 +177,17 @@ async fn forget_all(tree: &Tree, keys: Vec<Vec<u8>>) -> Result<(), String> {
     Ok(())
 }
 
+/// What a reconcile is the effect of.
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    /// A delivered ledger event, at this stream sequence.
+    Event(u64),
+    /// A new holiday calendar.
+    Calendar,
+    /// The replay of a store being rebuilt.
+    Rebuild,
+}
+
 /// The deadlines service's working parts.
 pub struct Timers {
     pub ledger: Ledger,
@@ -218,7 +229,7 @@ impl Timers {
         }
         for case in &cases {
             let events = self.ledger.events(case).await.map_err(|e| e.to_string())?;
-            self.reconcile(case, &events, &events, now, None).await?;
+            self.reconcile(case, &events, &events, now, Cause::Calendar).await?;
         }
         Ok(cases.len())
     }
@@ -244,15 +255,28 @@ impl Timers {
         };
         let all: Vec<Envelope> = history.iter().map(|s| s.event.clone()).collect();
         let upto = history.iter().take_while(|s| s.seq <= d.seq).count();
-        match self.reconcile(&case, &all[..upto], &all, d.event.at, Some(d.seq)).await {
+        match self.reconcile(&case, &all[..upto], &all, d.event.at, Cause::Event(d.seq)).await {
             Ok(()) => Outcome::Done,
             Err(e) => Outcome::Retry(e),
         }
     }
 
-    /// Makes the case's timers those of its open steps as of `events` at time `at`. With a
-    /// stream sequence, the store records it as applied (a replay is skipped); without one
-    /// (a new calendar), dues that move are recorded in the ledger as `due_recomputed`.
+    /// Replays a case's whole history (`all`, oldest first) into a store being rebuilt: each
+    /// event of `triggers` is reconciled as its delivery would have been, against the case's
+    /// events up to it, with no ledger read ([`crate::rebuild`]).
+    pub async fn replay(&self, case: &CaseId, all: &[Envelope], triggers: &[&str]) -> Result<(), String> {
+        for (i, event) in all.iter().enumerate() {
+            if triggers.contains(&event.kind.as_str()) {
+                self.reconcile(case, &all[..=i], all, event.at, Cause::Rebuild).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the case's timers those of its open steps as of `events` at time `at`. For a
+    /// delivered event, the store records its stream sequence as applied (a replay is
+    /// skipped); for a new calendar, dues that move are recorded in the ledger as
+    /// `due_recomputed`; a rebuild only writes the store.
     /// A warning or breach already in the case's ledger (`all`, later events included) is not
     /// armed again: a store rebuilt from the ledger must not fire twice what fired before it
     /// was lost, whatever the duplicate window.
@@ -262,7 +286,7 @@ impl Timers {
         events: &[Envelope],
         all: &[Envelope],
         at: Instant,
-        seq: Option<u64>,
+        cause: Cause,
     ) -> Result<(), String> {
         let Some(state) = CaseState::fold(events) else { return Ok(()) };
         let calendar = self.calendar();
@@ -280,7 +304,7 @@ impl Timers {
             if same {
                 continue;
             }
-            if let (Some((_, due)), None, true) = (want.get(step.as_str()), seq, armed.provisional) {
+            if let (Some((_, due)), Cause::Calendar, true) = (want.get(step.as_str()), cause, armed.provisional) {
                 moved.push((step.clone(), armed.due_at, *due));
             }
             if !want.contains_key(step.as_str()) && armed.due_at < at {
@@ -340,9 +364,9 @@ impl Timers {
             self.append(&fire, &id, data, at).await?;
             self.metrics.recomputed.with_label_values(&[&step]).inc();
         }
-        match seq {
-            Some(seq) => self.projection.apply(seq, batch).await.map(|_| ()).map_err(|e| e.to_string()),
-            None => tree.apply_batch(batch).map_err(|e| e.to_string()),
+        match cause {
+            Cause::Event(seq) => self.projection.apply(seq, batch).await.map(|_| ()).map_err(|e| e.to_string()),
+            Cause::Calendar | Cause::Rebuild => tree.apply_batch(batch).map_err(|e| e.to_string()),
         }
     }
 

@@ -133,6 +133,39 @@ async fn routed_end_to_end(nats: &NatsServer, n: usize, c: usize) -> f64 {
     rate
 }
 
+/// Reading one case's history, as every service does per event: through an ephemeral consumer
+/// (create, fetch, delete) and with batched direct gets, each over the same `cases` of the
+/// node's ledger one at a time; the baseline is one plain consumer reading the whole stream.
+/// Returns (events/s of the whole-stream read, consumer reads/s, direct reads/s, events per case).
+async fn history_reads(nats: &NatsServer, cases: usize) -> (f64, f64, f64, f64) {
+    use std::collections::BTreeSet;
+    use xinfang_shared::ids::{CaseId, NodeCode};
+    use xinfang_shared::{ledger, subjects};
+    let js = nats.jetstream().await;
+    let node = NodeCode::parse("320211").expect("node");
+    let stream = subjects::case_stream(&node);
+    let started = Instant::now();
+    let all = ledger::read_stream(&js, &stream, String::new()).await.expect("whole stream");
+    let raw = all.len() as f64 / started.elapsed().as_secs_f64();
+    let ids: Vec<CaseId> =
+        all.iter().map(|s| s.event.case_id.clone()).collect::<BTreeSet<_>>().into_iter().take(cases).collect();
+    let started = Instant::now();
+    let mut events = 0;
+    for case in &ids {
+        events += ledger::read_stream(&js, &stream, subjects::case_filter(&node, case)).await.expect("read").len();
+    }
+    let consumer = ids.len() as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut direct_events = 0;
+    for case in &ids {
+        direct_events +=
+            ledger::read_direct(&js, &stream, &subjects::case_filter(&node, case)).await.expect("read").len();
+    }
+    let direct = ids.len() as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(events, direct_events, "both ways read the same events");
+    (raw, consumer, direct, events as f64 / ids.len() as f64)
+}
+
 /// Raw sled: `n` inserts of 64-byte values, one flush at the end.
 fn raw_sled(n: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -174,11 +207,21 @@ async fn main() {
     println!();
     println!("| nats-server fsync | raw JetStream acked publishes/s | routed cases/s end to end (submit → `routed` in the ledger) | cases |");
     println!("| --- | --- | --- | --- |");
+    let mut reads = None;
     for sync_always in [true, false] {
         let nats = NatsServer::start(sync_always);
         let raw = raw_publish(&nats, a.petitions, event_size, a.concurrency).await;
         let routed = routed_end_to_end(&nats, a.petitions, a.concurrency).await;
         println!("| {} | {raw:.0} | {routed:.0} | {} |", if sync_always { "always" } else { "default" }, a.petitions);
+        if !sync_always {
+            reads = Some(history_reads(&nats, 1000.min(a.petitions)).await);
+        }
+    }
+    if let Some((raw, consumer, direct, per_case)) = reads {
+        println!();
+        println!("| raw: one consumer reads the whole ledger, events/s | a case's history through an ephemeral consumer, reads/s | the same with batched direct gets, reads/s | events per case |");
+        println!("| --- | --- | --- | --- |");
+        println!("| {raw:.0} | {consumer:.0} | {direct:.0} | {per_case:.1} |");
     }
     println!();
     println!("raw sled inserts/s (64 B values, one flush): {:.0}", raw_sled(200_000));
