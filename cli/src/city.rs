@@ -1,7 +1,9 @@
 //! `xinfang up --city DIR [--data DIR]`: every node file in a directory as its own node with
 //! its own nats-server and JetStream domain (DESIGN.md §10), the node without a parent as the
 //! hub: a leaf listener is opened on it and every other node links to it. Each node is an
-//! `xinfang up` child (tethered: it stops if this process dies); one JSON line
+//! `xinfang up` child (tethered: it stops if this process dies). Each district gets its own
+//! leaf secret under `DATA/leaf/` and the hub admits only them (xinfang_shared::leaf_auth).
+//! One JSON line
 //! `{"ready":true,"city":…,"nodes":{"<code>":{<its ready line>},…}}` when all are ready.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +13,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use xinfang_shared::ids::NodeCode;
+use xinfang_shared::leaf_auth::{self, Issued};
 use xinfang_shared::runtime;
 
 /// How long the whole city may take to be ready.
@@ -48,17 +52,23 @@ fn nodes(dir: &Path) -> Result<Vec<Node>, String> {
     }
 }
 
-/// The node file with its `[nats]` links set: the hub listens on `leaf`, the others link to it.
-fn linked_file(node: &Node, leaf: &str, out: &Path) -> Result<PathBuf, String> {
+/// The node file with its `[nats]` links set: the hub listens on `leaf` and admits the users
+/// of `issued`, the others link to it with their own secrets.
+fn linked_file(node: &Node, leaf: &str, issued: &Issued, out: &Path) -> Result<PathBuf, String> {
     let text = std::fs::read_to_string(&node.file).map_err(|e| format!("{}: {e}", node.file.display()))?;
     let mut value: toml::Table = text.parse().map_err(|e| format!("{}: {e}", node.file.display()))?;
     let nats = value.entry("nats").or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let nats = nats.as_table_mut().ok_or(format!("{}: [nats] is not a table", node.file.display()))?;
     nats.insert("url".into(), "".into());
+    let path_value = |p: &Path| toml::Value::String(p.display().to_string());
     if node.parent.is_none() {
         nats.insert("leaf_listen".into(), leaf.into());
+        nats.insert("leaf_users".into(), path_value(&issued.users));
     } else {
         nats.insert("parent_urls".into(), toml::Value::Array(vec![format!("nats-leaf://{leaf}").into()]));
+        if let Some(secret) = issued.secrets.get(&node.code) {
+            nats.insert("leaf_credentials".into(), path_value(secret));
+        }
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let path = out.join("node.toml");
@@ -121,13 +131,19 @@ pub async fn main(dir: PathBuf, data: Option<PathBuf>) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let hub = nodes[0].code.clone();
+    // each district's own leaf secret, and the hub's hashes of them (kept across runs)
+    let districts: Vec<NodeCode> = nodes.iter().skip(1).filter_map(|n| NodeCode::parse(&n.code).ok()).collect();
+    let issued = match leaf_auth::issue(&data.join("leaf"), &districts) {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
     let mut children: Vec<(String, Child)> = Vec::new();
     let mut lines = Map::new();
     let started = tokio::time::Instant::now();
     // the hub first, so that the districts' leaf links find its listener
     for node in &nodes {
         let out = data.join(&node.code);
-        let file = match linked_file(node, &leaf, &out) {
+        let file = match linked_file(node, &leaf, &issued, &out) {
             Ok(f) => f,
             Err(e) => return fail(&e),
         };

@@ -5,12 +5,17 @@
 //! - `xinfang up --demo`: the Wuxi example (滨湖区) with demo petitions flowing.
 //! - `xinfang up --city DIR`: every node file of DIR, each with its own nats-server, linked.
 //! - `xinfang route explain --config FILE --petition FILE`: which organ, and why.
+//! - `xinfang node init --code N --out DIR (--parent-url URL | --leaf-listen ADDR)`: a
+//!   deployable node (node file, leaf credentials, systemd unit).
+//! - `xinfang leaf-secret --code N --out DIR`: a district's leaf secret, and the line of its
+//!   hash for the city's `nats.leaf_users` file.
 //! - `xinfang due --from RFC3339 --period 15d|5wd [--calendar FILE]`: a due instant.
 #![forbid(unsafe_code)]
 
 mod city;
 mod demo;
 mod nats_server;
+mod node_init;
 mod route;
 mod tether;
 mod up;
@@ -63,12 +68,52 @@ enum Command {
         #[arg(long)]
         calendar: Option<PathBuf>,
     },
+    /// Deployment tools for operators.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Make (or read) a child node's leaf secret `DIR/<code>.secret` and print the line of its
+    /// bcrypt hash for the parent's `nats.leaf_users` file.
+    LeafSecret {
+        /// The child node's code.
+        #[arg(long)]
+        code: String,
+        /// Where the secret file is kept (point the child's `nats.leaf_credentials` at it).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Internal (`xinfang up`): run a program and stop it when stdin closes.
     #[command(hide = true)]
     Tether {
         program: std::ffi::OsString,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Write a deployable node: node.toml, its leaf credentials, a systemd unit.
+    Init {
+        /// The node's code (a Wuxi example node, or any with --from).
+        #[arg(long)]
+        code: String,
+        /// The directory to write (node.toml, leaf/, systemd/, data/).
+        #[arg(long)]
+        out: PathBuf,
+        /// The node file to start from (default: the Wuxi example's for the code).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// The node's own nats-server client address (keep it on loopback).
+        #[arg(long, default_value = "127.0.0.1:4222")]
+        listen: String,
+        /// A child: its parent's leaf listener, `nats-leaf://HOST:PORT`.
+        #[arg(long, conflicts_with = "leaf_listen")]
+        parent_url: Option<String>,
+        /// The top node: where its children's leaf links arrive, `HOST:PORT`.
+        #[arg(long)]
+        leaf_listen: Option<String>,
     },
 }
 
@@ -98,9 +143,34 @@ fn main() -> ExitCode {
         }
         Command::Route { command: RouteCommand::Explain { config, petition } } => route::explain(&config, &petition),
         Command::Due { from, period, calendar } => due(&from, &period, calendar),
+        Command::LeafSecret { code, out } => leaf_secret(&code, &out),
+        Command::Node { command: NodeCommand::Init { code, out, from, listen, parent_url, leaf_listen } } => {
+            node_init::main(node_init::Init { code, out, from, listen, parent_url, leaf_listen })
+        }
         Command::Tether { program, args } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             std::process::exit(runtime.block_on(tether::main(program, args)))
+        }
+    }
+}
+
+fn leaf_secret(code: &str, out: &std::path::Path) -> ExitCode {
+    let made = xinfang_shared::ids::NodeCode::parse(code)
+        .map_err(|e| format!("--code {code:?}: {e}"))
+        .and_then(|child| xinfang_shared::leaf_auth::secret_file(out, &child))
+        .and_then(|(path, secret)| Ok((path, xinfang_shared::leaf_auth::hash(&secret)?)));
+    match made {
+        Ok((path, hash)) => {
+            eprintln!(
+                "secret in {} (nats.leaf_credentials of node {code}); for the parent's nats.leaf_users:",
+                path.display()
+            );
+            println!("{code} = {hash:?}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xinfang leaf-secret: {e}");
+            ExitCode::from(2)
         }
     }
 }

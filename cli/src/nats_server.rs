@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use tokio::process::{Child, Command};
 use xinfang_shared::config::Settings;
+use xinfang_shared::ids::NodeCode;
+use xinfang_shared::leaf_auth;
 
 /// The oldest nats-server with what the ledger needs (subject-filtered expected sequence).
 const MIN_VERSION: (u32, u32) = (2, 12);
@@ -121,15 +125,55 @@ fn tethered(binary: &Path) -> Result<Command, String> {
 }
 
 fn write_config(path: &Path, dir: &Path, settings: &Settings, host: &str, port: i32) -> Result<(), String> {
-    let text = config_text(settings, &dir.join("jetstream"), host, port);
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+    let auth = LeafAuth::load(settings)?;
+    let text = config_text(settings, &auth, &dir.join("jetstream"), host, port);
+    write_private(path, &text)
+}
+
+/// Writes a file only its owner can read (the config holds the leaf secret of a child).
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The leaf-link credentials named by the node file (xinfang_shared::leaf_auth).
+#[derive(Debug, Clone, Default)]
+pub struct LeafAuth {
+    /// On a child: the secret its link presents.
+    pub secret: Option<String>,
+    /// On a parent with `nats.leaf_users`: its children's bcrypt hashes, by node code (an
+    /// empty file admits no child).
+    pub users: Option<BTreeMap<String, String>>,
+    /// On a parent with leaf users: the password of the node's own (local) user, which no
+    /// one presents: local clients without credentials are that user (`no_auth_user`).
+    pub local_password: String,
+}
+
+impl LeafAuth {
+    /// Reads `nats.leaf_credentials` and `nats.leaf_users` where the node file names them.
+    pub fn load(settings: &Settings) -> Result<Self, String> {
+        let secret = settings.nats.leaf_credentials.as_deref().map(leaf_auth::read_secret).transpose()?;
+        let users = settings.nats.leaf_users.as_deref().map(leaf_auth::read_users).transpose()?;
+        Ok(Self { secret, users, local_password: leaf_auth::new_secret() })
+    }
 }
 
 /// The server's configuration (TOPOLOGY.md): JetStream with fsync on every write; in a city of
 /// leaf links (DESIGN.md §10) also its JetStream domain, the leaf listener of a parent, the
 /// leaf remote of a child (not following the servers the parent tells of, so a link through a
-/// proxy or a NAT stays there), and pings every few seconds so a silent cut is noticed.
-pub fn config_text(settings: &Settings, store: &Path, host: &str, port: i32) -> String {
+/// proxy or a NAT stays there), and pings every few seconds so a silent cut is noticed. A
+/// parent with leaf users admits only those children on its leaf listener, each with the
+/// permissions of [`leaf_auth::permissions`]; its own clients need no credentials (keep its
+/// client port on loopback). A child with a secret presents it as `leaf_<code>`.
+pub fn config_text(settings: &Settings, auth: &LeafAuth, store: &Path, host: &str, port: i32) -> String {
     let node = &settings.node.code;
     let mut text = format!(
         "# written by `xinfang up`; edits are overwritten\nserver_name: xf_{node}\nhost: {host}\nport: {port}\nmax_payload: 1MB\n"
@@ -141,20 +185,49 @@ pub fn config_text(settings: &Settings, store: &Path, host: &str, port: i32) -> 
         return text;
     }
     text += &format!("ping_interval: \"{}s\"\nping_max: 2\n", settings.nats.ping_interval.max(1));
+    if let (Some(_), Some(users)) = (&settings.nats.leaf_listen, &auth.users) {
+        text += &authorization(settings, users, &auth.local_password);
+    }
     let mut leaf = Vec::new();
     if let Some(listen) = &settings.nats.leaf_listen {
         leaf.push(format!("  listen: {listen:?}"));
     }
     if !settings.nats.parent_urls.is_empty() {
-        let urls: Vec<String> = settings.nats.parent_urls.iter().map(|u| format!("{u:?}")).collect();
-        let creds = match &settings.nats.leaf_credentials {
-            Some(c) => format!(", credentials: {:?}", c.display().to_string()),
-            None => String::new(),
-        };
-        leaf.push(format!("  remotes: [ {{ urls: [{}]{creds}, ignore_discovered_servers: true }} ]", urls.join(", ")));
+        let user = leaf_auth::user(&settings.node_code());
+        let urls: Vec<String> = settings
+            .nats
+            .parent_urls
+            .iter()
+            .map(|u| match (&auth.secret, u.split_once("://")) {
+                (Some(secret), Some((scheme, rest))) => format!("{:?}", format!("{scheme}://{user}:{secret}@{rest}")),
+                _ => format!("{u:?}"),
+            })
+            .collect();
+        leaf.push(format!("  remotes: [ {{ urls: [{}], ignore_discovered_servers: true }} ]", urls.join(", ")));
     }
     text += &format!("leafnodes {{\n{}\n}}\n", leaf.join("\n"));
     text
+}
+
+/// A parent's `authorization` block: its own user for local clients, and one leaf user per
+/// child with that child's permissions.
+fn authorization(settings: &Settings, children: &BTreeMap<String, String>, local_password: &str) -> String {
+    let me = settings.node_code();
+    let quoted = |list: &[String]| list.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let mut users = vec![format!(
+        "    {{ user: \"xf_local\", password: {local_password:?}, allowed_connection_types: [\"STANDARD\", \"WEBSOCKET\"] }}"
+    )];
+    for (code, hash) in children {
+        let Ok(child) = NodeCode::parse(code) else { continue };
+        let p = leaf_auth::permissions(&me, &settings.domain(), &child, &settings.domain_of(&child));
+        users.push(format!(
+            "    {{ user: {:?}, password: {hash:?}, allowed_connection_types: [\"LEAFNODE\"],\n      permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }} }}",
+            leaf_auth::user(&child),
+            quoted(&p.publish),
+            quoted(&p.subscribe)
+        ));
+    }
+    format!("authorization {{\n  users: [\n{}\n  ]\n}}\nno_auth_user: \"xf_local\"\n", users.join("\n"))
 }
 
 /// Waits for nats-server's ports file and returns its client URL.
@@ -189,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_single_server_has_no_domain_and_no_leaf_links() {
-        let text = config_text(&settings("320211"), Path::new("/d/js"), "127.0.0.1", 4222);
+        let text = config_text(&settings("320211"), &LeafAuth::default(), Path::new("/d/js"), "127.0.0.1", 4222);
         assert!(text.contains("sync_interval: always"), "{text}");
         assert!(!text.contains("domain") && !text.contains("leafnodes"), "{text}");
     }
@@ -198,17 +271,29 @@ mod tests {
     fn a_hub_listens_for_leaf_links_and_a_district_links_to_it() {
         let mut hub = settings("320200");
         hub.nats.leaf_listen = Some("127.0.0.1:7422".into());
-        let text = config_text(&hub, Path::new("/d/js"), "127.0.0.1", 4222);
-        assert!(text.contains("domain: xf320200"), "{text}");
-        assert!(text.contains("leafnodes {\n  listen: \"127.0.0.1:7422\"\n}"), "{text}");
+        let open = config_text(&hub, &LeafAuth::default(), Path::new("/d/js"), "127.0.0.1", 4222);
+        assert!(open.contains("domain: xf320200"), "{open}");
+        assert!(open.contains("leafnodes {\n  listen: \"127.0.0.1:7422\"\n}"), "{open}");
+        assert!(!open.contains("authorization"), "{open}");
+        let users = BTreeMap::from([("320211".to_string(), "$2b$10$hash".to_string())]);
+        let auth = LeafAuth { users: Some(users), local_password: "pw".into(), ..Default::default() };
+        let text = config_text(&hub, &auth, Path::new("/d/js"), "127.0.0.1", 4222);
+        assert!(text.contains("no_auth_user: \"xf_local\""), "{text}");
+        assert!(
+            text.contains("user: \"leaf_320211\", password: \"$2b$10$hash\", allowed_connection_types: [\"LEAFNODE\"]"),
+            "{text}"
+        );
+        assert!(text.contains("\"$JS.xf320211.API.>\""), "{text}");
+        assert!(!text.contains("\"xf.>\"") && !text.contains("\">\""), "nothing of the ledger's subjects: {text}");
+
         let mut district = settings("320211");
         district.nats.parent_urls = vec!["nats-leaf://127.0.0.1:7422".into()];
-        district.nats.leaf_credentials = Some("/etc/xinfang/320211.creds".into());
-        let text = config_text(&district, Path::new("/d/js"), "127.0.0.1", 4223);
+        let auth = LeafAuth { secret: Some("s3cret".into()), ..Default::default() };
+        let text = config_text(&district, &auth, Path::new("/d/js"), "127.0.0.1", 4223);
         assert!(text.contains("domain: xf320211"), "{text}");
         assert!(text.contains("ping_interval: \"2s\""), "{text}");
         assert!(
-            text.contains(r#"remotes: [ { urls: ["nats-leaf://127.0.0.1:7422"], credentials: "/etc/xinfang/320211.creds", ignore_discovered_servers: true } ]"#),
+            text.contains(r#"remotes: [ { urls: ["nats-leaf://leaf_320211:s3cret@127.0.0.1:7422"], ignore_discovered_servers: true } ]"#),
             "{text}"
         );
     }

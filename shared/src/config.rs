@@ -130,10 +130,15 @@ pub struct NatsSection {
     /// clustered hub).
     #[serde(default)]
     pub parent_urls: Vec<String>,
-    /// On a child node: the `.creds` file (or `user:password` file) its leaf link presents to
-    /// the parent.
+    /// On a child node: the file with the secret its leaf link presents to the parent, as
+    /// user `leaf_<code>` ([`crate::leaf_auth`]).
     #[serde(default)]
     pub leaf_credentials: Option<PathBuf>,
+    /// On a parent node: the TOML file of its children's leaf users (`<code> = "<bcrypt
+    /// hash>"`). With it, the leaf listener admits only those children, each limited to what
+    /// its own node needs; without it, the listener is open (development only).
+    #[serde(default)]
+    pub leaf_users: Option<PathBuf>,
     /// Seconds between pings on the leaf link: a silent cut is noticed after two missed ones.
     #[serde(default = "default_ping")]
     pub ping_interval: u64,

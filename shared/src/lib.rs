@@ -7,6 +7,7 @@
 //!   ready-made events for the services' unit tests (always built, so a test build does not
 //!   compile this crate a second time with a feature on).
 //! - Plumbing: [`config`] (node file), [`ledger`] (JetStream append/read), [`links`] (cross-node streams),
+//!   [`leaf_auth`] (leaf-link credentials),
 //!   [`consumer`] (durable consumer loop), [`projection`] (sled), [`ops`] (metrics and
 //!   health), [`runtime`] (logging, signals, NATS connection).
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod event;
 pub mod fast_ingest;
 pub mod fixtures;
 pub mod ids;
+pub mod leaf_auth;
 pub mod ledger;
 pub mod links;
 pub mod notice;

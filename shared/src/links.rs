@@ -9,15 +9,17 @@
 //!   filtered to `xf.M.out.N.>`.
 //! - A city of leaf links: a parent (a node with `nats.leaf_listen`) hosts `XF_ROUTES`, which
 //!   sources its own outbox and each child's outbox across the child's JetStream domain; every
-//!   node's inbox sources the `XF_ROUTES` it hangs under (its own, its parent's, or both)
-//!   filtered to `xf.*.out.N.>`. Routes and inboxes capture no subjects, so no two streams of
-//!   the account store the same message.
+//!   node's inbox sources the `XF_ROUTES` it hangs under (its own, its parent's, or both),
+//!   taking what is for it. `XF_ROUTES` tags each message with the node it came from
+//!   (`xfr.<origin>.…`, a subject transform per source), and an inbox takes only messages whose
+//!   subject names their origin as sender, so no child can speak for another. Routes and inboxes
+//!   capture no subjects, so no two streams of the account store the same message.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{self, External, Source};
+use async_nats::jetstream::stream::{self, External, Source, SubjectTransform};
 use async_nats::jetstream::Context;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
@@ -38,42 +40,83 @@ pub struct Sourced {
     pub stream: String,
     /// `None`: the same server's domain.
     pub domain: Option<String>,
-    pub filter: String,
+    pub take: Take,
+    /// The subject prefix its messages travel under from the other domain, so a leaf link's
+    /// permissions can let through exactly its own ([`delivery_up`], [`delivery_down`]).
+    pub delivery: Option<String>,
+}
+
+/// Which subjects a source takes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Take {
+    /// Those under the filter, as they are.
+    Filter(String),
+    /// Those matching a transform's source, renamed to its destination; nothing else.
+    Transform(Vec<(String, String)>),
 }
 
 impl Sourced {
     fn to_source(&self) -> Source {
+        let (filter_subject, subject_transforms) = match &self.take {
+            Take::Filter(f) => (Some(f.clone()), vec![]),
+            Take::Transform(t) => (
+                None,
+                t.iter()
+                    .map(|(src, dest)| SubjectTransform { source: src.clone(), destination: dest.clone() })
+                    .collect(),
+            ),
+        };
         Source {
             name: self.stream.clone(),
-            filter_subject: Some(self.filter.clone()),
+            filter_subject,
+            subject_transforms,
             // set by hand: async-nats turns `domain` into `external` only when creating a stream
             external: self
                 .domain
                 .as_ref()
-                .map(|d| External { api_prefix: format!("$JS.{d}.API"), delivery_prefix: None }),
+                .map(|d| External { api_prefix: format!("$JS.{d}.API"), delivery_prefix: self.delivery.clone() }),
             ..Default::default()
         }
     }
 }
 
-/// What `XF_ROUTES` sources on this node, if it hosts one: its own outbox and its children's.
+/// The first token of every subject in `XF_ROUTES`: `xfr.<origin>.<subject as sent>`, the
+/// origin being the node whose outbox the message was sourced from — told by the source it
+/// came in on, not by anything the sender wrote.
+pub const ROUTED: &str = "xfr";
+
+/// Where the messages of a child's outbox travel up its leaf link to the parent's
+/// `XF_ROUTES`.
+pub fn delivery_up(child: &NodeCode) -> String {
+    format!("xfu.{child}")
+}
+
+/// Where the messages of `XF_ROUTES` travel down a leaf link to the child's inbox.
+pub fn delivery_down(child: &NodeCode) -> String {
+    format!("xfd.{child}")
+}
+
+/// What `XF_ROUTES` sources on this node, if it hosts one: its own outbox and its children's,
+/// each message renamed `xfr.<origin>.…` by the source it arrived on.
 pub fn routes(settings: &Settings) -> Option<Vec<Sourced>> {
     settings.nats.leaf_listen.as_ref()?;
     let node = settings.node_code();
-    let own =
-        Sourced { stream: subjects::outbox_stream(&node), domain: None, filter: subjects::outbox_subjects(&node) };
+    let tagged = |origin: &NodeCode| Take::Transform(vec![(">".into(), format!("{ROUTED}.{origin}.>"))]);
+    let own = Sourced { stream: subjects::outbox_stream(&node), domain: None, take: tagged(&node), delivery: None };
     let children = settings.children().into_iter().map(|child| Sourced {
         stream: subjects::outbox_stream(&child),
         domain: Some(settings.domain_of(&child)),
-        filter: subjects::outbox_subjects(&child),
+        take: tagged(&child),
+        delivery: Some(delivery_up(&child)),
     });
     Some(std::iter::once(own).chain(children).collect())
 }
 
-/// What this node's `XF_INBOX` sources.
+/// What this node's `XF_INBOX` sources. From an `XF_ROUTES`, only what each node of the city
+/// sent in its own name: `xfr.S.xf.S.out.N.…` becomes `xf.S.out.N.…` again, and a message whose
+/// subject names a sender other than its origin matches nothing and stays out (DESIGN.md §10).
 pub fn inbox(settings: &Settings) -> Vec<Sourced> {
     let node = settings.node_code();
-    let mine = format!("xf.*.out.{node}.>");
     if !settings.linked() {
         return settings
             .inbox_sources()
@@ -82,17 +125,31 @@ pub fn inbox(settings: &Settings) -> Vec<Sourced> {
             .map(|peer| Sourced {
                 stream: subjects::outbox_stream(&peer),
                 domain: None,
-                filter: format!("xf.{peer}.out.{node}.>"),
+                take: Take::Filter(format!("xf.{peer}.out.{node}.>")),
+                delivery: None,
             })
             .collect();
     }
+    let own_name = Take::Transform(
+        settings
+            .inbox_sources()
+            .into_iter()
+            .filter(|sender| *sender != node)
+            .map(|s| (format!("{ROUTED}.{s}.xf.{s}.out.{node}.>"), format!("xf.{s}.out.{node}.>")))
+            .collect(),
+    );
     let mut sources = Vec::new();
     if settings.nats.leaf_listen.is_some() {
-        sources.push(Sourced { stream: ROUTES.into(), domain: None, filter: mine.clone() });
+        sources.push(Sourced { stream: ROUTES.into(), domain: None, take: own_name.clone(), delivery: None });
     }
     if let (Some(parent), false) = (&settings.node.parent, settings.nats.parent_urls.is_empty()) {
         if let Ok(parent) = NodeCode::parse(parent) {
-            sources.push(Sourced { stream: ROUTES.into(), domain: Some(settings.domain_of(&parent)), filter: mine });
+            sources.push(Sourced {
+                stream: ROUTES.into(),
+                domain: Some(settings.domain_of(&parent)),
+                take: own_name,
+                delivery: Some(delivery_down(&node)),
+            });
         }
     }
     sources
@@ -358,12 +415,12 @@ mod tests {
     fn on_one_server_the_inbox_sources_each_peers_outbox() {
         let s = settings("", "320211", Some("320200"), &["320213", "320200"]);
         assert!(routes(&s).is_none());
-        let got: Vec<_> = inbox(&s).into_iter().map(|x| (x.stream, x.domain, x.filter)).collect();
+        let got: Vec<_> = inbox(&s).into_iter().map(|x| (x.stream, x.domain, x.take)).collect();
         assert_eq!(
             got,
             [
-                ("XF_OUTBOX_320200".to_string(), None, "xf.320200.out.320211.>".to_string()),
-                ("XF_OUTBOX_320213".to_string(), None, "xf.320213.out.320211.>".to_string()),
+                ("XF_OUTBOX_320200".to_string(), None, Take::Filter("xf.320200.out.320211.>".to_string())),
+                ("XF_OUTBOX_320213".to_string(), None, Take::Filter("xf.320213.out.320211.>".to_string())),
             ]
         );
     }
@@ -375,8 +432,29 @@ mod tests {
         assert_eq!(routes.len(), 3);
         assert_eq!((routes[0].stream.as_str(), routes[0].domain.as_deref()), ("XF_OUTBOX_320200", None));
         assert_eq!((routes[1].stream.as_str(), routes[1].domain.as_deref()), ("XF_OUTBOX_320211", Some("xf320211")));
-        assert_eq!(routes[1].to_source().external.unwrap().api_prefix, "$JS.xf320211.API");
-        assert_eq!(inbox(&hub), [Sourced { stream: ROUTES.into(), domain: None, filter: "xf.*.out.320200.>".into() }]);
+        let source = routes[1].to_source();
+        assert_eq!(source.external.as_ref().unwrap().api_prefix, "$JS.xf320211.API");
+        assert_eq!(source.external.unwrap().delivery_prefix.as_deref(), Some("xfu.320211"));
+        // every message is tagged with the outbox it came from, whatever its subject says
+        assert_eq!(routes[1].take, Take::Transform(vec![(">".into(), "xfr.320211.>".into())]));
+        assert_eq!(routes[0].take, Take::Transform(vec![(">".into(), "xfr.320200.>".into())]));
+        let only_own_name = |node: &str, senders: &[&str]| {
+            Take::Transform(
+                senders
+                    .iter()
+                    .map(|s| (format!("xfr.{s}.xf.{s}.out.{node}.>"), format!("xf.{s}.out.{node}.>")))
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            inbox(&hub),
+            [Sourced {
+                stream: ROUTES.into(),
+                domain: None,
+                take: only_own_name("320200", &["320211", "320213"]),
+                delivery: None
+            }]
+        );
 
         let child = settings(
             "domain = \"d320211\"\nparent_urls = [\"nats-leaf://127.0.0.1:7422\"]",
@@ -387,7 +465,12 @@ mod tests {
         assert!(super::routes(&child).is_none());
         assert_eq!(
             inbox(&child),
-            [Sourced { stream: ROUTES.into(), domain: Some("xf320200".into()), filter: "xf.*.out.320211.>".into() }]
+            [Sourced {
+                stream: ROUTES.into(),
+                domain: Some("xf320200".into()),
+                take: only_own_name("320211", &["320200", "320213"]),
+                delivery: Some("xfd.320211".into())
+            }]
         );
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::calendar::{Calendar, LiveCalendar};
-use crate::config::{LogSection, NatsSection, Settings};
+use crate::config::{LogSection, Settings};
 
 /// How often the holiday schedules under `calendar.path` are read again.
 pub const CALENDAR_POLL: Duration = Duration::from_secs(5);
@@ -109,12 +109,17 @@ pub fn read_calendar(settings: &Settings, refused: &mut Option<String>) -> Optio
 }
 
 /// Connects to NATS, retrying the first connection and reconnecting forever.
-pub async fn connect_nats(nats: &NatsSection, name: &str) -> Result<async_nats::Client, String> {
+pub async fn connect_nats(settings: &Settings, service: &str) -> Result<async_nats::Client, String> {
+    let nats = &settings.nats;
+    let node = settings.node_code();
     if nats.url.is_empty() {
         return Err("nats.url is empty (run the service through `xinfang up`, or set XF__NATS__URL)".into());
     }
     let mut options = async_nats::ConnectOptions::new()
-        .name(name)
+        .name(format!("xinfang-{service}-{node}"))
+        // replies to this node's requests come back under its own prefix, so a leaf link can be
+        // let through the answers meant for it and no others (DESIGN.md §10)
+        .custom_inbox_prefix(inbox_prefix(&node))
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
@@ -129,6 +134,11 @@ pub async fn connect_nats(nats: &NatsSection, name: &str) -> Result<async_nats::
         options = options.add_root_certificates(ca.clone());
     }
     options.connect(&nats.url).await.map_err(|e| format!("nats.url {}: {e}", nats.url))
+}
+
+/// The prefix of the reply subjects of a node's NATS connections: `_INBOX_<code>`.
+pub fn inbox_prefix(node: &crate::ids::NodeCode) -> String {
+    format!("_INBOX_{node}")
 }
 
 /// Binds a TCP listener, naming the config key on failure.

@@ -6,6 +6,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use xinfang_shared::ids::NodeCode;
+use xinfang_shared::leaf_auth;
+
 use crate::proxy::Proxy;
 use crate::up::UpNode;
 
@@ -15,9 +18,9 @@ code = "urban_construction"
 name = "城乡建设"
 "#;
 
-/// A district's node file: linked to the hub through `proxy`, `other` its sibling (属地
-/// forwarding), `extra` appended (e.g. `[deadlines.periods]`).
-pub fn district_file(code: &str, name: &str, other: (&str, &str), proxy: u16, extra: &str) -> String {
+/// A district's node file: linked to the hub through `proxy` with the leaf secret in `secret`,
+/// `other` its sibling (属地 forwarding), `extra` appended (e.g. `[deadlines.periods]`).
+pub fn district_file(code: &str, name: &str, other: (&str, &str), proxy: u16, secret: &Path, extra: &str) -> String {
     let (other, other_name) = other;
     format!(
         r#"
@@ -29,6 +32,7 @@ parent = "320200"
 [nats]
 url = ""
 parent_urls = ["nats-leaf://127.0.0.1:{proxy}"]
+leaf_credentials = {secret:?}
 
 [http]
 listen = "127.0.0.1:0"
@@ -70,8 +74,9 @@ organ = "{code}-zjj"
     )
 }
 
-/// The hub's node file: the city, with its leaf listener on `leaf`.
-pub fn hub_file(leaf: u16) -> String {
+/// The hub's node file: the city, with its leaf listener on `leaf` admitting the districts
+/// of the `users` file.
+pub fn hub_file(leaf: u16, users: &Path) -> String {
     format!(
         r#"
 [node]
@@ -81,6 +86,7 @@ name = "无锡市"
 [nats]
 url = ""
 leaf_listen = "127.0.0.1:{leaf}"
+leaf_users = {users:?}
 
 [http]
 listen = "127.0.0.1:0"
@@ -130,14 +136,16 @@ impl City {
     /// Starts the hub, then the districts (with `extra` in their node files) under `dir`.
     pub async fn start(dir: &Path, extra: &str) -> Self {
         let leaf = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut files = vec![("320200".to_string(), hub_file(leaf))];
+        let codes: Vec<NodeCode> = DISTRICTS.iter().map(|(c, _)| NodeCode::parse(c).unwrap()).collect();
+        let issued = leaf_auth::issue(&dir.join("leaf"), &codes).expect("leaf credentials");
+        let mut files = vec![("320200".to_string(), hub_file(leaf, &issued.users))];
         let hub = start(dir, &files[0].0, &files[0].1);
         let target: SocketAddr = format!("127.0.0.1:{leaf}").parse().unwrap();
         let mut links = Vec::new();
         let mut districts = Vec::new();
         for (i, (code, name)) in DISTRICTS.iter().enumerate() {
             let link = Proxy::start(target).await;
-            let text = district_file(code, name, DISTRICTS[1 - i], link.port, extra);
+            let text = district_file(code, name, DISTRICTS[1 - i], link.port, &issued.secrets[*code], extra);
             districts.push(start(dir, code, &text));
             files.push((code.to_string(), text));
             links.push(link);

@@ -103,7 +103,7 @@ impl CalendarWatch {
 /// Runs deadlines until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
     let node = settings.node_code();
-    let client = runtime::connect_nats(&settings.nats, &format!("xinfang-deadlines-{node}")).await?;
+    let client = runtime::connect_nats(&settings, "deadlines").await?;
     let js = async_nats::jetstream::new(client.clone());
     let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
     let registry = ops::registry("deadlines", node.as_str());

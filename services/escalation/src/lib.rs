@@ -51,7 +51,7 @@ const GAUGE_REFRESH: Duration = Duration::from_secs(5);
 /// Runs escalation until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
     let node = settings.node_code();
-    let client = runtime::connect_nats(&settings.nats, &format!("xinfang-escalation-{node}")).await?;
+    let client = runtime::connect_nats(&settings, "escalation").await?;
     let js = async_nats::jetstream::new(client.clone());
     let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
     links::provision(&js, &settings).await.map_err(|e| e.to_string())?;

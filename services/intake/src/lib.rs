@@ -127,7 +127,7 @@ impl Intake {
 /// Prints the ready line on stdout once both take requests.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
     let node = settings.node_code();
-    let client = runtime::connect_nats(&settings.nats, &format!("xinfang-intake-{node}")).await?;
+    let client = runtime::connect_nats(&settings, "intake").await?;
     let js = async_nats::jetstream::new(client.clone());
     let registry = ops::registry("intake", node.as_str());
     let metrics = Metrics::register(&registry);

@@ -60,7 +60,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     };
     let templates = Templates::new(&n.templates)?;
     let channels = Channels::new(n, &settings.store.path)?;
-    let client = runtime::connect_nats(&settings.nats, &format!("xinfang-notification-{node}")).await?;
+    let client = runtime::connect_nats(&settings, "notification").await?;
     let js = async_nats::jetstream::new(client.clone());
     let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
     let codes = ledger::query_code_bucket(&js, &node).await.map_err(|e| e.to_string())?;

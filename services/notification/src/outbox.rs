@@ -147,11 +147,10 @@ impl Outbox {
                 Err(e) => return Outcome::Retry(e),
             }
         }
+        // the gauges are recounted by the delivery loop (every tick), not per event: a recount
+        // reads the whole outbox, and per event that is quadratic in a replay
         match self.store.apply(d.seq, batch).await {
-            Ok(_) => {
-                self.refresh_gauges();
-                Outcome::Done
-            }
+            Ok(_) => Outcome::Done,
             Err(e) => Outcome::Retry(e.to_string()),
         }
     }

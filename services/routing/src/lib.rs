@@ -34,7 +34,7 @@ pub const TRIGGERS: &[&str] =
 /// Runs routing until `shutdown`. `config_path` is watched for rule changes.
 pub async fn run(settings: Settings, config_path: Option<PathBuf>, shutdown: CancellationToken) -> Result<(), String> {
     let node = settings.node_code();
-    let client = runtime::connect_nats(&settings.nats, &format!("xinfang-routing-{node}")).await?;
+    let client = runtime::connect_nats(&settings, "routing").await?;
     let js = async_nats::jetstream::new(client.clone());
     let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
     let registry = ops::registry("routing", node.as_str());
