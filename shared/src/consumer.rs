@@ -114,8 +114,11 @@ pub async fn run_reporting<H, F>(
     F: Future<Output = Outcome>,
 {
     let mut attempt = 0u32;
+    // where a reopened consumer starts: after the last event handled in this process (the
+    // projection has applied or skipped everything up to it), else where the spec says
+    let mut position = spec.resume_after;
     while !shutdown.is_cancelled() {
-        match consume(&js, &spec, &metrics, &shutdown, &caught_up, &mut handler).await {
+        match consume(&js, &spec, &mut position, &metrics, &shutdown, &caught_up, &mut handler).await {
             Ok(()) => return,
             Err(e) => {
                 attempt += 1;
@@ -133,6 +136,7 @@ pub async fn run_reporting<H, F>(
 async fn consume<H, F>(
     js: &Context,
     spec: &Spec,
+    position: &mut Option<u64>,
     metrics: &ConsumerMetrics,
     shutdown: &CancellationToken,
     caught_up: &watch::Sender<bool>,
@@ -142,7 +146,7 @@ where
     H: FnMut(Delivery) -> F,
     F: Future<Output = Outcome>,
 {
-    let mut consumer = open(js, spec).await?;
+    let mut consumer = open(js, spec, *position).await?;
     if nothing_left(consumer.cached_info()) {
         caught_up.send_replace(true);
     }
@@ -186,6 +190,9 @@ where
                     }
                 };
                 settle(&msg, outcome, spec, metrics, seq).await?;
+                if let Some(p) = position.as_mut() {
+                    *p = (*p).max(seq);
+                }
             }
             Err(e) => {
                 dead_letter(metrics, &spec.durable, seq, "unreadable", &e.to_string());
@@ -249,9 +256,22 @@ fn dead_letter(metrics: &ConsumerMetrics, consumer: &str, seq: u64, reason: &'st
     tracing::error!(consumer, seq, reason, why, "dead letter: event terminated");
 }
 
-async fn open(js: &Context, spec: &Spec) -> Result<consumer::PullConsumer, String> {
+/// Deliveries unacknowledged at once: one for a consumer that feeds a projection, so the server
+/// never hands over an event before every earlier one is acknowledged — not after a crash, a
+/// lost connection or a restarted server either — and the projection, which records the
+/// highest sequence applied, sees them in order; more for the others, whose handlers look the
+/// case up in the ledger.
+fn max_ack_pending(spec: &Spec) -> i64 {
+    if spec.resume_after.is_some() {
+        1
+    } else {
+        256
+    }
+}
+
+async fn open(js: &Context, spec: &Spec, resume_after: Option<u64>) -> Result<consumer::PullConsumer, String> {
     let stream = js.get_stream(&spec.stream).await.map_err(|e| e.to_string())?;
-    let deliver_policy = match spec.resume_after {
+    let deliver_policy = match resume_after {
         Some(seq) if seq > 0 => consumer::DeliverPolicy::ByStartSequence { start_sequence: seq + 1 },
         _ => consumer::DeliverPolicy::All,
     };
@@ -263,12 +283,17 @@ async fn open(js: &Context, spec: &Spec) -> Result<consumer::PullConsumer, Strin
         // redelivery after a crash waits this long; handlers are idempotent and quick
         ack_wait: Duration::from_secs(10),
         max_deliver: spec.max_deliver + 1,
-        max_ack_pending: 256,
+        max_ack_pending: max_ack_pending(spec),
         ..Default::default()
     };
     if let Ok(mut existing) = stream.get_consumer::<consumer::pull::Config>(&spec.durable).await {
         let info = existing.info().await.map_err(|e| e.to_string())?;
-        let ahead = spec.resume_after.is_some_and(|seq| info.ack_floor.stream_sequence > seq);
+        let ahead = resume_after.is_some_and(|seq| info.ack_floor.stream_sequence > seq);
+        // deliveries a dead process held: redelivered only after `ack_wait`, by when later
+        // events would have been applied and the projection would skip them as done (found
+        // by the long fault campaign); the projection's position is the truth, start from it
+        let held = resume_after.is_some() && info.num_ack_pending > 0;
+        let reconfigured = info.config.max_ack_pending != config.max_ack_pending;
         let mut have = info.config.filter_subjects.clone();
         if !info.config.filter_subject.is_empty() {
             have.push(info.config.filter_subject.clone());
@@ -277,10 +302,10 @@ async fn open(js: &Context, spec: &Spec) -> Result<consumer::PullConsumer, Strin
         let mut want = spec.filter_subjects.clone();
         want.sort();
         let refiltered = have != want;
-        if !ahead && !refiltered {
+        if !ahead && !refiltered && !held && !reconfigured {
             return Ok(existing);
         }
-        tracing::info!(consumer = %spec.durable, ahead, refiltered, "recreating consumer to rebuild the projection");
+        tracing::info!(consumer = %spec.durable, ahead, refiltered, held, reconfigured, "recreating the consumer at the projection's position");
         stream.delete_consumer(&spec.durable).await.map_err(|e| e.to_string())?;
     }
     stream.create_consumer(config).await.map_err(|e| e.to_string())

@@ -175,3 +175,67 @@ async fn caught_up_is_reported_only_when_everything_in_the_stream_is_handled() {
     // ev-3 is retried after a second's backoff, long after the server has delivered the rest
     assert_eq!(handled_when_caught_up(&ledger, "full").await, 40);
 }
+
+/// The long fault campaign's lost timers: a process killed while it holds deliveries (handed
+/// over, not acknowledged) and restarted at once. The server hands those out again only after
+/// its ack wait, and the restarted process must not have applied later events by then, or its
+/// projection takes the late ones for done and drops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_held_by_a_dead_process_are_applied_before_anything_after_them() {
+    let nats = NatsServer::start(false);
+    let node = NodeCode::parse("320211").unwrap();
+    let ledger = Ledger::open(nats.jetstream().await, node.clone()).await.unwrap();
+    for i in 0..10 {
+        ledger.append(&event(i), Expect::Any).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // the first process, on its own connection, applies ev-0..ev-2 and dies on ev-3
+        let own = Ledger::open(nats.jetstream().await, node.clone()).await.unwrap();
+        let projection = Projection::open(dir.path(), "counts").unwrap();
+        let registry = prometheus::Registry::new();
+        let spec = Spec {
+            stream: own.stream_name().to_string(),
+            durable: "test-projection".into(),
+            filter_subjects: vec![subjects::case_events(own.node())],
+            max_deliver: 3,
+            resume_after: Some(projection.last_applied()),
+        };
+        let p = projection.clone();
+        let task = tokio::spawn(consumer::run(
+            own.jetstream().clone(),
+            spec,
+            ConsumerMetrics::register(&registry, "test"),
+            CancellationToken::new(),
+            move |d| {
+                let p = p.clone();
+                async move {
+                    if d.event.event_id == "ev-3" {
+                        futures::future::pending::<()>().await;
+                    }
+                    let mut batch = sled::Batch::default();
+                    batch.insert(d.event.case_id.to_string().as_bytes(), &1u64.to_be_bytes());
+                    p.apply(d.seq, batch).await.unwrap();
+                    Outcome::Done
+                }
+            },
+        ));
+        while projection.last_applied() < 3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await; // holding what it was handed
+        task.abort();
+        let _ = task.await;
+        projection.flush().await.unwrap();
+    }
+    for i in 10..15 {
+        ledger.append(&event(i), Expect::Any).await.unwrap();
+    }
+    // restarted at once: every event from ev-3 on is applied, in order, before the ack wait
+    let started = std::time::Instant::now();
+    let (p, _, _) = project(&ledger, dir.path(), 15).await;
+    assert!(started.elapsed() < Duration::from_secs(8), "not left waiting for the ack wait");
+    let applied = counts(&p).iter().map(|(_, n)| n).sum::<u64>();
+    // the first process wrote 1 per case it saw (ev-0..ev-2: three cases); the second counts on
+    assert_eq!(applied, 3 + 12, "ev-3..ev-14 applied once each after ev-0..ev-2");
+}
