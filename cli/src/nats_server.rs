@@ -127,21 +127,8 @@ fn tethered(binary: &Path) -> Result<Command, String> {
 fn write_config(path: &Path, dir: &Path, settings: &Settings, host: &str, port: i32) -> Result<(), String> {
     let auth = LeafAuth::load(settings)?;
     let text = config_text(settings, &auth, &dir.join("jetstream"), host, port);
-    write_private(path, &text)
-}
-
-/// Writes a file only its owner can read (the config holds the leaf secret of a child).
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+    // the config holds a child's leaf secret
+    leaf_auth::write_private(path, &text)
 }
 
 /// The leaf-link credentials named by the node file (xinfang_shared::leaf_auth).

@@ -141,8 +141,8 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
+/// Writes a file only its owner can read (secrets, and a config that holds one).
+pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
