@@ -21,6 +21,19 @@ async fn breaches(node: &TestNode, step: &str) -> HashMap<String, usize> {
     out
 }
 
+/// The acceptance breaches by case, once every one of `cases` has one (or after 20 s).
+async fn acceptance_breaches_of(node: &TestNode, cases: &[String]) -> HashMap<String, usize> {
+    let mut got = HashMap::new();
+    for _ in 0..100 {
+        got = breaches(node, "acceptance").await;
+        if cases.iter().all(|c| got.contains_key(c)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    got
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_registration_is_on_record_even_though_routing_was_quick() {
     let node = TestNode::start_services(FAST, &["routing", "deadlines"]);
@@ -52,14 +65,7 @@ async fn timers_fire_once_across_sigkill_downtime_and_a_lost_store() {
     node.service("deadlines").sigkill();
     tokio::time::sleep(Duration::from_secs(4)).await;
     node.service("deadlines").restart();
-    let mut got = HashMap::new();
-    for _ in 0..100 {
-        got = breaches(&node, "acceptance").await;
-        if cases.iter().all(|c| got.contains_key(c)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let got = acceptance_breaches_of(&node, &cases).await;
     for c in &cases {
         assert_eq!(got.get(c), Some(&1), "{c}: one acceptance breach, got {got:?}");
     }
@@ -101,14 +107,7 @@ async fn a_lost_store_is_rebuilt_in_one_read_of_the_ledger_and_its_timers_still_
     assert!(metric(&url, "xf_deadlines_rebuilt_events_total").await >= 40.0, "registered and routed of each case");
     assert_eq!(metric(&url, "xf_deadlines_armed_timers{step=\"acceptance\"}").await, 20.0);
     assert_eq!(metric(&url, "xf_deadlines_events_total{result=\"done\"}").await, 0.0, "no event replayed one by one");
-    let mut got = HashMap::new();
-    for _ in 0..100 {
-        got = breaches(&node, "acceptance").await;
-        if cases.iter().all(|c| got.contains_key(c)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let got = acceptance_breaches_of(&node, &cases).await;
     for c in &cases {
         assert_eq!(got.get(c), Some(&1), "{c}: one acceptance breach after the rebuild, got {got:?}");
     }
