@@ -3,8 +3,9 @@
 //! hub: a leaf listener is opened on it and every other node links to it. Each node is an
 //! `xinfang up` child (tethered: it stops if this process dies). Each district gets its own
 //! leaf secret under `DATA/leaf/` and the hub admits only them (xinfang_shared::leaf_auth).
-//! One JSON line
+//! The hub starts first, then every district at once. One JSON line
 //! `{"ready":true,"city":…,"nodes":{"<code>":{<its ready line>},…}}` when all are ready.
+//! `xinfang up --demo` is this on the Wuxi example's files (crate::demo), with petitions.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 use xinfang_shared::ids::NodeCode;
 use xinfang_shared::leaf_auth::{self, Issued};
 use xinfang_shared::runtime;
@@ -36,7 +37,7 @@ fn nodes(dir: &Path) -> Result<Vec<Node>, String> {
             continue;
         }
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let value: toml::Value = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
+        let value: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
         let Some(node) = value.get("node") else { continue };
         let code = node.get("code").and_then(|c| c.as_str()).ok_or(format!("{}: node.code missing", path.display()))?;
         let parent = node.get("parent").and_then(|p| p.as_str()).map(str::to_string);
@@ -100,9 +101,8 @@ fn start(file: &Path, data: &Path) -> Result<Child, String> {
         .map_err(|e| format!("starting the node of {}: {e}", file.display()))
 }
 
-/// Reads a child `up`'s stdout until its ready line.
-async fn ready_line(child: &mut Child) -> Result<Value, String> {
-    let stdout = child.stdout.take().ok_or("no stdout")?;
+/// Reads a child `up`'s stdout until its ready line, then keeps draining it.
+async fn ready_line(stdout: ChildStdout) -> Result<Value, String> {
     let mut lines = BufReader::new(stdout).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Ok(v) = serde_json::from_str::<Value>(&line) {
@@ -115,9 +115,17 @@ async fn ready_line(child: &mut Child) -> Result<Value, String> {
     Err("exited before its ready line".into())
 }
 
-/// `xinfang up --city DIR`.
-pub async fn main(dir: PathBuf, data: Option<PathBuf>) -> ExitCode {
+/// `xinfang up --city DIR`, or with `demo` the Wuxi example city with demo petitions.
+pub async fn main(dir: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> ExitCode {
     let shutdown = runtime::shutdown_on_signals();
+    let data = data.unwrap_or_else(|| PathBuf::from("data").join(if demo { "demo" } else { "city" }));
+    let dir = match dir {
+        Some(d) => d,
+        None => match crate::demo::write_city(&data) {
+            Ok(d) => d,
+            Err(e) => return fail(&e),
+        },
+    };
     let nodes = match nodes(&dir) {
         Ok(n) => n,
         Err(e) => {
@@ -125,7 +133,6 @@ pub async fn main(dir: PathBuf, data: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let data = data.unwrap_or_else(|| PathBuf::from("data").join("city"));
     let leaf = match free_port() {
         Ok(p) => format!("127.0.0.1:{p}"),
         Err(e) => return fail(&e),
@@ -140,33 +147,61 @@ pub async fn main(dir: PathBuf, data: Option<PathBuf>) -> ExitCode {
     let mut children: Vec<(String, Child)> = Vec::new();
     let mut lines = Map::new();
     let started = tokio::time::Instant::now();
-    // the hub first, so that the districts' leaf links find its listener
-    for node in &nodes {
-        let out = data.join(&node.code);
-        let file = match linked_file(node, &leaf, &issued, &out) {
-            Ok(f) => f,
-            Err(e) => return fail(&e),
-        };
-        let mut child = match start(&file, &out) {
-            Ok(c) => c,
-            Err(e) => return fail(&e),
-        };
-        let left = READY_WITHIN.saturating_sub(started.elapsed());
-        let ready = tokio::select! {
-            r = tokio::time::timeout(left, ready_line(&mut child)) => r,
-            _ = shutdown.cancelled() => return ExitCode::SUCCESS,
-        };
-        match ready {
-            Ok(Ok(line)) => {
-                lines.insert(node.code.clone(), line);
-            }
-            Ok(Err(e)) => return fail(&format!("node {}: {e}", node.code)),
-            Err(_) => return fail(&format!("node {} not ready within {} s", node.code, READY_WITHIN.as_secs())),
+    // the hub first, so that the districts' leaf links find its listener; then every district
+    // at once
+    let (hub_node, district_nodes) = nodes.split_first().expect("a hub");
+    for wave in [std::slice::from_ref(hub_node), district_nodes] {
+        let mut waiting = tokio::task::JoinSet::new();
+        for node in wave {
+            let out = data.join(&node.code);
+            let file = match linked_file(node, &leaf, &issued, &out) {
+                Ok(f) => f,
+                Err(e) => return fail(&e),
+            };
+            let mut child = match start(&file, &out) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let Some(stdout) = child.stdout.take() else { return fail("no stdout") };
+            let code = node.code.clone();
+            let left = READY_WITHIN.saturating_sub(started.elapsed());
+            waiting.spawn(async move { (code, tokio::time::timeout(left, ready_line(stdout)).await) });
+            children.push((node.code.clone(), child));
         }
-        children.push((node.code.clone(), child));
+        loop {
+            let next = tokio::select! {
+                n = waiting.join_next() => n,
+                _ = shutdown.cancelled() => return ExitCode::SUCCESS,
+            };
+            match next {
+                None => break,
+                Some(Ok((code, Ok(Ok(line))))) => {
+                    lines.insert(code, line);
+                }
+                Some(Ok((code, Ok(Err(e))))) => return fail(&format!("node {code}: {e}")),
+                Some(Ok((code, Err(_)))) => {
+                    return fail(&format!("node {code} not ready within {} s", READY_WITHIN.as_secs()))
+                }
+                Some(Err(e)) => return fail(&e.to_string()),
+            }
+        }
     }
+    let within = started.elapsed().as_secs_f64();
     println!("{}", serde_json::json!({"ready": true, "city": hub, "leaf_listen": leaf, "nodes": lines}));
-    tracing::info!(city = %hub, nodes = children.len(), "city ready");
+    tracing::info!(city = %hub, nodes = children.len(), seconds = within, "city ready");
+    if demo {
+        if let Some(office) = lines.get(&hub).and_then(|l| l["services"]["escalation"].as_str()) {
+            eprintln!(
+                "demo: 全市 {} 个节点已就绪（{within:.0} 秒）；市信访局收到的上报件：{office}/escalations",
+                children.len()
+            );
+        }
+        let targets = district_nodes
+            .iter()
+            .filter_map(|n| crate::demo::Target::from_ready_line(&n.code, lines.get(&n.code)?))
+            .collect();
+        tokio::spawn(crate::demo::feed(targets, shutdown.clone()));
+    }
     // each node supervises its own services and server; a node that stops ends the city
     loop {
         tokio::select! {
@@ -179,17 +214,22 @@ pub async fn main(dir: PathBuf, data: Option<PathBuf>) -> ExitCode {
             break;
         }
     }
-    for (_, child) in &mut children {
+    stop(&mut children).await;
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM to every node, SIGKILL to those not gone within 15 s.
+async fn stop(children: &mut [(String, Child)]) {
+    for (_, child) in children.iter_mut() {
         if let Some(pid) = child.id() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
         }
     }
-    for (_, child) in &mut children {
+    for (_, child) in children.iter_mut() {
         if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
             let _ = child.kill().await;
         }
     }
-    ExitCode::SUCCESS
 }
 
 fn fail(msg: &str) -> ExitCode {

@@ -1,54 +1,64 @@
-//! `xinfang up --demo`: the Wuxi example node (滨湖区, from `deploy/wuxi/`) with a demo
-//! petition submitted every few seconds, so a new user sees cases flow.
+//! `xinfang up --demo`: the whole Wuxi example city (`deploy/wuxi/`: the city 320200 as hub and
+//! its seven districts and counties, each its own node with its own nats-server, linked as leaf
+//! nodes), with a demo petition submitted every few seconds to one district after another.
+//! Some happened in another district and are forwarded there (属地), some are group petitions
+//! (群体访) that the district reports to the city at once, so the city office's inbox fills.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rand::Rng;
+use serde_json::Value;
 use xinfang_shared::ids::IdNumber;
 use xinfang_shared::CancellationToken;
 
-const WUXI_BINHU: &str = include_str!("../../deploy/wuxi/320211.toml");
+/// The gap between two demo petitions.
+const EVERY: Duration = Duration::from_secs(3);
 
-/// Writes the demo node file into the data directory and returns its path.
-pub fn write_config(data: Option<&Path>) -> Result<PathBuf, String> {
-    let dir = data.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("data").join("320211"));
+/// Writes the example node files into `DATA/files` and returns that directory.
+pub fn write_city(data: &Path) -> Result<PathBuf, String> {
+    let dir = data.join("files");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join("demo-node.toml");
-    std::fs::write(&path, WUXI_BINHU).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path)
+    for (code, text) in crate::wuxi::FILES {
+        let path = dir.join(format!("{code}.toml"));
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(dir)
 }
 
-const SAMPLES: &[(&str, &str, &str, &str, &str)] = &[
+/// The districts and counties of the example, by division code.
+const DISTRICTS: &[(&str, &str)] = &[
+    ("320205", "锡山区"),
+    ("320206", "惠山区"),
+    ("320211", "滨湖区"),
+    ("320213", "梁溪区"),
+    ("320214", "新吴区"),
+    ("320281", "江阴市"),
+    ("320282", "宜兴市"),
+];
+
+fn district_name(code: &str) -> &str {
+    DISTRICTS.iter().find(|(c, _)| *c == code).map(|(_, n)| *n).unwrap_or(code)
+}
+
+/// (category, kind, title, content); `{}` in the content is the district's name.
+const SAMPLES: &[(&str, &str, &str, &str)] = &[
     (
         "urban_construction",
         "appeal_request",
-        "320211",
         "小区电梯长期故障",
-        "小区3号楼电梯停运两个月，物业与住建部门均未处理，请求督促维修。",
+        "{}某小区3号楼电梯停运两个月，物业与住建部门均未处理，请求督促维修。",
     ),
     (
         "labor_social_security",
         "appeal_request",
-        "320211",
         "工资被拖欠",
-        "某建筑公司拖欠农民工工资三个月，共计四万余元，请求协调支付。",
+        "{}某建筑公司拖欠农民工工资三个月，共计四万余元，请求协调支付。",
     ),
-    (
-        "environment",
-        "complaint_report",
-        "320211",
-        "夜间施工噪音扰民",
-        "蠡湖大道某工地连续多日夜间施工至凌晨，严重影响周边居民休息。",
-    ),
-    ("transport", "suggestion", "320211", "建议增设公交站点", "建议在太湖新城某小区门口增设公交站点，方便老年人出行。"),
-    (
-        "urban_construction",
-        "appeal_request",
-        "320213",
-        "老旧小区屋面漏水",
-        "梁溪区某老旧小区屋面漏水多年，请求纳入改造计划。",
-    ),
+    ("environment", "complaint_report", "夜间施工噪音扰民", "{}某工地连续多日夜间施工至凌晨，严重影响周边居民休息。"),
+    ("transport", "suggestion", "建议增设公交站点", "建议在{}某小区门口增设公交站点，方便老年人出行。"),
+    ("urban_construction", "appeal_request", "老旧小区屋面漏水", "{}某老旧小区屋面漏水多年，请求纳入改造计划。"),
+    ("education", "appeal_request", "入学划片争议", "{}某小区适龄儿童被划入较远学校，请求重新核定学区。"),
 ];
 
 fn demo_id_number(rng: &mut impl Rng) -> String {
@@ -63,51 +73,99 @@ fn demo_id_number(rng: &mut impl Rng) -> String {
     format!("{body}{check}")
 }
 
-/// Submits a demo petition over NATS every 5 seconds until `shutdown`.
-pub async fn feed(nats_url: String, node: String, http: String, shutdown: CancellationToken) {
-    let Ok(client) = async_nats::connect(&nats_url).await else {
-        eprintln!("demo: cannot connect to {nats_url}");
+/// A node the demo submits to: its code, its NATS URL and intake's base URL (from its ready
+/// line).
+pub struct Target {
+    pub code: String,
+    pub nats_url: String,
+    pub http: String,
+}
+
+impl Target {
+    /// The node of a ready line (`xinfang up`'s, or one entry of `up --city`'s `nodes`).
+    pub fn from_ready_line(code: &str, line: &Value) -> Option<Target> {
+        Some(Target {
+            code: code.to_string(),
+            nats_url: line["nats_url"].as_str()?.to_string(),
+            http: line["http"].as_str()?.to_string(),
+        })
+    }
+}
+
+/// What the `i`-th demo petition at `home` is: where it happened, how many came, and what the
+/// demo says about it. One in six is a group, one in four happened in another district.
+fn shape(i: usize, home: &str) -> (String, u32, String) {
+    if i % 6 == 4 {
+        return (home.to_string(), 6, "（6人群体访：即时上报市信访局）".into());
+    }
+    if i % 4 == 1 {
+        let others: Vec<&(&str, &str)> = DISTRICTS.iter().filter(|(c, _)| *c != home).collect();
+        if !others.is_empty() {
+            let (code, name) = others[i % others.len()];
+            return (code.to_string(), 1, format!("（事发地在{name}：按属地转送 {code}）"));
+        }
+    }
+    (home.to_string(), 1, String::new())
+}
+
+fn petition(i: usize, division: &str, headcount: u32) -> (Value, &'static str) {
+    let (category, kind, title, content) = SAMPLES[i % SAMPLES.len()];
+    let channel = ["online", "hotline_12345", "letter", "visit"][i % 4];
+    let mut rng = rand::rng();
+    let petition = serde_json::json!({
+        "channel": channel,
+        "petitioners": [{"name": "演示用户", "id_number": demo_id_number(&mut rng), "phone": "13800000000"}],
+        "headcount": headcount,
+        "location": {"division": division, "address": "演示地址"},
+        "category": category,
+        "kind": kind,
+        "title": title,
+        "content": content.replace("{}", district_name(division)),
+    });
+    (petition, title)
+}
+
+/// Submits a demo petition over NATS every few seconds, to each target in turn, until
+/// `shutdown`.
+pub async fn feed(targets: Vec<Target>, shutdown: CancellationToken) {
+    let mut clients = Vec::new();
+    for t in &targets {
+        match async_nats::connect(&t.nats_url).await {
+            Ok(c) => clients.push(c),
+            Err(e) => {
+                eprintln!("demo: cannot connect to {} ({}): {e}", t.nats_url, t.code);
+                return;
+            }
+        }
+    }
+    if targets.is_empty() {
         return;
-    };
-    let subject = format!("xf.{node}.api.petition.submit");
-    let mut i = 0usize;
-    loop {
-        let (category, kind, division, title, content) = SAMPLES[i % SAMPLES.len()];
-        let channel = ["online", "hotline_12345", "letter", "visit"][i % 4];
-        let petition = {
-            let mut rng = rand::rng();
-            serde_json::json!({
-                "channel": channel,
-                "petitioners": [{"name": "演示用户", "id_number": demo_id_number(&mut rng), "phone": "13800000000"}],
-                "headcount": if i % 7 == 6 { 6 } else { 1 },
-                "location": {"division": division, "address": "演示地址"},
-                "category": category,
-                "kind": kind,
-                "title": title,
-                "content": content,
-            })
-        };
-        match client.request(subject.clone(), serde_json::to_vec(&petition).expect("json").into()).await {
+    }
+    for i in 0.. {
+        let (t, client) = (&targets[i % targets.len()], &clients[i % targets.len()]);
+        let (division, headcount, note) = shape(i, &t.code);
+        let (body, title) = petition(i, &division, headcount);
+        let subject = format!("xf.{}.api.petition.submit", t.code);
+        match client.request(subject, serde_json::to_vec(&body).expect("json").into()).await {
             Ok(reply) => {
-                let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+                let v: Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
                 if v["ok"] == true {
+                    let case = v["case_id"].as_str().unwrap_or("?");
+                    let code = v["query_code"].as_str().unwrap_or("?");
                     eprintln!(
-                        "demo: 已登记 {} 「{title}」 查询码 {} — {http}/v1/cases/{}/status?query_code={}",
-                        v["case_id"].as_str().unwrap_or("?"),
-                        v["query_code"].as_str().unwrap_or("?"),
-                        v["case_id"].as_str().unwrap_or("?"),
-                        v["query_code"].as_str().unwrap_or("?"),
+                        "demo: {} 已登记 {case}「{title}」{note} 查询码 {code} — {}/v1/cases/{case}/status?query_code={code}",
+                        district_name(&t.code),
+                        t.http,
                     );
                 } else {
-                    eprintln!("demo: refused: {v}");
+                    eprintln!("demo: {} refused: {v}", t.code);
                 }
             }
-            Err(e) => eprintln!("demo: submit failed: {e}"),
+            Err(e) => eprintln!("demo: {} submit failed: {e}", t.code),
         }
-        i += 1;
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(EVERY) => {}
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - `xinfang up --config FILE [--data DIR]`: one node — its nats-server (unless `nats.url`
 //!   names one) and the services as supervised child processes; prints a ready line.
-//! - `xinfang up --demo`: the Wuxi example (滨湖区) with demo petitions flowing.
+//! - `xinfang up --demo`: the Wuxi example city (hub and seven districts) with demo petitions.
 //! - `xinfang up --city DIR`: every node file of DIR, each with its own nats-server, linked.
 //! - `xinfang route explain --config FILE --petition FILE`: which organ, and why.
 //! - `xinfang node init --code N --out DIR (--parent-url URL | --leaf-listen ADDR)`: a
@@ -19,6 +19,7 @@ mod node_init;
 mod route;
 mod tether;
 mod up;
+mod wuxi;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,13 +44,18 @@ enum Command {
         /// Where the node keeps its data (default: data/<node code>).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Run the Wuxi example node with demo petitions.
+        /// Run the Wuxi example city (the hub and seven districts, each its own nats-server)
+        /// with demo petitions flowing.
         #[arg(long, conflicts_with = "config")]
         demo: bool,
         /// Run every node file in this directory, each with its own nats-server, linked to the
         /// hub (the node without a parent) as leaf nodes.
         #[arg(long, conflicts_with_all = ["config", "demo"])]
         city: Option<PathBuf>,
+        /// Run only this node's nats-server, supervised: another member of a clustered hub
+        /// (`[nats.cluster]`), whose services run once, elsewhere.
+        #[arg(long, requires = "config")]
+        nats_only: bool,
     },
     /// Routing tools for operators.
     Route {
@@ -133,13 +139,13 @@ enum RouteCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { city: Some(dir), data, .. } => {
+        Command::Up { config: Some(config), data, nats_only, .. } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            runtime.block_on(city::main(dir, data))
+            runtime.block_on(up::main(config, data, nats_only))
         }
-        Command::Up { config, data, demo, city: None } => {
+        Command::Up { config: None, data, demo, city, .. } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            runtime.block_on(up::main(config, data, demo))
+            runtime.block_on(city::main(city, data, demo))
         }
         Command::Route { command: RouteCommand::Explain { config, petition } } => route::explain(&config, &petition),
         Command::Due { from, period, calendar } => due(&from, &period, calendar),

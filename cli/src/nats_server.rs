@@ -162,12 +162,25 @@ impl LeafAuth {
 /// client port on loopback). A child with a secret presents it as `leaf_<code>`.
 pub fn config_text(settings: &Settings, auth: &LeafAuth, store: &Path, host: &str, port: i32) -> String {
     let node = &settings.node.code;
+    let name = match &settings.nats.cluster {
+        Some(c) => format!("xf_{node}_{}", c.member),
+        None => format!("xf_{node}"),
+    };
     let mut text = format!(
-        "# written by `xinfang up`; edits are overwritten\nserver_name: xf_{node}\nhost: {host}\nport: {port}\nmax_payload: 1MB\n"
+        "# written by `xinfang up`; edits are overwritten\nserver_name: {name}\nhost: {host}\nport: {port}\nmax_payload: 1MB\n"
     );
     let sync = if settings.nats.sync_always { "\n  sync_interval: always" } else { "" };
     let domain = if settings.linked() { format!("\n  domain: {}", settings.domain()) } else { String::new() };
     text += &format!("jetstream {{\n  store_dir: {store:?}{domain}{sync}\n}}\n");
+    if let Some(c) = &settings.nats.cluster {
+        let cluster = c.name.clone().unwrap_or_else(|| settings.domain());
+        let routes: Vec<String> = c.routes.iter().map(|r| format!("{r:?}")).collect();
+        text += &format!(
+            "cluster {{\n  name: {cluster}\n  listen: {:?}\n  routes: [{}]\n}}\n",
+            c.listen,
+            routes.join(", ")
+        );
+    }
     if !settings.linked() {
         return text;
     }
@@ -281,6 +294,25 @@ mod tests {
         assert!(text.contains("ping_interval: \"2s\""), "{text}");
         assert!(
             text.contains(r#"remotes: [ { urls: ["nats-leaf://leaf_320211:s3cret@127.0.0.1:7422"], ignore_discovered_servers: true } ]"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_member_of_a_clustered_hub_names_itself_and_routes_to_the_others() {
+        let mut hub = settings("320200");
+        hub.nats.leaf_listen = Some("127.0.0.1:7422".into());
+        hub.nats.cluster = Some(xinfang_shared::config::ClusterSection {
+            name: None,
+            member: "b".into(),
+            listen: "127.0.0.1:6223".into(),
+            routes: vec!["nats-route://127.0.0.1:6222".into(), "nats-route://127.0.0.1:6224".into()],
+        });
+        let text = config_text(&hub, &LeafAuth::default(), Path::new("/d/js"), "127.0.0.1", 4222);
+        assert!(text.contains("server_name: xf_320200_b\n"), "{text}");
+        assert!(text.contains("domain: xf320200"), "{text}");
+        assert!(
+            text.contains("cluster {\n  name: xf320200\n  listen: \"127.0.0.1:6223\"\n  routes: [\"nats-route://127.0.0.1:6222\", \"nats-route://127.0.0.1:6224\"]\n}"),
             "{text}"
         );
     }

@@ -17,18 +17,6 @@ use std::process::ExitCode;
 use xinfang_shared::ids::NodeCode;
 use xinfang_shared::leaf_auth;
 
-/// The Wuxi example's node files, by code (deploy/wuxi/).
-const WUXI: &[(&str, &str)] = &[
-    ("320200", include_str!("../../deploy/wuxi/320200.toml")),
-    ("320205", include_str!("../../deploy/wuxi/320205.toml")),
-    ("320206", include_str!("../../deploy/wuxi/320206.toml")),
-    ("320211", include_str!("../../deploy/wuxi/320211.toml")),
-    ("320213", include_str!("../../deploy/wuxi/320213.toml")),
-    ("320214", include_str!("../../deploy/wuxi/320214.toml")),
-    ("320281", include_str!("../../deploy/wuxi/320281.toml")),
-    ("320282", include_str!("../../deploy/wuxi/320282.toml")),
-];
-
 /// What `node init` was asked for.
 pub struct Init {
     pub code: String,
@@ -59,10 +47,8 @@ fn write(init: &Init) -> Result<Vec<String>, String> {
     let code = NodeCode::parse(&init.code).map_err(|e| format!("--code {:?}: {e}", init.code))?;
     let template = match &init.from {
         Some(path) => std::fs::read_to_string(path).map_err(|e| format!("--from {}: {e}", path.display()))?,
-        None => WUXI
-            .iter()
-            .find(|(c, _)| *c == code.as_str())
-            .map(|(_, t)| t.to_string())
+        None => crate::wuxi::file(code.as_str())
+            .map(str::to_string)
             .ok_or(format!("no example node file for {code}: pass --from FILE (a node file, DESIGN.md §8)"))?,
     };
     let mut file: toml::Table = template.parse().map_err(|e| format!("the node file: {e}"))?;

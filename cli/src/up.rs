@@ -40,14 +40,8 @@ struct Service {
 }
 
 /// `xinfang up`.
-pub async fn main(config: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> ExitCode {
-    let config = match (config, demo) {
-        (Some(c), _) => c,
-        (None, _) => match crate::demo::write_config(data.as_deref()) {
-            Ok(c) => c,
-            Err(e) => return fail(&e),
-        },
-    };
+/// With `nats_only`, the node's nats-server alone (a member of a clustered hub).
+pub async fn main(config: PathBuf, data: Option<PathBuf>, nats_only: bool) -> ExitCode {
     let settings = match Settings::load(Some(&config)) {
         Ok(s) => s,
         Err(e) => {
@@ -84,15 +78,19 @@ pub async fn main(config: Option<PathBuf>, data: Option<PathBuf>, demo: bool) ->
         settings.nats.url.clone()
     };
 
+    if nats_only && nats.is_none() {
+        return fail("--nats-only: nats.url names another server; this node has none of its own to run");
+    }
     let mut services: Vec<Service> = SERVICES
         .iter()
+        .filter(|_| !nats_only)
         .filter_map(|name| {
             let binary = sibling(&format!("xinfang-{name}"))?;
             let listen = if *name == "intake" { settings.http.listen.clone() } else { settings.metrics.listen.clone() };
             Some(Service { name, binary, child: None, listen, started: Instant::now(), failures: 0 })
         })
         .collect();
-    if services.is_empty() {
+    if services.is_empty() && !nats_only {
         return fail("no service binaries (xinfang-intake, …) next to this executable");
     }
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<(&'static str, String)>();
@@ -143,9 +141,6 @@ pub async fn main(config: Option<PathBuf>, data: Option<PathBuf>, demo: bool) ->
         serde_json::json!({"ready": true, "node": node, "nats_url": nats_url, "http": http, "services": addresses})
     );
     tracing::info!(%node, %nats_url, %http, services = ?services.iter().map(|s| s.name).collect::<Vec<_>>(), "node ready");
-    if demo {
-        tokio::spawn(crate::demo::feed(nats_url.clone(), node.clone(), http.clone(), shutdown.clone()));
-    }
     supervise(&mut services, &mut nats, &config, &data, &nats_url, &ready_tx, &shutdown).await;
     stop_all(&mut services, nats.as_mut().map(|(s, _)| s)).await;
     tracing::info!("node stopped");

@@ -142,10 +142,37 @@ pub struct NatsSection {
     /// Seconds between pings on the leaf link: a silent cut is noticed after two missed ones.
     #[serde(default = "default_ping")]
     pub ping_interval: u64,
+    /// How many servers keep a copy of each of this node's streams and buckets (JetStream
+    /// replicas): 1 on a single server, 3 on a clustered hub.
+    #[serde(default = "one")]
+    pub replicas: usize,
+    /// For `xinfang up`'s own server on a clustered hub: this server's place in the cluster.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
 }
 
 fn default_ping() -> u64 {
     2
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `[nats.cluster]`: one server of a node's cluster (a hub of three servers, each a member
+/// with the same domain and leaf listener; DESIGN.md §10).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterSection {
+    /// The cluster's name; default the node's JetStream domain.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// This member's name, unique in the cluster (its server is `xf_<node>_<member>`).
+    pub member: String,
+    /// Where the other members' routes arrive (`host:port`).
+    pub listen: String,
+    /// The other members' route listeners (`nats-route://host:port`).
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
 
 impl Default for NatsSection {
@@ -424,6 +451,28 @@ impl Settings {
         for (i, u) in self.nats.parent_urls.iter().enumerate() {
             if !u.starts_with("nats-leaf://") && !u.starts_with("nats://") && !u.starts_with("tls://") {
                 return bad(&format!("nats.parent_urls[{i}]"), format!("{u:?}: expected nats-leaf://host:port"));
+            }
+        }
+        if !(1..=5).contains(&self.nats.replicas) {
+            return bad("nats.replicas", format!("{}: JetStream keeps 1 to 5 replicas", self.nats.replicas));
+        }
+        if let Some(c) = &self.nats.cluster {
+            let names = c.name.iter().map(|n| ("nats.cluster.name", n)).chain([("nats.cluster.member", &c.member)]);
+            for (key, n) in names {
+                if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                    return bad(key, format!("{n:?}: letters, digits, '_' and '-' only"));
+                }
+            }
+            if c.listen.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+                return bad("nats.cluster.listen", format!("{:?}: expected host:port", c.listen));
+            }
+            for (i, r) in c.routes.iter().enumerate() {
+                if !r.starts_with("nats-route://") && !r.starts_with("nats://") {
+                    return bad(
+                        &format!("nats.cluster.routes[{i}]"),
+                        format!("{r:?}: expected nats-route://host:port"),
+                    );
+                }
             }
         }
         for (i, o) in self.organs.iter().enumerate() {

@@ -103,9 +103,16 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens the ledger, creating or updating the node's case and outbox streams.
+    /// Opens the ledger, creating the node's case and outbox streams where they are missing
+    /// (with one replica) and updating them to this configuration, their replicas as they are.
     pub async fn open(js: Context, node: NodeCode) -> Result<Self, ReadError> {
-        let config = provision(&js, &node).await?;
+        Self::open_replicated(js, node, 0).await
+    }
+
+    /// [`Ledger::open`], the streams kept on `replicas` servers (`nats.replicas`; 0: as they
+    /// are).
+    pub async fn open_replicated(js: Context, node: NodeCode, replicas: usize) -> Result<Self, ReadError> {
+        let config = provision(&js, &node, replicas).await?;
         let direct = config.allow_direct && config.num_replicas <= 1;
         Ok(Self { stream: subjects::case_stream(&node), js, node, batched: config.allow_batch_publish, direct })
     }
@@ -473,9 +480,10 @@ fn traceparent(event_id: &str) -> String {
 /// Creates or updates the node's case and outbox streams (idempotent; safe at every start).
 /// Returns the case stream's configuration as the server keeps it: whether it takes fast-ingest
 /// batches (it asks for them, and a server older than 2.14, which does not know the setting,
-/// gets the stream without) and how many replicas it has.
-pub async fn provision(js: &Context, node: &NodeCode) -> Result<stream::Config, ReadError> {
+/// gets the stream without) and how many replicas it has (`replicas`; 0: as it has).
+pub async fn provision(js: &Context, node: &NodeCode, replicas: usize) -> Result<stream::Config, ReadError> {
     let cases = stream::Config {
+        num_replicas: replicas,
         name: subjects::case_stream(node),
         description: Some(format!("xinfang case ledger of node {node}")),
         subjects: vec![subjects::case_events(node)],
@@ -488,6 +496,7 @@ pub async fn provision(js: &Context, node: &NodeCode) -> Result<stream::Config, 
         ..Default::default()
     };
     let outbox = stream::Config {
+        num_replicas: replicas,
         name: subjects::outbox_stream(node),
         description: Some(format!("messages node {node} owes other nodes")),
         subjects: vec![subjects::outbox_subjects(node)],
@@ -512,8 +521,13 @@ pub const QUERY_CODE_DAYS: u64 = 30;
 /// before the case is registered and read by notification for the petitioner's receipt. The
 /// ledger only ever holds the code's hash; this bucket forgets a code after
 /// [`QUERY_CODE_DAYS`].
-pub async fn query_code_bucket(js: &Context, node: &NodeCode) -> Result<async_nats::jetstream::kv::Store, ReadError> {
+pub async fn query_code_bucket(
+    js: &Context,
+    node: &NodeCode,
+    replicas: usize,
+) -> Result<async_nats::jetstream::kv::Store, ReadError> {
     js.create_or_update_key_value(async_nats::jetstream::kv::Config {
+        num_replicas: replicas,
         bucket: format!("XF_CODES_{node}"),
         description: "query codes for the receipt notice".into(),
         history: 1,
@@ -525,7 +539,57 @@ pub async fn query_code_bucket(js: &Context, node: &NodeCode) -> Result<async_na
     .map_err(|e| ReadError(format!("query code bucket: {e}")))
 }
 
-/// Creates a stream, or updates it when it exists with another configuration.
+/// How long provisioning waits out a JetStream that cannot place a stream yet: a cluster
+/// still forming (no meta leader, or not every server known), or a server just restarted.
+const NOT_READY_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Creates a stream, or updates it when it exists with another configuration. `num_replicas`
+/// 0 keeps an existing stream's replicas (a server takes 0 as 1, which would scale a
+/// replicated stream down) and gives a new one a single replica. Waits, up to a minute, while
+/// JetStream is not ready to place it.
 pub async fn ensure_stream(js: &Context, config: stream::Config) -> Result<stream::Info, ReadError> {
-    js.create_or_update_stream(config.clone()).await.map_err(|e| ReadError(format!("stream {}: {e}", config.name)))
+    let failed = |e: &dyn std::fmt::Display| ReadError(format!("stream {}: {e}", config.name));
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let mut wanted = config.clone();
+        let mut ready = true;
+        if config.num_replicas == 0 {
+            use jetstream::context::GetStreamErrorKind;
+            match js.get_stream(&config.name).await {
+                Ok(existing) => wanted.num_replicas = existing.cached_info().config.num_replicas,
+                Err(e) => match e.kind() {
+                    GetStreamErrorKind::JetStream(err)
+                        if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND => {}
+                    GetStreamErrorKind::Request | GetStreamErrorKind::JetStream(_) => ready = false,
+                    _ => return Err(failed(&e)),
+                },
+            }
+        }
+        if ready {
+            match js.create_or_update_stream(wanted).await {
+                Ok(info) => return Ok(info),
+                Err(e) if not_ready(&e) && started.elapsed() < NOT_READY_PATIENCE => {}
+                Err(e) => return Err(failed(&e)),
+            }
+        } else if started.elapsed() >= NOT_READY_PATIENCE {
+            return Err(failed(&"JetStream did not answer"));
+        }
+        tracing::info!(stream = %config.name, "JetStream not ready to place the stream; waiting");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Whether a stream could not be created or updated only because JetStream is not ready yet.
+fn not_ready(e: &jetstream::context::CreateStreamError) -> bool {
+    use jetstream::context::CreateStreamErrorKind as Kind;
+    use jetstream::ErrorCode;
+    match e.kind() {
+        Kind::JetStreamUnavailable | Kind::TimedOut => true,
+        Kind::JetStream(err) => {
+            matches!(err.error_code(), ErrorCode::CLUSTER_NO_PEERS | ErrorCode::CLUSTER_NOT_AVAILABLE)
+        }
+        _ => false,
+    }
 }

@@ -162,15 +162,16 @@ pub async fn provision(js: &Context, settings: &Settings) -> Result<(), ReadErro
     let node = settings.node_code();
     if let Some(sources) = routes(settings) {
         let description = format!("messages between node {node} and its children");
-        ensure_stream(js, sourcing(ROUTES.into(), description, &sources)).await?;
+        ensure_stream(js, sourcing(ROUTES.into(), description, &sources, settings.nats.replicas)).await?;
     }
     let description = format!("messages for node {node} from other nodes");
-    ensure_stream(js, sourcing(subjects::inbox_stream(&node), description, &inbox(settings))).await?;
+    let inbox = sourcing(subjects::inbox_stream(&node), description, &inbox(settings), settings.nats.replicas);
+    ensure_stream(js, inbox).await?;
     Ok(())
 }
 
-/// A stream with no subjects of its own that takes `sources`.
-fn sourcing(name: String, description: String, sources: &[Sourced]) -> stream::Config {
+/// A stream with no subjects of its own that takes `sources`, kept on `replicas` servers.
+fn sourcing(name: String, description: String, sources: &[Sourced], replicas: usize) -> stream::Config {
     let mut sources = sources.to_vec();
     sources.sort();
     sources.dedup_by(|a, b| a.stream == b.stream && a.domain == b.domain);
@@ -182,6 +183,7 @@ fn sourcing(name: String, description: String, sources: &[Sourced]) -> stream::C
         duplicate_window: duplicate_window(),
         sources: Some(sources.iter().map(Sourced::to_source).collect()),
         allow_direct: true,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
@@ -204,6 +206,9 @@ struct State {
     inbox_lag: u64,
     /// The outbox's last sequence when the parent last told its lag.
     outbox_seen: Option<(u64, u64)>,
+    /// The last known leader of each `XF_ROUTES` the inbox reads, by domain ("": this
+    /// server's).
+    routes_leaders: BTreeMap<String, String>,
 }
 
 /// A node's links to its parent and children (DESIGN.md §10): watched, re-armed, reported.
@@ -239,7 +244,10 @@ impl Links {
         let lag = IntGauge::new(format!("xf_{service}_inbox_lag"), "Messages for this node not yet in its inbox")
             .expect("valid");
         let rearmed = IntCounterVec::new(
-            Opts::new(format!("xf_{service}_link_rearms_total"), "Sources re-armed when a link came back"),
+            Opts::new(
+                format!("xf_{service}_link_rearms_total"),
+                "Sources re-armed when a link came back (link: the node), or the inbox's source when XF_ROUTES got a new leader (link: XF_ROUTES)",
+            ),
             &["link"],
         )
         .expect("valid");
@@ -315,6 +323,7 @@ impl Links {
                     }
                 }
             }
+            self.follow_routes_leaders().await;
             self.measure().await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -332,13 +341,30 @@ impl Links {
         if routes(&self.settings).is_some() {
             streams.push(ROUTES.to_string());
         }
+        self.rearm_where(&streams, |src| src.external.as_ref().is_some_and(|x| x.api_prefix == api)).await
+    }
+
+    /// Re-arms the inbox's source from the `XF_ROUTES` of `domain` (`None`: this server's).
+    /// The server's consumer behind that source lives with the stream's leader: when the
+    /// leader changes (a server of a clustered hub lost) the source would wait out its retry
+    /// timers (40 s seen) before it asked the new one.
+    async fn rearm_routes(&self, domain: Option<&str>) -> Result<usize, ReadError> {
+        let api = domain.map(|d| format!("$JS.{d}.API"));
+        let inbox = [subjects::inbox_stream(&self.settings.node_code())];
+        self.rearm_where(&inbox, |src| {
+            src.name == ROUTES && src.external.as_ref().map(|x| &x.api_prefix) == api.as_ref()
+        })
+        .await
+    }
+
+    /// Removes the sources of `streams` that `reads` picks and adds them back.
+    async fn rearm_where(&self, streams: &[String], reads: impl Fn(&Source) -> bool) -> Result<usize, ReadError> {
         let mut count = 0;
         for name in streams {
-            let mut s = self.js.get_stream(&name).await.map_err(|e| ReadError(format!("stream {name}: {e}")))?;
+            let mut s = self.js.get_stream(name).await.map_err(|e| ReadError(format!("stream {name}: {e}")))?;
             let config = s.info().await.map_err(|e| ReadError(format!("stream {name}: {e}")))?.config.clone();
             let sources = config.sources.clone().unwrap_or_default();
-            let (from, rest): (Vec<Source>, Vec<Source>) =
-                sources.into_iter().partition(|src| src.external.as_ref().is_some_and(|x| x.api_prefix == api));
+            let (from, rest): (Vec<Source>, Vec<Source>) = sources.into_iter().partition(|src| reads(src));
             if from.is_empty() {
                 continue;
             }
@@ -347,6 +373,32 @@ impl Links {
             count += from.len();
         }
         Ok(count)
+    }
+
+    /// Asks each `XF_ROUTES` the inbox reads for its leader; re-arms the inbox's source from
+    /// one whose leader changed.
+    async fn follow_routes_leaders(&self) {
+        for source in inbox(&self.settings).into_iter().filter(|s| s.stream == ROUTES) {
+            let domain = source.domain.as_deref();
+            let js = match domain {
+                Some(d) => async_nats::jetstream::with_domain(self.client.clone(), d),
+                None => self.js.clone(),
+            };
+            let asked = tokio::time::timeout(PROBE_EVERY, js.get_stream(ROUTES)).await;
+            let Ok(Ok(routes)) = asked else { continue };
+            let Some(leader) = routes.cached_info().cluster.as_ref().and_then(|c| c.leader.clone()) else { continue };
+            let key = domain.unwrap_or_default().to_string();
+            let before = self.state.lock().expect("links lock").routes_leaders.insert(key, leader.clone());
+            if before.is_some_and(|b| b != leader) {
+                match self.rearm_routes(domain).await {
+                    Ok(n) => {
+                        self.rearmed.with_label_values(&[ROUTES]).inc();
+                        tracing::info!(%leader, sources = n, "XF_ROUTES has a new leader; inbox source re-armed")
+                    }
+                    Err(e) => tracing::warn!(%leader, error = %e, "could not re-arm the inbox source"),
+                }
+            }
+        }
     }
 
     /// Reads the inbox lag and the outbox's pending count from the servers.

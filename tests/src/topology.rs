@@ -5,6 +5,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use xinfang_shared::ledger::read_stream;
+use xinfang_shared::subjects;
 
 use xinfang_shared::ids::NodeCode;
 use xinfang_shared::leaf_auth;
@@ -120,6 +125,18 @@ node = "320200"
     )
 }
 
+/// One server of the hub as a 3-server cluster: the hub's node file with its leaf listener on
+/// `leaf`, its streams kept on three servers, and `[nats.cluster]` for `member` listening for
+/// routes on `cluster` and routing to `routes` (the other members' route ports).
+pub fn hub_member_file(leaf: u16, users: &Path, member: &str, cluster: u16, routes: &[u16]) -> String {
+    let routes: Vec<String> = routes.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+    let cluster = format!(
+        "replicas = 3\n\n[nats.cluster]\nmember = \"{member}\"\nlisten = \"127.0.0.1:{cluster}\"\nroutes = [{}]\n",
+        routes.join(", ")
+    );
+    hub_file(leaf, users).replacen("\n[http]", &format!("{cluster}\n[http]"), 1)
+}
+
 /// The districts of the small city: code, name.
 pub const DISTRICTS: [(&str, &str); 2] = [("320211", "滨湖区"), ("320213", "梁溪区")];
 
@@ -174,4 +191,46 @@ fn start(dir: &Path, code: &str, text: &str) -> UpNode {
     let file = dir.join(format!("{code}.toml"));
     std::fs::write(&file, text).unwrap();
     UpNode::start(&file, &dir.join(code))
+}
+
+/// Submits a petition over HTTP; its case id.
+pub async fn submit(http: &reqwest::Client, node: &UpNode, petition: &Value) -> String {
+    let r = http.post(format!("{}/v1/petitions", node.http())).json(petition).send().await.expect("submit");
+    assert_eq!(r.status().as_u16(), 201);
+    let receipt: Value = r.json().await.unwrap();
+    receipt["case_id"].as_str().unwrap().to_string()
+}
+
+/// The events of type `kind` of `case` in `node`'s ledger.
+pub async fn events_of(js: &async_nats::jetstream::Context, node: &str, case: &str, kind: &str) -> usize {
+    let node = NodeCode::parse(node).unwrap();
+    let case = xinfang_shared::ids::CaseId::parse(case).unwrap();
+    let stored = read_stream(js, &subjects::case_stream(&node), subjects::case_filter(&node, &case)).await;
+    stored.map(|s| s.iter().filter(|x| x.event.kind == kind).count()).unwrap_or(0)
+}
+
+/// How many messages with id `id` the stream `name` holds.
+pub async fn messages_with_id(js: &async_nats::jetstream::Context, name: &str, id: &str) -> usize {
+    read_stream(js, name, String::new()).await.map(|s| s.iter().filter(|x| x.event.event_id == id).count()).unwrap_or(0)
+}
+
+/// Whether `node` reports its parent link up (`GET /v1/node/links`).
+pub async fn parent_connected(http: &reqwest::Client, node: &UpNode) -> bool {
+    let Ok(r) = http.get(format!("{}/v1/node/links", node.http())).send().await else { return false };
+    let v: Value = r.json().await.unwrap_or_default();
+    v["parent"]["connected"] == true
+}
+
+/// Polls `f` every 100 ms until it holds (panics after `limit`); how long it took.
+pub async fn wait_until<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> Duration {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
 }

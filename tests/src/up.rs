@@ -21,14 +21,21 @@ pub struct UpNode {
 impl UpNode {
     /// Starts `xinfang up` and waits for its ready line (panics if it exits first).
     pub fn start(config: &Path, data: &Path) -> Self {
+        Self::start_with(config, data, &[])
+    }
+
+    /// [`UpNode::start`] with more arguments to `up` (`--nats-only`).
+    pub fn start_with(config: &Path, data: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(binary("xinfang"))
             .args(["up", "--config"])
             .arg(config)
             .arg("--data")
             .arg(data)
+            .args(args)
             .env("XF_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // XF_TEST_UP_STDERR=1 shows what the nodes log
+            .stderr(if std::env::var_os("XF_TEST_UP_STDERR").is_some() { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .expect("xinfang up");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();

@@ -7,52 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use xinfang_shared::ids::NodeCode;
 use xinfang_shared::ledger::read_stream;
-use xinfang_shared::subjects;
 use xinfang_tests::petition_by;
-use xinfang_tests::topology::City;
-use xinfang_tests::up::UpNode;
-
-async fn submit(http: &reqwest::Client, node: &UpNode, petition: &Value) -> String {
-    let r = http.post(format!("{}/v1/petitions", node.http())).json(petition).send().await.expect("submit");
-    assert_eq!(r.status().as_u16(), 201);
-    let receipt: Value = r.json().await.unwrap();
-    receipt["case_id"].as_str().unwrap().to_string()
-}
-
-/// The events of type `kind` of `case` in `node`'s ledger.
-async fn events_of(js: &async_nats::jetstream::Context, node: &str, case: &str, kind: &str) -> usize {
-    let node = NodeCode::parse(node).unwrap();
-    let case = xinfang_shared::ids::CaseId::parse(case).unwrap();
-    let stored = read_stream(js, &subjects::case_stream(&node), subjects::case_filter(&node, &case)).await;
-    stored.map(|s| s.iter().filter(|x| x.event.kind == kind).count()).unwrap_or(0)
-}
-
-/// How many messages with id `id` the stream `name` holds.
-async fn messages_with_id(js: &async_nats::jetstream::Context, name: &str, id: &str) -> usize {
-    read_stream(js, name, String::new()).await.map(|s| s.iter().filter(|x| x.event.event_id == id).count()).unwrap_or(0)
-}
-
-async fn parent_connected(http: &reqwest::Client, node: &UpNode) -> bool {
-    let Ok(r) = http.get(format!("{}/v1/node/links", node.http())).send().await else { return false };
-    let v: Value = r.json().await.unwrap_or_default();
-    v["parent"]["connected"] == true
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    limit: Duration,
-    what: &str,
-    mut f: impl FnMut() -> F,
-) -> Duration {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    start.elapsed()
-}
+use xinfang_tests::topology::{events_of, messages_with_id, parent_connected, submit, wait_until, City};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn districts_work_through_a_wan_cut_and_what_they_owe_arrives_once_after_the_heal() {

@@ -53,7 +53,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let node = settings.node_code();
     let client = runtime::connect_nats(&settings, "escalation").await?;
     let js = async_nats::jetstream::new(client.clone());
-    let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
+    let ledger =
+        Ledger::open_replicated(js.clone(), node.clone(), settings.nats.replicas).await.map_err(|e| e.to_string())?;
     links::provision(&js, &settings).await.map_err(|e| e.to_string())?;
     let registry = ops::registry("escalation", node.as_str());
     let metrics = Metrics::register(&registry);

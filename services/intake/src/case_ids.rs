@@ -17,10 +17,11 @@ pub struct CaseIds {
 }
 
 impl CaseIds {
-    /// Opens (creating if needed) the node's sequence bucket.
-    pub async fn open(js: &jetstream::Context, node: NodeCode) -> Result<Self, String> {
+    /// Opens (creating if needed) the node's sequence bucket, kept on `replicas` servers.
+    pub async fn open(js: &jetstream::Context, node: NodeCode, replicas: usize) -> Result<Self, String> {
         let kv = js
             .create_or_update_key_value(kv::Config {
+                num_replicas: replicas,
                 bucket: format!("XF_SEQ_{node}"),
                 description: "per-day case id sequences".into(),
                 history: 1,

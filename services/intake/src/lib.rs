@@ -69,10 +69,16 @@ impl Intake {
         metrics: Metrics,
     ) -> Result<Self, String> {
         let node = settings.node_code();
-        let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
-        let case_ids = CaseIds::open(&js, node.clone()).await?;
-        let idempotency = register::idempotency_bucket(&js, node.as_str(), settings.intake.idempotency_hours).await?;
-        let codes = xinfang_shared::ledger::query_code_bucket(&js, &node).await.map_err(|e| e.to_string())?;
+        let ledger = Ledger::open_replicated(js.clone(), node.clone(), settings.nats.replicas)
+            .await
+            .map_err(|e| e.to_string())?;
+        let case_ids = CaseIds::open(&js, node.clone(), settings.nats.replicas).await?;
+        let idempotency =
+            register::idempotency_bucket(&js, node.as_str(), settings.intake.idempotency_hours, settings.nats.replicas)
+                .await?;
+        let codes = xinfang_shared::ledger::query_code_bucket(&js, &node, settings.nats.replicas)
+            .await
+            .map_err(|e| e.to_string())?;
         let calendar = LiveCalendar::new(settings.calendar().map_err(|e| e.to_string())?);
         let policy = Policy::from_settings(&settings);
         let windows = Windows { review: policy.review_window, rereview: policy.rereview_window };

@@ -57,8 +57,14 @@ fn new_query_code() -> String {
 }
 
 /// Opens (creating if needed) the idempotency bucket.
-pub async fn idempotency_bucket(js: &jetstream::Context, node: &str, hours: u64) -> Result<kv::Store, String> {
+pub async fn idempotency_bucket(
+    js: &jetstream::Context,
+    node: &str,
+    hours: u64,
+    replicas: usize,
+) -> Result<kv::Store, String> {
     js.create_or_update_key_value(kv::Config {
+        num_replicas: replicas,
         bucket: format!("XF_IDEM_{node}"),
         description: "idempotency keys of submitted petitions → first receipt".into(),
         history: 1,

@@ -62,8 +62,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let channels = Channels::new(n, &settings.store.path)?;
     let client = runtime::connect_nats(&settings, "notification").await?;
     let js = async_nats::jetstream::new(client.clone());
-    let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
-    let codes = ledger::query_code_bucket(&js, &node).await.map_err(|e| e.to_string())?;
+    let ledger =
+        Ledger::open_replicated(js.clone(), node.clone(), settings.nats.replicas).await.map_err(|e| e.to_string())?;
+    let codes = ledger::query_code_bucket(&js, &node, settings.nats.replicas).await.map_err(|e| e.to_string())?;
     let registry = ops::registry("notification", node.as_str());
     let metrics = Metrics::register(&registry);
     let consumer_metrics = ConsumerMetrics::register(&registry, "notification");

@@ -36,7 +36,8 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>, shutdown: Can
     let node = settings.node_code();
     let client = runtime::connect_nats(&settings, "routing").await?;
     let js = async_nats::jetstream::new(client.clone());
-    let ledger = Ledger::open(js.clone(), node.clone()).await.map_err(|e| e.to_string())?;
+    let ledger =
+        Ledger::open_replicated(js.clone(), node.clone(), settings.nats.replicas).await.map_err(|e| e.to_string())?;
     let registry = ops::registry("routing", node.as_str());
     let metrics = Metrics::register(&registry);
     let consumer_metrics = ConsumerMetrics::register(&registry, "routing");
