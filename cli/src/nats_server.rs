@@ -69,14 +69,8 @@ pub struct Server {
 /// Starts the node's nats-server with JetStream under `dir`, configured from the node file
 /// (`[nats]`: `listen` as `host:port`, port 0 for any; in a city, its domain and leaf links).
 pub async fn start(binary: &Path, dir: &Path, settings: &Settings) -> Result<Server, String> {
-    let listen = settings.nats.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
-    let listen = listen.as_str();
-    let (host, port) = listen.rsplit_once(':').ok_or_else(|| format!("nats.listen {listen:?}: expected host:port"))?;
-    let port: i32 = match port.parse::<u16>() {
-        Ok(0) => -1,
-        Ok(p) => p.into(),
-        Err(_) => return Err(format!("nats.listen {listen:?}: bad port")),
-    };
+    let (host, port) = client_address(settings)?;
+    let host = host.as_str();
     std::fs::create_dir_all(dir.join("jetstream")).map_err(|e| format!("{}: {e}", dir.display()))?;
     let config = dir.join("nats-server.conf");
     write_config(&config, dir, settings, host, port)?;
@@ -124,7 +118,21 @@ fn tethered(binary: &Path) -> Result<Command, String> {
     Ok(command)
 }
 
-fn write_config(path: &Path, dir: &Path, settings: &Settings, host: &str, port: i32) -> Result<(), String> {
+/// The server's client address from `nats.listen` (default any free port on 127.0.0.1): the
+/// host, and the port as the server's config takes it (-1: any).
+pub fn client_address(settings: &Settings) -> Result<(String, i32), String> {
+    let listen = settings.nats.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
+    let (host, port) = listen.rsplit_once(':').ok_or_else(|| format!("nats.listen {listen:?}: expected host:port"))?;
+    let port: i32 = match port.parse::<u16>() {
+        Ok(0) => -1,
+        Ok(p) => p.into(),
+        Err(_) => return Err(format!("nats.listen {listen:?}: bad port")),
+    };
+    Ok((host.to_string(), port))
+}
+
+/// Writes the server's config for a store under `dir` (mode 0600: it may hold a leaf secret).
+pub fn write_config(path: &Path, dir: &Path, settings: &Settings, host: &str, port: i32) -> Result<(), String> {
     let auth = LeafAuth::load(settings)?;
     let text = config_text(settings, &auth, &dir.join("jetstream"), host, port);
     // the config holds a child's leaf secret

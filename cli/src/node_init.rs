@@ -7,15 +7,20 @@
 //! - `leaf/`: a child's secret (mode 0600; its hash is printed for the parent's users file), or
 //!   the parent's `leaf-users.toml` (kept when it exists: add each child's line to it);
 //! - `systemd/xinfang-node-N.service`: `xinfang up` on that file and `DIR/data`, restarted
-//!   always, with a high open-file limit.
+//!   always, with a high open-file limit;
+//! - `nats-server.conf`: the node's server config as `xinfang up` writes it at each start
+//!   (mode 0600; a child's holds its leaf secret).
 //!
 //! `xinfang up --config DIR/node.toml --data DIR/data` runs the result as it is.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use xinfang_shared::config::Settings;
 use xinfang_shared::ids::NodeCode;
 use xinfang_shared::leaf_auth;
+
+use crate::nats_server;
 
 /// What `node init` was asked for.
 pub struct Init {
@@ -87,7 +92,14 @@ fn write(init: &Init) -> Result<Vec<String>, String> {
     let text = format!("# written by `xinfang node init`\n{file}");
     std::fs::write(&node_file, text).map_err(|e| format!("{}: {e}", node_file.display()))?;
     let unit = write_unit(&out, &code, &node_file)?;
+    // the server's config as `xinfang up` writes it at each start (under data/nats/), for an
+    // operator who reads it or runs nats-server under their own supervision
+    let settings = Settings::load(Some(&node_file)).map_err(|e| format!("{}: {e}", node_file.display()))?;
+    let (host, port) = nats_server::client_address(&settings)?;
+    let server_conf = out.join("nats-server.conf");
+    nats_server::write_config(&server_conf, &out.join("data").join("nats"), &settings, &host, port)?;
     lines.insert(0, format!("node file: {}", node_file.display()));
+    lines.push(format!("nats-server config: {}", server_conf.display()));
     lines.push(format!("systemd unit: {}", unit.display()));
     lines.push(format!("run: xinfang up --config {} --data {}", node_file.display(), out.join("data").display()));
     Ok(lines)

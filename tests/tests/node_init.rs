@@ -54,6 +54,11 @@ async fn node_init_writes_nodes_that_up_runs_as_they_are_and_only_admitted_distr
     let secret = std::fs::metadata(binhu.join("leaf/320211.secret")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(secret.permissions().mode() & 0o077, 0, "the secret is the owner's alone");
+    let conf = binhu.join("nats-server.conf");
+    assert_eq!(std::fs::metadata(&conf).unwrap().permissions().mode() & 0o077, 0, "it holds the secret");
+    let conf = std::fs::read_to_string(conf).unwrap();
+    assert!(conf.contains("domain: xf320211") && conf.contains("leaf_320211:"), "{conf}");
+    assert!(conf.contains(&format!("@{leaf}")), "the district's server links to the city: {conf}");
 
     let city_node = start(&city);
     let (binhu_node, liangxi_node) = (start(&binhu), start(&liangxi));
