@@ -29,7 +29,7 @@ impl Browser {
     pub async fn start() -> Self {
         let driver_bin = which("chromedriver").expect("chromedriver not found: run scripts/setup.sh --test-tools");
         let chromium = which("chromium").expect("chromium not found: run scripts/setup.sh --test-tools");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::free_port();
         let driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

@@ -35,6 +35,11 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// A port on 127.0.0.1 free a moment ago (for a server the test starts next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A binary of this build, e.g. `xinfang-intake`; panics with a hint when it is not built.
 pub fn binary(name: &str) -> PathBuf {
     let p = bin_dir().join(name);

@@ -152,18 +152,18 @@ pub struct City {
 impl City {
     /// Starts the hub, then the districts (with `extra` in their node files) under `dir`.
     pub async fn start(dir: &Path, extra: &str) -> Self {
-        let leaf = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let leaf = crate::free_port();
         let codes: Vec<NodeCode> = DISTRICTS.iter().map(|(c, _)| NodeCode::parse(c).unwrap()).collect();
         let issued = leaf_auth::issue(&dir.join("leaf"), &codes).expect("leaf credentials");
         let mut files = vec![("320200".to_string(), hub_file(leaf, &issued.users))];
-        let hub = start(dir, &files[0].0, &files[0].1);
+        let hub = start_node(dir, &files[0].0, &files[0].1, &[]);
         let target: SocketAddr = format!("127.0.0.1:{leaf}").parse().unwrap();
         let mut links = Vec::new();
         let mut districts = Vec::new();
         for (i, (code, name)) in DISTRICTS.iter().enumerate() {
             let link = Proxy::start(target).await;
             let text = district_file(code, name, DISTRICTS[1 - i], link.port, &issued.secrets[*code], extra);
-            districts.push(start(dir, code, &text));
+            districts.push(start_node(dir, code, &text, &[]));
             files.push((code.to_string(), text));
             links.push(link);
         }
@@ -187,10 +187,20 @@ pub fn district_index(code: &str) -> usize {
     DISTRICTS.iter().position(|(c, _)| *c == code).expect("a district of the test city")
 }
 
-fn start(dir: &Path, code: &str, text: &str) -> UpNode {
-    let file = dir.join(format!("{code}.toml"));
+/// Writes node file `text` as `DIR/<name>.toml` and runs `xinfang up` on it (with `args`),
+/// its data under `DIR/<name>`.
+pub fn start_node(dir: &Path, name: &str, text: &str, args: &[&str]) -> UpNode {
+    let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text).unwrap();
-    UpNode::start(&file, &dir.join(code))
+    UpNode::start_with(&file, &dir.join(name), args)
+}
+
+/// The id district `node` gives the escalation of `case` to the city: its `registered`
+/// event's id and `:parent` (a group petition is reported at once).
+pub async fn escalation_id(js: &async_nats::jetstream::Context, node: &str, case: &str) -> String {
+    let subject = format!("xf.{node}.case.{case}.registered");
+    let registered = read_stream(js, &format!("XF_CASES_{node}"), subject).await.expect("read the ledger");
+    format!("{}:parent", registered[0].event.event_id)
 }
 
 /// Submits a petition over HTTP; its case id.

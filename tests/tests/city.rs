@@ -11,7 +11,7 @@ use serde_json::json;
 use xinfang_shared::ids::NodeCode;
 use xinfang_shared::ledger::read_stream;
 use xinfang_tests::petition_by;
-use xinfang_tests::topology::{events_of, messages_with_id, parent_connected, submit, wait_until, City};
+use xinfang_tests::topology::{escalation_id, events_of, messages_with_id, parent_connected, submit, wait_until, City};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn districts_work_through_a_wan_cut_and_what_they_owe_arrives_once_after_the_heal() {
@@ -76,10 +76,7 @@ async fn districts_work_through_a_wan_cut_and_what_they_owe_arrives_once_after_t
     p11.heal();
     p13.heal();
     let healed = Instant::now();
-    let registered = read_stream(&binhu_js, "XF_CASES_320211", format!("xf.320211.case.{escalated}.registered"))
-        .await
-        .expect("read the ledger");
-    let escalation_id = format!("{}:parent", registered[0].event.event_id);
+    let escalation_id = escalation_id(&binhu_js, "320211", &escalated).await;
     let transfer_took = wait_until(Duration::from_secs(120), "transfer after the heal", || async {
         events_of(&liangxi_js, "320213", &transfer, "transferred_in").await >= 1
     })

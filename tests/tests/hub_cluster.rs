@@ -6,7 +6,6 @@
 //! the one the city's services use) and keeps it down: transfers between the districts,
 //! escalations to the city and the city's own petitions go on, each once.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -14,32 +13,14 @@ use nix::unistd::Pid;
 use serde_json::json;
 use xinfang_shared::ids::NodeCode;
 use xinfang_shared::leaf_auth;
-use xinfang_shared::ledger::read_stream;
-use xinfang_tests::petition_by;
 use xinfang_tests::topology::{
-    district_file, events_of, hub_member_file, messages_with_id, parent_connected, submit, wait_until, DISTRICTS,
+    district_file, escalation_id, events_of, hub_member_file, messages_with_id, parent_connected, start_node, submit,
+    wait_until, DISTRICTS,
 };
 use xinfang_tests::up::UpNode;
+use xinfang_tests::{free_port, petition_by};
 
 const MEMBERS: [&str; 3] = ["a", "b", "c"];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let file = dir.join(format!("{name}.toml"));
-    std::fs::write(&file, text).unwrap();
-    file
-}
-
-/// The id the district gives the escalation of `case` to the city (its `registered` event's id
-/// and `:parent`: a group petition is reported at once).
-async fn escalation_id(js: &async_nats::jetstream::Context, node: &str, case: &str) -> String {
-    let subject = format!("xf.{node}.case.{case}.registered");
-    let registered = read_stream(js, &format!("XF_CASES_{node}"), subject).await.expect("read the ledger");
-    format!("{}:parent", registered[0].event.event_id)
-}
 
 /// Submits `petition` (with an idempotency key) to `node`, again while intake answers 503
 /// (`unavailable`) or not within the client's timeout; the case id and how long it took.
@@ -82,7 +63,7 @@ async fn the_hub_as_three_servers_goes_on_when_the_leader_of_its_routes_is_kille
         let text = hub_member_file(leaf[i], &issued.users, MEMBERS[i], cluster[i], &routes);
         let name = format!("320200-{}", MEMBERS[i]);
         let args: &[&str] = if i == 0 { &[] } else { &["--nats-only"] };
-        UpNode::start_with(&write(dir.path(), &name, &text), &dir.path().join(&name), args)
+        start_node(dir.path(), &name, &text, args)
     };
     let mut servers_only: Vec<Option<UpNode>> = vec![None, Some(member(1)), Some(member(2))];
     let hub = member(0);
@@ -93,7 +74,7 @@ async fn the_hub_as_three_servers_goes_on_when_the_leader_of_its_routes_is_kille
             &format!("parent_urls = [\"nats-leaf://127.0.0.1:{}\"]", leaf[0]),
             &format!("parent_urls = [{}]", parents.join(", ")),
         );
-        districts.push(UpNode::start(&write(dir.path(), code, &text), &dir.path().join(code)));
+        districts.push(start_node(dir.path(), code, &text, &[]));
     }
     let (binhu, liangxi) = (&districts[0], &districts[1]);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();

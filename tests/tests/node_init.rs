@@ -7,12 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xinfang_tests::binary;
 use xinfang_tests::up::UpNode;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use xinfang_tests::{binary, free_port};
 
 /// Runs `xinfang node init` and returns what it printed.
 fn init(args: &[&str]) -> String {

@@ -14,11 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
-use xinfang_tests::{node_toml, petition_by, NatsServer, TestNode};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use xinfang_tests::{free_port, node_toml, petition_by, NatsServer, TestNode};
 
 /// Debian's aiosmtpd writing every message into a maildir.
 struct Smtp {
