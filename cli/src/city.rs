@@ -84,7 +84,7 @@ fn free_port() -> Result<u16, String> {
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-fn start(file: &Path, data: &Path) -> Result<Child, String> {
+fn start(file: &Path, data: &Path, targets: &Path) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     Command::new(exe)
         .arg("up")
@@ -92,6 +92,7 @@ fn start(file: &Path, data: &Path) -> Result<Child, String> {
         .arg(file)
         .arg("--data")
         .arg(data)
+        .env("XF__METRICS__TARGETS_FILE", targets)
         .env(runtime::TETHER_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -158,7 +159,9 @@ pub async fn main(dir: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> Ex
                 Ok(f) => f,
                 Err(e) => return fail(&e),
             };
-            let mut child = match start(&file, &out) {
+            // every node's target list in one directory, for one Prometheus over the city
+            let targets = crate::prometheus::targets_dir(&data).join(format!("{}.json", node.code));
+            let mut child = match start(&file, &out, &targets) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
@@ -187,7 +190,20 @@ pub async fn main(dir: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> Ex
         }
     }
     let within = started.elapsed().as_secs_f64();
-    println!("{}", serde_json::json!({"ready": true, "city": hub, "leaf_listen": leaf, "nodes": lines}));
+    // the demo's Prometheus, when one is installed (`prometheus` in the ready line)
+    let mut prometheus = None;
+    let mut ready = serde_json::json!({"ready": true, "city": hub, "leaf_listen": leaf, "nodes": lines});
+    if demo {
+        match crate::prometheus::start(&data) {
+            Ok((child, url)) => {
+                eprintln!("demo: Prometheus {url}/graph?g0.expr=node%3Axf_acceptance_on_time%3Aratio1d&g0.tab=0 （及时受理率，各区县）");
+                ready["prometheus"] = url.into();
+                prometheus = Some(child);
+            }
+            Err(e) => eprintln!("demo: no Prometheus: {e}"),
+        }
+    }
+    println!("{ready}");
     tracing::info!(city = %hub, nodes = children.len(), seconds = within, "city ready");
     if demo {
         if let Some(office) = lines.get(&hub).and_then(|l| l["services"]["escalation"].as_str()) {
@@ -215,6 +231,9 @@ pub async fn main(dir: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> Ex
         }
     }
     stop(&mut children).await;
+    if let Some(mut p) = prometheus {
+        let _ = p.kill().await;
+    }
     ExitCode::SUCCESS
 }
 

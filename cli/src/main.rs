@@ -16,6 +16,7 @@ mod city;
 mod demo;
 mod nats_server;
 mod node_init;
+mod prometheus;
 mod route;
 mod tether;
 mod up;

@@ -136,6 +136,13 @@ pub async fn main(config: PathBuf, data: Option<PathBuf>, nats_only: bool) -> Ex
     // `services`: each service's address (its /metrics; the escalation inbox pages at /escalations)
     let addresses: serde_json::Map<String, serde_json::Value> =
         services.iter().map(|s| (s.name.to_string(), format!("http://{}", s.listen).into())).collect();
+    let targets = match settings.metrics.targets_file.as_str() {
+        "" => targets_file(&data),
+        file => PathBuf::from(file),
+    };
+    if let Err(e) = write_targets(&targets, &node, &services) {
+        tracing::warn!(error = %e, "could not write the Prometheus target list");
+    }
     println!(
         "{}",
         serde_json::json!({"ready": true, "node": node, "nats_url": nats_url, "http": http, "services": addresses})
@@ -145,6 +152,27 @@ pub async fn main(config: PathBuf, data: Option<PathBuf>, nats_only: bool) -> Ex
     stop_all(&mut services, nats.as_mut().map(|(s, _)| s)).await;
     tracing::info!("node stopped");
     ExitCode::SUCCESS
+}
+
+/// Where `xinfang up` keeps the node's Prometheus target list (file_sd) unless
+/// `metrics.targets_file` says otherwise; rewritten at each start.
+pub fn targets_file(data: &Path) -> PathBuf {
+    data.join("prometheus").join("targets.json")
+}
+
+/// Writes the target list at `path`: every service's `/metrics` address with `node` and
+/// `service` labels, through a temporary file beside it (Prometheus re-reads it on change).
+fn write_targets(path: &Path, node: &str, services: &[Service]) -> Result<(), String> {
+    let list: Vec<serde_json::Value> = services
+        .iter()
+        .map(|s| serde_json::json!({"targets": [s.listen], "labels": {"node": node, "service": s.name}}))
+        .collect();
+    let dir = path.parent().ok_or("no directory")?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(&list).expect("serializes") + "\n";
+    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn fail(msg: &str) -> ExitCode {

@@ -230,11 +230,16 @@ impl Default for HttpSection {
 pub struct MetricsSection {
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Where `xinfang up` writes the node's Prometheus target list (file_sd JSON: every
+    /// service's `/metrics` address, labelled `node` and `service`); empty:
+    /// `<data>/prometheus/targets.json`.
+    #[serde(default)]
+    pub targets_file: String,
 }
 
 impl Default for MetricsSection {
     fn default() -> Self {
-        Self { listen: default_listen() }
+        Self { listen: default_listen(), targets_file: String::new() }
     }
 }
 

@@ -72,6 +72,13 @@ impl ConsumerMetrics {
             "Messages the consumer has not yet received (consumer lag)",
         )
         .expect("valid metric");
+        // every result and reason at zero from the start, so a rate sees the first one
+        for result in ["done", "retry", "dead_letter"] {
+            processed.with_label_values(&[result]);
+        }
+        for reason in ["unreadable", "retries_exhausted", "rejected"] {
+            dead_letters.with_label_values(&[reason]);
+        }
         for m in [
             Box::new(processed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(dead_letters.clone()),

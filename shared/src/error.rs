@@ -22,6 +22,22 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 12] = [
+        Self::InvalidJson,
+        Self::MissingField,
+        Self::InvalidField,
+        Self::PayloadTooLarge,
+        Self::UnknownDivision,
+        Self::UnknownCategory,
+        Self::FutureReceivedAt,
+        Self::NotFound,
+        Self::InvalidTransition,
+        Self::Conflict,
+        Self::Unauthorized,
+        Self::Unavailable,
+    ];
+
     /// The HTTP status this code maps to.
     pub fn http_status(self) -> u16 {
         match self {

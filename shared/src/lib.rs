@@ -3,7 +3,8 @@
 //! # Layout
 //! - Domain, pure: [`ids`] (newtypes that parse), [`petition`] (validation), [`event`]
 //!   (the ledger's events), [`state`] (the case state machine), [`calendar`] (the
-//!   regulation's clock), [`time`], [`error`] (wire errors), [`subjects`]; [`fixtures`]:
+//!   regulation's clock), [`dues`], [`indicators`] (the offices' counts), [`time`], [`error`]
+//!   (wire errors), [`subjects`]; [`fixtures`]:
 //!   ready-made events for the services' unit tests (always built, so a test build does not
 //!   compile this crate a second time with a feature on).
 //! - Plumbing: [`config`] (node file), [`ledger`] (JetStream append/read), [`links`] (cross-node streams),
@@ -24,6 +25,7 @@ pub mod event;
 pub mod fast_ingest;
 pub mod fixtures;
 pub mod ids;
+pub mod indicators;
 pub mod leaf_auth;
 pub mod ledger;
 pub mod links;

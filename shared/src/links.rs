@@ -222,6 +222,60 @@ pub struct Links {
     pending: IntGauge,
     lag: IntGauge,
     rearmed: IntCounterVec,
+    streams: StreamGauges,
+}
+
+/// What JetStream says of this node's streams and their sources (no NATS exporter is
+/// installable beside the nodes, so the services read it themselves).
+struct StreamGauges {
+    messages: IntGaugeVec,
+    bytes: IntGaugeVec,
+    source_lag: IntGaugeVec,
+    source_active: IntGaugeVec,
+}
+
+impl StreamGauges {
+    fn register(registry: &Registry, service: &str) -> Self {
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(format!("xf_{service}_{name}"), help), labels).expect("valid");
+            registry.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        Self {
+            messages: gauge("stream_messages", "Messages in this node's stream", &["stream"]),
+            bytes: gauge("stream_bytes", "Bytes in this node's stream", &["stream"]),
+            source_lag: gauge(
+                "source_lag",
+                "Messages a stream's source has not copied yet, as JetStream tells it",
+                &["stream", "source"],
+            ),
+            source_active: gauge(
+                "source_active_seconds",
+                "Seconds since a stream's source was last active (-1: never)",
+                &["stream", "source"],
+            ),
+        }
+    }
+
+    /// Records `info`; sources of one name (one per domain) are added up.
+    fn record(&self, info: &stream::Info) {
+        let name = info.config.name.as_str();
+        self.messages.with_label_values(&[name]).set(info.state.messages as i64);
+        self.bytes.with_label_values(&[name]).set(info.state.bytes as i64);
+        let mut by: BTreeMap<&str, (u64, Option<Duration>)> = BTreeMap::new();
+        for src in &info.sources {
+            let entry = by.entry(src.name.as_str()).or_insert((0, None));
+            entry.0 += src.lag;
+            entry.1 = match (entry.1, src.active) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        for (source, (lag, active)) in by {
+            self.source_lag.with_label_values(&[name, source]).set(lag as i64);
+            self.source_active.with_label_values(&[name, source]).set(active.map_or(-1, |d| d.as_secs() as i64));
+        }
+    }
 }
 
 impl Links {
@@ -256,8 +310,9 @@ impl Links {
         registry.register(Box::new(pending.clone())).expect("register");
         registry.register(Box::new(lag.clone())).expect("register");
         registry.register(Box::new(rearmed.clone())).expect("register");
+        let streams = StreamGauges::register(registry, service);
         let js = async_nats::jetstream::new(client.clone());
-        Arc::new(Self { client, js, settings, state: Mutex::default(), up, since, pending, lag, rearmed })
+        Arc::new(Self { client, js, settings, state: Mutex::default(), up, since, pending, lag, rearmed, streams })
     }
 
     /// The linked nodes: the parent (when this node links to one), then the children.
@@ -404,14 +459,19 @@ impl Links {
     /// Reads the inbox lag and the outbox's pending count from the servers.
     async fn measure(&self) {
         let node = self.settings.node_code();
-        let lag = match self.js.get_stream(subjects::inbox_stream(&node)).await {
-            Ok(mut s) => s.info().await.ok().map(|i| i.sources.iter().map(|x| x.lag).sum::<u64>()),
-            Err(_) => None,
+        let info = |name: String| async move {
+            let mut s = tokio::time::timeout(PROBE_EVERY, self.js.get_stream(name)).await.ok()?.ok()?;
+            let info = tokio::time::timeout(PROBE_EVERY, s.info()).await.ok()?.ok()?.clone();
+            self.streams.record(&info);
+            Some(info)
         };
-        let outbox_last = match self.js.get_stream(subjects::outbox_stream(&node)).await {
-            Ok(mut s) => s.info().await.ok().map(|i| i.state.last_sequence),
-            Err(_) => None,
-        };
+        info(subjects::case_stream(&node)).await;
+        let lag = info(subjects::inbox_stream(&node)).await.map(|i| i.sources.iter().map(|x| x.lag).sum::<u64>());
+        let outbox_last = info(subjects::outbox_stream(&node)).await.map(|i| i.state.last_sequence);
+        if self.parent().is_none() && !self.settings.children().is_empty() {
+            // the top node's XF_ROUTES, sourcing every child's outbox
+            info(ROUTES.to_string()).await;
+        }
         // the parent's XF_ROUTES (or this node's own, on the top node) knows how far behind
         // the outbox its source is
         let routes_js = match self.parent() {

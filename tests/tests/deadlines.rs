@@ -185,7 +185,7 @@ async fn a_firing_cut_short_by_a_crash_is_not_repeated_past_the_duplicate_window
     let ledger = Ledger::open(js.clone(), NodeCode::parse("320211").unwrap()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let projection = Projection::open(dir.path(), "timers").unwrap();
-    let metrics = Metrics::register(&prometheus::Registry::new());
+    let metrics = Metrics::register(&prometheus::Registry::new(), &[]);
     let timers = Timers::new(ledger.clone(), projection.clone(), Calendar::shipped(), Policy::default(), metrics);
     let now = xinfang_shared::time::now_cst();
     let due = now - chrono::Duration::seconds(2);
@@ -194,7 +194,12 @@ async fn a_firing_cut_short_by_a_crash_is_not_repeated_past_the_duplicate_window
         let projection = projection.clone();
         async move {
             let mut batch = Batch::default();
-            arm_into(&mut batch, &case, Step::Acceptance, &Armed { due_at: due, warn_at: due, provisional: false });
+            arm_into(
+                &mut batch,
+                &case,
+                Step::Acceptance,
+                &Armed { due_at: due, warn_at: due, provisional: false, organ: None },
+            );
             projection.apply(seq, batch).await.unwrap();
         }
     };

@@ -16,6 +16,7 @@ pub mod rebuild;
 pub mod render;
 pub mod timers;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ pub const TRIGGERS: &[&str] = &[
     "jurisdiction_declined",
     "extended",
     "replied",
+    "evaluated",
     "review_requested",
     "review_replied",
     "rereview_requested",
@@ -100,6 +102,36 @@ impl CalendarWatch {
     }
 }
 
+/// Keeps `xf_deadlines_overdue_steps` current: the store's armed steps are counted again every
+/// [`OVERDUE_EVERY`], or ten times as long as the count took when the store is large.
+async fn count_overdue(timers: Arc<Timers>, shutdown: CancellationToken) {
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    loop {
+        let started = std::time::Instant::now();
+        let t = timers.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || t.overdue(xinfang_shared::time::now_cst())).await else {
+            return;
+        };
+        for (step, organ) in &seen {
+            if !now.contains_key(&(step.clone(), organ.clone())) {
+                timers.metrics.overdue.with_label_values(&[step, organ]).set(0);
+            }
+        }
+        for ((step, organ), n) in &now {
+            timers.metrics.overdue.with_label_values(&[step, organ]).set(*n);
+        }
+        seen.extend(now.into_keys());
+        let pause = OVERDUE_EVERY.max(started.elapsed() * 10);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// How often overdue steps are counted.
+const OVERDUE_EVERY: Duration = Duration::from_secs(5);
+
 /// Runs deadlines until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
     let node = settings.node_code();
@@ -108,7 +140,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let ledger =
         Ledger::open_replicated(js.clone(), node.clone(), settings.nats.replicas).await.map_err(|e| e.to_string())?;
     let registry = ops::registry("deadlines", node.as_str());
-    let metrics = Metrics::register(&registry);
+    let organs: Vec<String> =
+        settings.organs.iter().filter(|o| o.node == node.as_str()).map(|o| o.id.to_string()).collect();
+    let metrics = Metrics::register(&registry, &organs);
     let consumer_metrics = ConsumerMetrics::register(&registry, "deadlines");
     let projection = Projection::open(&settings.store.path, "timers")
         .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
@@ -127,9 +161,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             "timer store rebuilt from the ledger"
         ),
         Ok(None) => {}
-        // the consumer replays the ledger event by event instead
-        Err(e) => tracing::warn!(error = %e, "rebuilding the timer store in one read failed"),
+        // the consumer replays the ledger event by event instead, counting from none
+        Err(e) => {
+            tracing::warn!(error = %e, "rebuilding the timer store in one read failed");
+            if timers.projection.last_applied() == 0 {
+                timers.clear_counts()?;
+            }
+        }
     }
+    timers.export_counts();
+    let overdue = tokio::spawn(count_overdue(timers.clone(), shutdown.clone()));
     let spec = Spec {
         stream: ledger.stream_name().to_string(),
         durable: "deadlines".into(),
@@ -184,6 +225,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     .await;
     ready.set(false);
     let _ = tokio::time::timeout(Duration::from_secs(3), firing).await;
+    overdue.abort();
     let _ = timers.projection.flush().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), ops_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;

@@ -1,6 +1,10 @@
 //! Deadlines' metrics (DESIGN.md §7).
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use xinfang_shared::indicators::{Count, NO_ORGAN};
+
+/// The steps an organ answers for, whose overdue gauges exist from the start.
+pub const ORGAN_STEPS: &[&str] = &["objection", "acceptance", "handling", "review", "rereview"];
 
 /// Gauges, counters and histograms of the deadlines service.
 #[derive(Clone)]
@@ -21,11 +25,19 @@ pub struct Metrics {
     pub rebuilds: IntCounter,
     /// `xf_deadlines_rebuilt_events_total`: ledger events those rebuilds read.
     pub rebuilt_events: IntCounter,
+    /// `xf_deadlines_breaches_total{step,organ}`: breaches appended, by the organ that had the step.
+    pub breaches: IntCounterVec,
+    /// `xf_deadlines_overdue_steps{step,organ}`: open steps past their due, from the store.
+    pub overdue: IntGaugeVec,
+    /// The indicator counts (`xf_deadlines_<count>_total`), in [`Count::ALL`] order, kept in the
+    /// store and exported from it ([`xinfang_shared::indicators`]).
+    pub counts: Vec<IntCounterVec>,
 }
 
 impl Metrics {
-    /// Registers the metrics in `registry`.
-    pub fn register(registry: &Registry) -> Self {
+    /// Registers the metrics in `registry`; the series of each organ in `organs` (this node's)
+    /// exist from the start, at zero, so a rate over a window sees their first increase.
+    pub fn register(registry: &Registry, organs: &[String]) -> Self {
         let m = Self {
             armed: IntGaugeVec::new(Opts::new("xf_deadlines_armed_timers", "Open steps with a timer"), &["step"])
                 .expect("valid"),
@@ -68,7 +80,48 @@ impl Metrics {
                 "Ledger events read by store rebuilds",
             )
             .expect("valid"),
+            breaches: IntCounterVec::new(
+                Opts::new("xf_deadlines_breaches_total", "Breaches appended, by step and the organ that had it"),
+                &["step", "organ"],
+            )
+            .expect("valid"),
+            overdue: IntGaugeVec::new(
+                Opts::new("xf_deadlines_overdue_steps", "Open steps past their due, by step and organ"),
+                &["step", "organ"],
+            )
+            .expect("valid"),
+            counts: Count::ALL
+                .iter()
+                .map(|c| {
+                    let labels: &[&str] = if c.by_organ() { &["organ", "outcome"] } else { &["outcome"] };
+                    IntCounterVec::new(Opts::new(format!("xf_deadlines_{}_total", c.name()), c.help()), labels)
+                        .expect("valid")
+                })
+                .collect(),
         };
+        for (count, vec) in Count::ALL.iter().zip(&m.counts) {
+            for outcome in count.outcomes() {
+                if count.by_organ() {
+                    for organ in organs.iter().map(String::as_str).chain([NO_ORGAN]) {
+                        vec.with_label_values(&[organ, outcome]);
+                    }
+                } else {
+                    vec.with_label_values(&[outcome]);
+                }
+            }
+            registry.register(Box::new(vec.clone())).expect("register");
+        }
+        for organ in organs {
+            for step in ORGAN_STEPS {
+                m.breaches.with_label_values(&[step, organ.as_str()]);
+                m.overdue.with_label_values(&[step, organ.as_str()]);
+            }
+        }
+        for kind in ["warned", "breached"] {
+            m.lag.with_label_values(&[kind]);
+        }
+        registry.register(Box::new(m.breaches.clone())).expect("register");
+        registry.register(Box::new(m.overdue.clone())).expect("register");
         registry.register(Box::new(m.rebuilds.clone())).expect("register");
         registry.register(Box::new(m.rebuilt_events.clone())).expect("register");
         registry.register(Box::new(m.recomputed.clone())).expect("register");
@@ -78,5 +131,10 @@ impl Metrics {
         registry.register(Box::new(m.lag.clone())).expect("register");
         registry.register(Box::new(m.provisional.clone())).expect("register");
         m
+    }
+
+    /// The counter of `count`.
+    pub fn count(&self, count: Count) -> &IntCounterVec {
+        &self.counts[Count::ALL.iter().position(|c| *c == count).expect("every count is registered")]
     }
 }

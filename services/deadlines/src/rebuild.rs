@@ -5,7 +5,8 @@
 //! 1. The ledger's last sequence is noted and every case event up to it is read once, through
 //!    one consumer, into a scratch tree keyed by case and sequence (bounded memory).
 //! 2. Each case's history is replayed into the timers as its deliveries would have been
-//!    ([`Timers::replay`]): the same timers, and no firing that is in the ledger armed again.
+//!    ([`Timers::replay`]): the same timers, and no firing that is in the ledger armed again;
+//!    the indicator counts are counted again from none.
 //! 3. The ledger position is recorded, so the consumer resumes after the last event read.
 //!
 //! A crash before step 3 leaves the store at position 0 and the rebuild starts over; arming is
@@ -48,6 +49,8 @@ pub async fn rebuild(timers: &Timers, triggers: &[&str]) -> Result<Option<Rebuil
         return Ok(None);
     }
     let started = Clock::now();
+    // the counts of a rebuild that did not finish would be added to again
+    timers.clear_counts()?;
     let scratch = timers.projection.db().open_tree(SCRATCH).map_err(|e| e.to_string())?;
     scratch.clear().map_err(|e| e.to_string())?;
     let mut batch = Batch::default();

@@ -2,6 +2,8 @@
 //! with it):
 //! - `a/<case>/<step>` → [`Armed`]: the open step, its due and warning instants;
 //! - `t/<due ms, 16 hex>/<case>/<step>/<kind>` → [`Fire`]: what fires when, in due order.
+//! - `c/<count>/<organ>/<outcome>` → u64: the indicator counts
+//!   ([`xinfang_shared::indicators`]), written in the batch of the event that adds to them.
 //!
 //! Arming recomputes a case's open steps from its history on every event that can change them
 //! ([`xinfang_shared::dues::open_steps`]) and reconciles. Firing appends the events due in
@@ -9,6 +11,7 @@
 //! (case, step, due, kind), then forgets them; while it does, [`FIRING_MARK`] says so. A new
 //! holiday calendar moves every provisional due and records the move as `due_recomputed`.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::dues::{open_steps, warn_at, Policy};
 use xinfang_shared::event::{self, Actor, Envelope, EventData, Step};
 use xinfang_shared::ids::CaseId;
+use xinfang_shared::indicators::{self, Count, Observation, NO_ORGAN};
 use xinfang_shared::ledger::{duplicate_window, Expect, Ledger, Outgoing};
 use xinfang_shared::projection::{Batch, Projection, Tree};
 use xinfang_shared::state::CaseState;
@@ -32,6 +36,9 @@ pub struct Armed {
     pub due_at: Instant,
     pub warn_at: Instant,
     pub provisional: bool,
+    /// The organ that had the case when the step was armed (metrics only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organ: Option<String>,
 }
 
 /// What fires.
@@ -68,6 +75,9 @@ pub struct Fire {
     pub kind: Kind,
     pub due_at: Instant,
     pub provisional: bool,
+    /// As in [`Armed::organ`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organ: Option<String>,
 }
 
 fn parse_step(name: &str) -> Option<Step> {
@@ -106,6 +116,25 @@ pub struct FiringMark {
     pub limit: String,
 }
 
+/// The indicator counts: `c/<count>/<organ>/<outcome>` → a big-endian u64.
+const COUNTS: &[u8] = b"c/";
+
+fn count_key(o: &Observation) -> Vec<u8> {
+    format!("c/{}/{}/{}", o.count.name(), o.organ, o.outcome).into_bytes()
+}
+
+fn decode_count(v: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(v).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+fn labels(o: &Observation) -> Vec<&str> {
+    if o.count.by_organ() {
+        vec![o.organ.as_str(), o.outcome]
+    } else {
+        vec![o.outcome]
+    }
+}
+
 fn armed_key(case: &str, step: &str) -> Vec<u8> {
     format!("a/{case}/{step}").into_bytes()
 }
@@ -129,7 +158,14 @@ pub fn firing_id(case: &str, step: &str, due: Instant, kind: &str) -> String {
 pub fn arm_into(batch: &mut Batch, case: &CaseId, step: Step, armed: &Armed) {
     let name = step.name();
     batch.insert(armed_key(case.as_str(), name), serde_json::to_vec(armed).expect("serializes"));
-    let fire = |kind| Fire { case_id: case.clone(), step, kind, due_at: armed.due_at, provisional: armed.provisional };
+    let fire = |kind| Fire {
+        case_id: case.clone(),
+        step,
+        kind,
+        due_at: armed.due_at,
+        provisional: armed.provisional,
+        organ: armed.organ.clone(),
+    };
     if armed.warn_at < armed.due_at {
         batch.insert(
             fire_key(armed.warn_at, case.as_str(), name, Kind::Warned),
@@ -317,6 +353,7 @@ impl Timers {
                         kind: Kind::Breached,
                         due_at: armed.due_at,
                         provisional: armed.provisional,
+                        organ: armed.organ.clone(),
                     };
                     self.append_fire(&fire, at, false).await?;
                 }
@@ -336,7 +373,12 @@ impl Timers {
                 continue;
             }
             let Some(s) = parse_step(step) else { continue };
-            let armed = Armed { due_at: due.at, warn_at: warn_at(*start, due.at), provisional: due.provisional };
+            let armed = Armed {
+                due_at: due.at,
+                warn_at: warn_at(*start, due.at),
+                provisional: due.provisional,
+                organ: state.organ.as_ref().map(|o| o.to_string()),
+            };
             arm_into(&mut batch, case, s, &armed);
             for kind in [Kind::Warned, Kind::Breached] {
                 if fired(all, case, s, armed.due_at, kind) {
@@ -360,14 +402,74 @@ impl Timers {
                 kind: Kind::Breached,
                 due_at: to.at,
                 provisional: to.provisional,
+                organ: state.organ.as_ref().map(|o| o.to_string()),
             };
             self.append(&fire, &id, data, at).await?;
             self.metrics.recomputed.with_label_values(&[&step]).inc();
         }
-        match cause {
-            Cause::Event(seq) => self.projection.apply(seq, batch).await.map(|_| ()).map_err(|e| e.to_string()),
-            Cause::Calendar | Cause::Rebuild => tree.apply_batch(batch).map_err(|e| e.to_string()),
+        // the indicators: what the event adds, written with its position
+        let observed = match (cause, events.split_last()) {
+            (Cause::Event(_) | Cause::Rebuild, Some((event, before))) => {
+                indicators::observe(before, event, &self.policy, &calendar)
+            }
+            _ => None,
+        };
+        if let Some(o) = &observed {
+            let key = count_key(o);
+            let n = tree.get(&key).map_err(|e| e.to_string())?.map_or(0, |v| decode_count(&v));
+            batch.insert(key, &(n + 1).to_be_bytes());
         }
+        let applied = match cause {
+            Cause::Event(seq) => self.projection.apply(seq, batch).await.map_err(|e| e.to_string())?,
+            Cause::Calendar | Cause::Rebuild => tree.apply_batch(batch).map(|_| true).map_err(|e| e.to_string())?,
+        };
+        // a rebuild's counts are exported once it is done ([`Self::export_counts`])
+        if let (true, Cause::Event(_), Some(o)) = (applied, cause, &observed) {
+            self.metrics.count(o.count).with_label_values(&labels(o)).inc();
+        }
+        Ok(())
+    }
+
+    /// Sets the indicator counters from the counts in the store (at start, after any rebuild).
+    pub fn export_counts(&self) {
+        for item in self.projection.tree().scan_prefix(COUNTS).flatten() {
+            let key = String::from_utf8_lossy(&item.0).to_string();
+            let mut parts = key.splitn(4, '/').skip(1);
+            let (Some(name), Some(organ), Some(outcome)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let Some(count) = Count::ALL.into_iter().find(|c| c.name() == name) else { continue };
+            let counter = self.metrics.count(count);
+            let counter = if count.by_organ() {
+                counter.with_label_values(&[organ, outcome])
+            } else {
+                counter.with_label_values(&[outcome])
+            };
+            counter.inc_by(decode_count(&item.1).saturating_sub(counter.get()));
+        }
+    }
+
+    /// Forgets every indicator count (a rebuild starts from none).
+    pub fn clear_counts(&self) -> Result<(), String> {
+        let mut batch = Batch::default();
+        for item in self.projection.tree().scan_prefix(COUNTS).flatten() {
+            batch.remove(item.0);
+        }
+        self.projection.tree().apply_batch(batch).map_err(|e| e.to_string())
+    }
+
+    /// Open steps past their due at `now`, by step and organ, from the store.
+    pub fn overdue(&self, now: Instant) -> BTreeMap<(String, String), i64> {
+        let mut by = BTreeMap::new();
+        for item in self.projection.tree().scan_prefix(b"a/").flatten() {
+            let Ok(armed) = serde_json::from_slice::<Armed>(&item.1) else { continue };
+            if armed.due_at < now {
+                let key = String::from_utf8_lossy(&item.0).to_string();
+                let step = key.rsplit('/').next().unwrap_or_default().to_string();
+                *by.entry((step, armed.organ.unwrap_or_else(|| NO_ORGAN.to_string()))).or_insert(0) += 1;
+            }
+        }
+        by
     }
 
     /// Fires every timer due at or before `now`, oldest first, in rounds of [`FIRE_ROUND`]:
@@ -566,6 +668,9 @@ impl Timers {
         }
         let kind = fire.kind.name();
         self.metrics.fired.with_label_values(&[step, kind]).inc();
+        if fire.kind == Kind::Breached {
+            self.metrics.breaches.with_label_values(&[step, fire.organ.as_deref().unwrap_or(NO_ORGAN)]).inc();
+        }
         if on_time && fire.kind == Kind::Breached {
             // measured when the ledger confirms the event (with a batch, within 500 events)
             let lag = (chrono::Utc::now() - fire.due_at.to_utc()).num_milliseconds().max(0) as f64 / 1000.0;

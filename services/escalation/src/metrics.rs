@@ -56,6 +56,9 @@ impl Metrics {
                 )
                 .expect("valid"),
             };
+        for level in ["reminder", "supervision", "parent"] {
+            m.escalations.with_label_values(&[level]);
+        }
         registry.register(Box::new(m.escalations.clone())).expect("register");
         registry.register(Box::new(m.received.clone())).expect("register");
         registry.register(Box::new(m.open.clone())).expect("register");

@@ -48,7 +48,18 @@ impl Metrics {
             )
             .expect("valid"),
         };
+        for channel in xinfang_shared::petition::Channel::ALL {
+            for outcome in ["registered", "replayed"] {
+                m.petitions.with_label_values(&[channel.as_str(), outcome]);
+            }
+        }
+        for outcome in ["refused", "unavailable"] {
+            m.petitions.with_label_values(&["unknown", outcome]);
+        }
         registry.register(Box::new(m.petitions.clone())).expect("register");
+        for code in xinfang_shared::error::ErrorCode::ALL {
+            m.refusals.with_label_values(&[code.as_str()]);
+        }
         registry.register(Box::new(m.refusals.clone())).expect("register");
         registry.register(Box::new(m.actions.clone())).expect("register");
         registry.register(Box::new(m.latency.clone())).expect("register");

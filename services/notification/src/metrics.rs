@@ -34,6 +34,11 @@ impl Metrics {
                 .expect("valid"),
         };
         registry.register(Box::new(m.notices.clone())).expect("register");
+        for channel in crate::channels::NAMES {
+            for result in ["ok", "error"] {
+                m.attempts.with_label_values(&[channel, result]);
+            }
+        }
         registry.register(Box::new(m.attempts.clone())).expect("register");
         registry.register(Box::new(m.depth.clone())).expect("register");
         registry.register(Box::new(m.oldest.clone())).expect("register");

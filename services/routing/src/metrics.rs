@@ -41,6 +41,9 @@ impl Metrics {
             skipped: IntCounter::new("xf_routing_duplicates_skipped_total", "Redeliveries of events already routed")
                 .expect("valid"),
         };
+        for result in ["assigned", "forwarded", "fallback"] {
+            m.routed.with_label_values(&[result]);
+        }
         registry.register(Box::new(m.routed.clone())).expect("register");
         registry.register(Box::new(m.reroutes.clone())).expect("register");
         registry.register(Box::new(m.latency.clone())).expect("register");

@@ -88,7 +88,7 @@ async fn main() {
         let armed = if i < n - burst {
             let due =
                 now + chrono::Duration::days(10 + (i % 20) as i64) + chrono::Duration::seconds((i % 86_400) as i64);
-            Armed { due_at: due, warn_at: due - chrono::Duration::days(3), provisional: false }
+            Armed { due_at: due, warn_at: due - chrono::Duration::days(3), provisional: false, organ: None }
         } else {
             if i == n - burst {
                 // the burst is due on a whole second after the service has been started, killed
@@ -96,7 +96,7 @@ async fn main() {
                 let at = now + chrono::Duration::seconds(started.elapsed().as_secs() as i64 + 40);
                 due_burst = at - chrono::Duration::nanoseconds(at.timestamp_subsec_nanos() as i64);
             }
-            Armed { due_at: due_burst, warn_at: due_burst, provisional: false }
+            Armed { due_at: due_burst, warn_at: due_burst, provisional: false, organ: None }
         };
         let mut batch = Batch::default();
         arm_into(&mut batch, &case(i), Step::Acceptance, &armed);
