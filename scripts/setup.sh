@@ -5,8 +5,18 @@
 # python3-aiosmtpd (a real SMTP server for the e-mail tests) and prometheus with promtool (rule
 # tests, the observability test), and from PyPI into tools/python grafana-foundation-sdk and
 # promql-parser (deploy/generate.py, deploy/grafana/check.py).
+# `--prometheus` installs only Debian's prometheus (the demo's, when it can; never fatal).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ ${1:-} == --prometheus ]] && ! command -v prometheus >/dev/null 2>&1; then
+  echo "installing Debian prometheus (the demo's graphs) …"
+  sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q prometheus >/dev/null 2>&1 ||
+    { $sudo apt-get update -q >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q prometheus >/dev/null 2>&1; }; } ||
+    echo "could not install prometheus: the demo runs without it"
+fi
 if [[ ${1:-} == --test-tools ]] &&
   ! { command -v chromium && command -v chromedriver && command -v prometheus && command -v promtool &&
     /usr/bin/python3 -c 'import aiosmtpd'; } >/dev/null 2>&1; then

@@ -196,7 +196,9 @@ pub async fn main(dir: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> Ex
     if demo {
         match crate::prometheus::start(&data) {
             Ok((child, url)) => {
-                eprintln!("demo: Prometheus {url}/graph?g0.expr=node%3Axf_acceptance_on_time%3Aratio1d&g0.tab=0 （及时受理率，各区县）");
+                eprintln!(
+                    "demo: Prometheus {url}/graph?g0.expr=node%3Axf_satisfied%3Aratio1d&g0.tab=0 （满意率，各区县）"
+                );
                 ready["prometheus"] = url.into();
                 prometheus = Some(child);
             }

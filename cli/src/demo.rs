@@ -3,6 +3,9 @@
 //! nodes), with a demo petition submitted every few seconds to one district after another.
 //! Some happened in another district and are forwarded there (属地), some are group petitions
 //! (群体访) that the district reports to the city at once, so the city office's inbox fills.
+//! The organs work the cases they get ([`work`]): most are accepted, some refused, then
+//! replied to and rated by the petitioner; every fifth petition repeats an earlier one, so the
+//! offices' indicators (满意率, 参评率, 重复信访率 …) move on the demo's Prometheus.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -141,10 +144,19 @@ pub async fn feed(targets: Vec<Target>, shutdown: CancellationToken) {
     if targets.is_empty() {
         return;
     }
+    let mut last: Vec<Option<Value>> = vec![None; targets.len()];
     for i in 0.. {
         let (t, client) = (&targets[i % targets.len()], &clients[i % targets.len()]);
-        let (division, headcount, note) = shape(i, &t.code);
-        let (body, title) = petition(i, &division, headcount);
+        let (division, headcount, mut note) = shape(i, &t.code);
+        let (mut body, title) = petition(i, &division, headcount);
+        // every fifth: the same petitioner about the same matter again (a repeat, 重复信访)
+        let repeat = i % 5 == 3 && last[i % targets.len()].is_some();
+        if repeat {
+            body = last[i % targets.len()].clone().unwrap_or(body);
+            note = "（重复信访）".into();
+        } else if headcount == 1 && division == t.code {
+            last[i % targets.len()] = Some(body.clone());
+        }
         let subject = format!("xf.{}.api.petition.submit", t.code);
         match client.request(subject, serde_json::to_vec(&body).expect("json").into()).await {
             Ok(reply) => {
@@ -157,6 +169,9 @@ pub async fn feed(targets: Vec<Target>, shutdown: CancellationToken) {
                         district_name(&t.code),
                         t.http,
                     );
+                    if !repeat && division == t.code {
+                        tokio::spawn(work(client.clone(), t.code.clone(), case.to_string(), shutdown.clone()));
+                    }
                 } else {
                     eprintln!("demo: {} refused: {v}", t.code);
                 }
@@ -168,4 +183,73 @@ pub async fn feed(targets: Vec<Target>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(EVERY) => {}
         }
     }
+}
+
+/// What the organ and the petitioner do with a demo case: after a few seconds the organ it was
+/// routed to accepts it (one in six it refuses as not a petition), replies some seconds later,
+/// and three petitioners in four rate the reply. All over the node's NATS API, as staff would.
+async fn work(client: async_nats::Client, node: String, case: String, shutdown: CancellationToken) {
+    let pause = |lo: u64, hi: u64| Duration::from_millis(rand::rng().random_range(lo * 1000..hi * 1000));
+    let call = |endpoint: &'static str, body: Value| {
+        let (client, node) = (client.clone(), node.clone());
+        async move {
+            let subject = format!("xf.{node}.api.{endpoint}");
+            let reply = client.request(subject, serde_json::to_vec(&body).expect("json").into()).await.ok()?;
+            serde_json::from_slice::<Value>(&reply.payload).ok().filter(|v| v["ok"] == true)
+        }
+    };
+    let sleep = |d: Duration| {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => false,
+                _ = tokio::time::sleep(d) => true,
+            }
+        }
+    };
+    // routed to an organ of this node
+    let mut organ = None;
+    for _ in 0..20 {
+        if !sleep(pause(2, 4)).await {
+            return;
+        }
+        let view = call("case.get", serde_json::json!({"case_id": case})).await;
+        match view.as_ref().map(|v| (v["state"].as_str().unwrap_or(""), v["organ_id"].as_str())) {
+            Some(("with_organ", Some(o))) => {
+                organ = Some(o.to_string());
+                break;
+            }
+            Some(("awaiting_route", _)) | None => continue,
+            Some(_) => return,
+        }
+    }
+    let Some(organ) = organ else { return };
+    let actor = serde_json::json!({"kind": "organ", "id": organ});
+    let act = |body: Value| call("case.act", body);
+    let roll: u32 = rand::rng().random_range(0..24);
+    if roll < 4 {
+        let refuse = serde_json::json!({"case_id": case, "action": "reject", "actor": actor,
+            "reason_code": "not_a_petition", "note": "经审查不属于信访事项"});
+        act(refuse).await;
+        return;
+    }
+    if act(serde_json::json!({"case_id": case, "action": "accept", "actor": actor})).await.is_none()
+        || !sleep(pause(5, 15)).await
+    {
+        return;
+    }
+    let outcome = ["supported", "partly_supported", "explained", "not_supported"][roll as usize % 4];
+    let reply = serde_json::json!({"case_id": case, "action": "reply", "actor": actor,
+        "outcome": outcome, "summary": "已调查核实并书面答复"});
+    if act(reply).await.is_none() || roll % 4 == 3 || !sleep(pause(3, 8)).await {
+        return;
+    }
+    let satisfaction = match roll % 8 {
+        0..=4 => "satisfied",
+        5 | 6 => "basically_satisfied",
+        _ => "unsatisfied",
+    };
+    let petitioner = serde_json::json!({"kind": "petitioner", "id": "self"});
+    act(serde_json::json!({"case_id": case, "action": "evaluate", "actor": petitioner, "satisfaction": satisfaction}))
+        .await;
 }

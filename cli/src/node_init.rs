@@ -9,7 +9,10 @@
 //! - `systemd/xinfang-node-N.service`: `xinfang up` on that file and `DIR/data`, restarted
 //!   always, with a high open-file limit;
 //! - `nats-server.conf`: the node's server config as `xinfang up` writes it at each start
-//!   (mode 0600; a child's holds its leaf secret).
+//!   (mode 0600; a child's holds its leaf secret);
+//! - `prometheus/scrape.yml`: the Prometheus scrape job of the node, reading
+//!   `prometheus/targets.json`, the target list `xinfang up` rewrites at each start
+//!   (`metrics.targets_file` in `node.toml` points there).
 //!
 //! `xinfang up --config DIR/node.toml --data DIR/data` runs the result as it is.
 
@@ -88,6 +91,14 @@ fn write(init: &Init) -> Result<Vec<String>, String> {
         (false, _, _) => return Err(format!("node {code} is the top node: pass --leaf-listen HOST:PORT")),
     }
     file.insert("nats".into(), toml::Value::Table(nats));
+    // where `xinfang up` keeps the node's Prometheus target list, and the scrape job reading it
+    let prometheus = out.join("prometheus");
+    let targets = prometheus.join("targets.json");
+    let metrics = file.entry("metrics").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let Some(m) = metrics.as_table_mut() {
+        m.insert("targets_file".into(), targets.display().to_string().into());
+    }
+    let scrape = write_scrape(&prometheus, &targets)?;
     let node_file = out.join("node.toml");
     let text = format!("# written by `xinfang node init`\n{file}");
     std::fs::write(&node_file, text).map_err(|e| format!("{}: {e}", node_file.display()))?;
@@ -101,8 +112,27 @@ fn write(init: &Init) -> Result<Vec<String>, String> {
     lines.insert(0, format!("node file: {}", node_file.display()));
     lines.push(format!("nats-server config: {}", server_conf.display()));
     lines.push(format!("systemd unit: {}", unit.display()));
+    lines.push(format!("Prometheus scrape job: {} (targets: {})", scrape.display(), targets.display()));
     lines.push(format!("run: xinfang up --config {} --data {}", node_file.display(), out.join("data").display()));
     Ok(lines)
+}
+
+/// The Prometheus scrape job of the node (to paste under `scrape_configs:`), reading the target
+/// list `xinfang up` writes at `targets`; that list starts empty.
+fn write_scrape(dir: &Path, targets: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !targets.exists() {
+        std::fs::write(targets, "[]\n").map_err(|e| format!("{}: {e}", targets.display()))?;
+    }
+    let job = format!(
+        "# written by `xinfang node init`: paste under `scrape_configs:` of the Prometheus that watches\n\
+         # this node, with deploy/prometheus/rules/*.yml under `rule_files:` (docs/observability.md)\n\
+         - job_name: xinfang\n  honor_labels: true\n  file_sd_configs:\n    - files:\n        - {}\n",
+        targets.display()
+    );
+    let file = dir.join("scrape.yml");
+    std::fs::write(&file, job).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(file)
 }
 
 /// The systemd unit that runs the node.

@@ -4,7 +4,8 @@ installable here), the way Grafana's dashboard-linter would, plus a schema check
 
 - each dashboard reads back through grafana-foundation-sdk's Dashboard model (the types Grafana
   generates from its dashboard schema) into exactly the JSON on disk: no unknown key, no
-  missing one, every value of the type the schema gives;
+  missing one; and every value read is of the type the model declares for it (nested models,
+  enums, literals, lists) — the schema check, with no JSON schema file installable here;
 - datasources by the `datasource` template variable, never a fixed one;
 - `$__rate_interval` as the range of every rate(), irate() and increase();
 - a unit on every panel; panel ids unique; panels inside the 24-column grid;
@@ -15,10 +16,12 @@ installable here), the way Grafana's dashboard-linter would, plus a schema check
     python3 deploy/grafana/check.py    (scripts/setup.sh --test-tools installs the parsers)
 """
 
+import enum
 import json
 import pathlib
 import re
 import sys
+import typing
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -30,6 +33,43 @@ from grafana_foundation_sdk.models.dashboard import Dashboard  # noqa: E402
 
 VARIABLES = {"$node": "320211", "$organ": "320211-zjj", "$__rate_interval": "1m", "${datasource}": "x"}
 METRIC = re.compile(r"\b(xf_[a-z_]+|[a-z_]+:xf_[a-z_]+:[a-z0-9_]+|up)\b")
+
+
+def type_errors(value, hint, where):
+    """Where `value` is not of the declared type `hint` (a model class, a typing form)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint in (typing.Any, object) or isinstance(hint, typing.TypeVar):
+        return []
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return []
+        tries = [type_errors(value, a, where) for a in args if a is not type(None)]
+        return [] if any(not t for t in tries) else min(tries, key=len)
+    if origin is typing.Literal:
+        return [] if value in args else [f"{where}: {value!r} is not one of {args}"]
+    if origin in (list, dict):
+        if not isinstance(value, origin):
+            return [f"{where}: {type(value).__name__} where a {origin.__name__} belongs"]
+        items = enumerate(value) if origin is list else value.items()
+        inner = args[-1] if args else typing.Any
+        return [e for k, v in items for e in type_errors(v, inner, f"{where}[{k!r}]")]
+    if not isinstance(hint, type):
+        return []
+    if issubclass(hint, enum.Enum):
+        return [] if isinstance(value, hint) or value in {m.value for m in hint} else [f"{where}: {value!r} not in {hint.__name__}"]
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return [] if ok else [f"{where}: {value!r} is not a number"]
+    if hint is int and isinstance(value, bool):
+        return [f"{where}: {value!r} is not an integer"]
+    if hint.__module__.startswith("grafana_foundation_sdk.models"):
+        if not isinstance(value, hint):
+            return [f"{where}: {type(value).__name__} where a {hint.__name__} belongs"]
+        hints = typing.get_type_hints(hint)
+        return [e for name, h in hints.items() for e in type_errors(getattr(value, name, None), h, f"{where}.{name}")]
+    if hint.__module__.startswith("grafana_foundation_sdk"):
+        return []  # a variant (e.g. a panel's data query): its own plugin's model
+    return [] if isinstance(value, hint) else [f"{where}: {value!r} is not a {hint.__name__}"]
 
 
 def panels(d):
@@ -47,7 +87,9 @@ def expand(expr):
 def check(path):
     problems = []
     d = json.loads(path.read_text(encoding="utf-8"))
-    again = json.loads(json.dumps(Dashboard.from_json(d), cls=JSONEncoder))
+    model = Dashboard.from_json(d)
+    problems += type_errors(model, Dashboard, "dashboard")
+    again = json.loads(json.dumps(model, cls=JSONEncoder))
     if again != d:
         keys = sorted(set(d) ^ set(again)) or [k for k in d if d.get(k) != again.get(k)]
         problems.append(f"does not read back through the dashboard schema unchanged (keys: {keys})")

@@ -66,5 +66,17 @@ async fn node_init_writes_nodes_that_up_runs_as_they_are_and_only_admitted_distr
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!parent_connected(&http, &liangxi_node).await, "梁溪区 is not on the city's leaf users: refused");
+    // the Prometheus scrape job reads the target list `up` keeps: each service's address
+    let scrape = std::fs::read_to_string(binhu.join("prometheus/scrape.yml")).unwrap();
+    let targets_file = binhu.join("prometheus/targets.json");
+    assert!(scrape.contains(&targets_file.display().to_string()) && scrape.contains("honor_labels: true"), "{scrape}");
+    let targets: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&targets_file).unwrap()).unwrap();
+    let services = binhu_node.ready["services"].as_object().unwrap();
+    assert_eq!(targets.as_array().unwrap().len(), services.len(), "{targets}");
+    for t in targets.as_array().unwrap() {
+        let service = t["labels"]["service"].as_str().unwrap();
+        assert_eq!(t["labels"]["node"], "320211");
+        assert_eq!(format!("http://{}", t["targets"][0].as_str().unwrap()), services[service], "{targets}");
+    }
     drop(city_node);
 }

@@ -366,6 +366,35 @@ async fn every_rule_and_panel_has_data_and_the_indicators_are_the_ledgers() {
         }
     }
 
+    // docs/observability.md names every metric scraped, every alert, every record; every alert
+    // has its runbook
+    let doc = std::fs::read_to_string(project().join("docs/observability.md")).unwrap();
+    let runbooks = std::fs::read_to_string(project().join("docs/runbooks.md")).unwrap();
+    let names: Value =
+        prom.http.get(format!("{}/api/v1/label/__name__/values", prom.url)).send().await.unwrap().json().await.unwrap();
+    let per_consumer = ["_consumer_pending", "_events_total", "_dead_letters_total"];
+    for name in names["data"].as_array().unwrap().iter().filter_map(|n| n.as_str()).filter(|n| n.starts_with("xf_")) {
+        let base = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        let covered = doc.contains(&format!("`{base}`"))
+            || doc.contains(&format!("{base}`,"))
+            || per_consumer.iter().any(|s| base.ends_with(s));
+        assert!(covered, "docs/observability.md does not list {base}");
+    }
+    let alerts = std::fs::read_to_string(project().join("deploy/prometheus/rules/alerts.yml")).unwrap();
+    for alert in alerts.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
+        assert!(doc.contains(&format!("`{alert}`")), "docs/observability.md does not list {alert}");
+        assert!(runbooks.contains(&format!("## Alert Name: {alert}\n")), "docs/runbooks.md has no runbook for {alert}");
+    }
+    for (record, _) in recording_rules() {
+        let general = record.replace("ratio1d", "ratio<w>").replace("ratio30d", "ratio<w>");
+        let general = general.replace("increase1d", "increase<w>").replace("increase30d", "increase<w>");
+        let organ = general.replacen("node_organ:", "node:", 1);
+        let listed = [&record, &general, &organ].iter().any(|r| doc.contains(&format!("`{r}`")))
+            || (general.starts_with("node_organ_outcome:")
+                && doc.contains("node_organ_outcome:xf_deadlines_acceptance_decisions:increase<w>"));
+        assert!(listed, "docs/observability.md does not list the record {record}");
+    }
+
     // every service's /metrics passes promtool's lint
     for node in [&city.hub, &city.districts[0], &city.districts[1]] {
         for (service, url) in node.ready["services"].as_object().unwrap() {
