@@ -244,9 +244,10 @@ async fn work(client: async_nats::Client, node: String, case: String, shutdown: 
     if act(reply).await.is_none() || roll % 4 == 3 || !sleep(pause(3, 8)).await {
         return;
     }
-    let satisfaction = match roll % 8 {
-        0..=4 => "satisfied",
-        5 | 6 => "basically_satisfied",
+    // about 满意率 80 %: six in ten satisfied, two basically, two not
+    let satisfaction = match rand::rng().random_range(0..10) {
+        0..=5 => "satisfied",
+        6 | 7 => "basically_satisfied",
         _ => "unsatisfied",
     };
     let petitioner = serde_json::json!({"kind": "petitioner", "id": "self"});
