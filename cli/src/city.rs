@@ -233,8 +233,14 @@ pub async fn main(dir: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> Ex
         }
     }
     stop(&mut children).await;
+    // SIGTERM to its tether, which passes it on (a SIGKILL would leave Prometheus running)
     if let Some(mut p) = prometheus {
-        let _ = p.kill().await;
+        if let Some(pid) = p.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(10), p.wait()).await.is_err() {
+            let _ = p.kill().await;
+        }
     }
     ExitCode::SUCCESS
 }

@@ -51,11 +51,15 @@ pub fn start(data: &Path) -> Result<(Child, String), String> {
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
     let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(&binary)
+    // under `xinfang tether`, so it stops with the city even if `up` is SIGKILLed
+    let exe = std::env::current_exe().map_err(|e| format!("this executable: {e}"))?;
+    let child = Command::new(exe)
+        .arg("tether")
+        .arg(&binary)
         .arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
         .arg(format!("--web.listen-address={listen}"))
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
