@@ -78,8 +78,8 @@ fn linked_file(node: &Node, leaf: &str, issued: &Issued, out: &Path) -> Result<P
     Ok(path)
 }
 
-/// A free port on 127.0.0.1 for the hub's leaf listener.
-fn free_port() -> Result<u16, String> {
+/// A free port on 127.0.0.1 (the hub's leaf listener, the demo's Prometheus).
+pub fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }

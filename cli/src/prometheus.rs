@@ -37,8 +37,8 @@ pub fn config(dir: &Path) -> String {
     )
 }
 
-/// Starts Prometheus for the city under `data` on a free port of 127.0.0.1; `None` (and why)
-/// when none is installed or it cannot start.
+/// Starts Prometheus for the city under `data` on a free port of 127.0.0.1, with its address;
+/// why not when none is installed or it cannot start.
 pub fn start(data: &Path) -> Result<(Child, String), String> {
     let binary = locate().ok_or("no prometheus on the PATH (Debian: apt-get install prometheus)")?;
     let dir = std::fs::canonicalize(targets_dir(data)).map_err(|e| e.to_string())?;
@@ -48,9 +48,7 @@ pub fn start(data: &Path) -> Result<(Child, String), String> {
     }
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, self::config(&dir)).map_err(|e| e.to_string())?;
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", crate::city::free_port()?);
     // under `xinfang tether`, so it stops with the city even if `up` is SIGKILLed
     let exe = std::env::current_exe().map_err(|e| format!("this executable: {e}"))?;
     let child = Command::new(exe)

@@ -102,6 +102,9 @@ impl CalendarWatch {
     }
 }
 
+/// How often overdue steps are counted.
+const OVERDUE_EVERY: Duration = Duration::from_secs(5);
+
 /// Keeps `xf_deadlines_overdue_steps` current: the store's armed steps are counted again every
 /// [`OVERDUE_EVERY`], or ten times as long as the count took when the store is large.
 async fn count_overdue(timers: Arc<Timers>, shutdown: CancellationToken) {
@@ -128,9 +131,6 @@ async fn count_overdue(timers: Arc<Timers>, shutdown: CancellationToken) {
         }
     }
 }
-
-/// How often overdue steps are counted.
-const OVERDUE_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs deadlines until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
