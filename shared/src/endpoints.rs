@@ -16,7 +16,10 @@ pub struct Endpoint {
     pub subject: String,
 }
 
-/// Serves `endpoints` as service `service` in queue group `queue_group` until `shutdown`.
+/// Serves `endpoints` as service `service` in queue group `queue_group` until `shutdown`;
+/// `registered` is told once the server has every endpoint's subscription (a service must not
+/// say it is ready before: a request would find no responder).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<H, F>(
     client: async_nats::Client,
     service: &str,
@@ -24,6 +27,7 @@ pub async fn serve<H, F>(
     queue_group: String,
     endpoints: Vec<Endpoint>,
     shutdown: CancellationToken,
+    registered: tokio::sync::oneshot::Sender<()>,
     handle: H,
 ) -> Result<(), String>
 where
@@ -63,6 +67,8 @@ where
             let _ = ep.stop().await;
         }));
     }
+    client.flush().await.map_err(|e| format!("nats service: {e}"))?;
+    let _ = registered.send(());
     for t in tasks {
         let _ = t.await;
     }

@@ -82,7 +82,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         shutdown.clone(),
     )
     .await?;
-    let nats_api = tokio::spawn(service::serve(client.clone(), inbox.clone(), shutdown.clone()));
+    let (registered, endpoints_up) = tokio::sync::oneshot::channel();
+    let nats_api = tokio::spawn(service::serve(client.clone(), inbox.clone(), shutdown.clone(), registered));
 
     // Ready means the office's inbox is whole: after a crash, what sled had not flushed is
     // re-applied from the streams before the service says so.
@@ -138,6 +139,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             _ = shutdown.cancelled() => break,
             _ = seen.wait_for(|whole| *whole) => {}
         }
+    }
+    // ready only once a request over NATS finds its endpoint
+    if endpoints_up.await.is_err() {
+        return Err("the NATS endpoints did not start".into());
     }
     ready.set(true);
     println!("{}", ops::ready_line("escalation", &format!("http://{addr}")));

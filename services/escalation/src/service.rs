@@ -15,8 +15,14 @@ use crate::http::brief;
 use crate::inbox::{Filter, Inbox};
 use crate::request;
 
-/// Starts the service and serves requests until `shutdown`.
-pub async fn serve(client: async_nats::Client, inbox: Arc<Inbox>, shutdown: CancellationToken) -> Result<(), String> {
+/// Starts the service and serves requests until `shutdown`; `registered` is told once every
+/// endpoint is subscribed.
+pub async fn serve(
+    client: async_nats::Client,
+    inbox: Arc<Inbox>,
+    shutdown: CancellationToken,
+    registered: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), String> {
     let node = inbox.ledger.node().clone();
     let endpoints = [
         ("escalation_list", "escalation.list"),
@@ -29,10 +35,19 @@ pub async fn serve(client: async_nats::Client, inbox: Arc<Inbox>, shutdown: Canc
     .collect();
     let description = format!("xinfang escalation inbox of node {node}");
     let group = format!("xf-escalation-{node}");
-    endpoints::serve(client, "xinfang-escalation", description, group, endpoints, shutdown, move |name, payload| {
-        let inbox = inbox.clone();
-        async move { handle(&inbox, name, &payload).await.unwrap_or_else(|e| e.to_body()) }
-    })
+    endpoints::serve(
+        client,
+        "xinfang-escalation",
+        description,
+        group,
+        endpoints,
+        shutdown,
+        registered,
+        move |name, payload| {
+            let inbox = inbox.clone();
+            async move { handle(&inbox, name, &payload).await.unwrap_or_else(|e| e.to_body()) }
+        },
+    )
     .await
 }
 

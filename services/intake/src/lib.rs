@@ -153,7 +153,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let server = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
     });
-    let nats = tokio::spawn(service::serve(client.clone(), intake.clone(), shutdown.clone()));
+    let (registered, endpoints_up) = tokio::sync::oneshot::channel();
+    let nats = tokio::spawn(service::serve(client.clone(), intake.clone(), shutdown.clone(), registered));
     tokio::spawn(runtime::follow_calendar(intake.settings.clone(), intake.calendar.clone(), shutdown.clone()));
     let repeats = {
         let spec = Spec {
@@ -186,6 +187,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             async move { inbox::receive(&ledger, d).await }
         }))
     };
+    // ready only once a request over NATS finds its endpoint
+    if endpoints_up.await.is_err() {
+        return Err("the NATS endpoints did not start".into());
+    }
     ready.set(true);
     println!("{}", ops::ready_line("intake", &format!("http://{addr}")));
     tracing::info!(%node, %addr, "intake ready");

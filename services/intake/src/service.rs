@@ -14,8 +14,14 @@ use xinfang_shared::CancellationToken;
 use crate::register::Submitted;
 use crate::Intake;
 
-/// Starts the service and serves requests until `shutdown`.
-pub async fn serve(client: async_nats::Client, intake: Arc<Intake>, shutdown: CancellationToken) -> Result<(), String> {
+/// Starts the service and serves requests until `shutdown`; `registered` is told once every
+/// endpoint is subscribed.
+pub async fn serve(
+    client: async_nats::Client,
+    intake: Arc<Intake>,
+    shutdown: CancellationToken,
+    registered: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), String> {
     let node = intake.ledger.node().clone();
     let endpoints = [
         ("petition_submit", "petition.submit"),
@@ -27,21 +33,30 @@ pub async fn serve(client: async_nats::Client, intake: Arc<Intake>, shutdown: Ca
     .map(|(name, endpoint)| Endpoint { name, subject: subjects::api(&node, endpoint) })
     .collect();
     let (description, group) = (format!("xinfang intake of node {node}"), format!("xf-intake-{node}"));
-    endpoints::serve(client, "xinfang-intake", description, group, endpoints, shutdown, move |name, payload| {
-        let intake = intake.clone();
-        async move {
-            let started = Instant::now();
-            let body = match handle(&intake, name, &payload).await {
-                Ok(v) => v,
-                Err(e) => {
-                    intake.metrics.refusals.with_label_values(&[e.code.as_str()]).inc();
-                    e.to_body()
-                }
-            };
-            intake.metrics.latency.with_label_values(&[name, "nats"]).observe(started.elapsed().as_secs_f64());
-            body
-        }
-    })
+    endpoints::serve(
+        client,
+        "xinfang-intake",
+        description,
+        group,
+        endpoints,
+        shutdown,
+        registered,
+        move |name, payload| {
+            let intake = intake.clone();
+            async move {
+                let started = Instant::now();
+                let body = match handle(&intake, name, &payload).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        intake.metrics.refusals.with_label_values(&[e.code.as_str()]).inc();
+                        e.to_body()
+                    }
+                };
+                intake.metrics.latency.with_label_values(&[name, "nats"]).observe(started.elapsed().as_secs_f64());
+                body
+            }
+        },
+    )
     .await
 }
 
