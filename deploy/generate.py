@@ -285,6 +285,11 @@ def city_dashboard():
     return b.json()
 
 
+def quantile(q, histogram, selector, by="le"):
+    """The q-quantile of a histogram's rate, its buckets summed by `by` first."""
+    return f"histogram_quantile({q}, sum by ({by}) (rate({histogram}_bucket{selector}[$__rate_interval])))"
+
+
 def node_dashboard():
     b = Board("xinfang-node", "信访 · 节点 Node", "One node's intake, routing, timers and notices.", ["node"])
     sel = '{node=~"$node"}'
@@ -293,8 +298,8 @@ def node_dashboard():
             [(f'sum by (channel) (rate(xf_intake_petitions_total{{node=~"$node",outcome="registered"}}[$__rate_interval]))',
               "{{channel}}")])
     b.panel("timeseries", "登记延迟 Intake latency", "Request handling time, p50 and p99", "s",
-            [(f"histogram_quantile(0.5, sum by (le) (rate(xf_intake_request_duration_seconds_bucket{sel}[$__rate_interval])))", "p50"),
-             (f"histogram_quantile(0.99, sum by (le) (rate(xf_intake_request_duration_seconds_bucket{sel}[$__rate_interval])))", "p99")])
+            [(quantile(0.5, "xf_intake_request_duration_seconds", sel), "p50"),
+             (quantile(0.99, "xf_intake_request_duration_seconds", sel), "p99")])
     b.panel("timeseries", "拒绝 Refusals", "Error replies per second, by code", "reqps",
             [(f"sum by (code) (rate(xf_intake_refusals_total{sel}[$__rate_interval]))", "{{code}}")])
     b.panel("timeseries", "办理操作 Case actions", "Case actions per second, by action and outcome", "ops",
@@ -303,7 +308,7 @@ def node_dashboard():
     b.panel("timeseries", "转送结果 Routing results", "Cases routed per second, by result", "ops",
             [(f"sum by (result) (rate(xf_routing_routed_total{sel}[$__rate_interval]))", "{{result}}")])
     b.panel("timeseries", "转送延迟 Routing latency", "Registration to routing decision, p99", "s",
-            [(f"histogram_quantile(0.99, sum by (le) (rate(xf_routing_route_latency_seconds_bucket{sel}[$__rate_interval])))", "p99")])
+            [(quantile(0.99, "xf_routing_route_latency_seconds", sel), "p99")])
     b.row("期限 Timers")
     b.panel("timeseries", "计时 Armed timers", "Open steps with a timer, by step", "short",
             [(f"sum by (step) (xf_deadlines_armed_timers{sel})", "{{step}}")])
@@ -350,7 +355,7 @@ def platform_dashboard():
     b.panel("timeseries", "死信 Dead letters", "Events terminated as dead letters, per second", "ops",
             [('rate(node_consumer:xf_dead_letters:sum{node=~"$node"}[$__rate_interval])', "{{node}} {{consumer}}")])
     b.panel("timeseries", "计时滞后 Timer firing lag", "Fired time minus due time, p99", "s",
-            [(f'histogram_quantile(0.99, sum by (node, le) (rate(xf_deadlines_firing_lag_seconds_bucket{{node=~"$node",kind="breached"}}[$__rate_interval])))',
+            [(quantile(0.99, "xf_deadlines_firing_lag_seconds", '{node=~"$node",kind="breached"}', by="node, le"),
               "{{node}}")])
     b.row("链路 Links and sourcing")
     b.panel("timeseries", "链路 Leaf links", "1 while the link to a node is up", "short",
