@@ -120,10 +120,10 @@ async fn ready_line(stdout: ChildStdout) -> Result<Value, String> {
 pub async fn main(dir: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> ExitCode {
     let shutdown = runtime::shutdown_on_signals();
     let data = data.unwrap_or_else(|| PathBuf::from("data").join(if demo { "demo" } else { "city" }));
-    let dir = match dir {
-        Some(d) => d,
+    let (dir, token) = match dir {
+        Some(d) => (d, None),
         None => match crate::demo::write_city(&data) {
-            Ok(d) => d,
+            Ok((d, token)) => (d, Some(token)),
             Err(e) => return fail(&e),
         },
     };
@@ -193,6 +193,9 @@ pub async fn main(dir: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> Ex
     // the demo's Prometheus, when one is installed (`prometheus` in the ready line)
     let mut prometheus = None;
     let mut ready = serde_json::json!({"ready": true, "city": hub, "leaf_listen": leaf, "nodes": lines});
+    if let Some(token) = &token {
+        ready["staff_token"] = token.clone().into();
+    }
     if demo {
         match crate::prometheus::start(&data) {
             Ok((child, url)) => {
@@ -218,7 +221,7 @@ pub async fn main(dir: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> Ex
             .iter()
             .filter_map(|n| crate::demo::Target::from_ready_line(&n.code, lines.get(&n.code)?))
             .collect();
-        tokio::spawn(crate::demo::feed(targets, shutdown.clone()));
+        tokio::spawn(crate::demo::feed(targets, token.clone().unwrap_or_default(), shutdown.clone()));
     }
     // each node supervises its own services and server; a node that stops ends the city
     loop {

@@ -18,15 +18,42 @@ use xinfang_shared::CancellationToken;
 /// The gap between two demo petitions.
 const EVERY: Duration = Duration::from_secs(3);
 
-/// Writes the example node files into `DATA/files` and returns that directory.
-pub fn write_city(data: &Path) -> Result<PathBuf, String> {
+/// Writes the example node files into `DATA/files`, each granting the demo's staff token
+/// (`bureau` and `office`, DESIGN.md §11), and returns that directory and the token.
+pub fn write_city(data: &Path) -> Result<(PathBuf, String), String> {
     let dir = data.join("files");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let token = staff_token(data)?;
+    let auth = format!(
+        "\n# the demo's staff credential (DATA/staff.token)\n[[auth.tokens]]\nname = \"demo\"\nroles = [\"bureau\", \"office\"]\nsha256 = \"{}\"\n",
+        xinfang_shared::access::token_sha256(&token)
+    );
     for (code, text) in crate::wuxi::FILES {
         let path = dir.join(format!("{code}.toml"));
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, format!("{text}{auth}")).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    Ok(dir)
+    Ok((dir, token))
+}
+
+/// The demo's staff token, `DATA/staff.token`: made at the first run, kept after.
+fn staff_token(data: &Path) -> Result<String, String> {
+    let path = data.join("staff.token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let token = crate::credentials::new_token();
+    std::fs::create_dir_all(data).map_err(|e| format!("{}: {e}", data.display()))?;
+    std::fs::write(&path, format!("{token}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(token)
+}
+
+/// NATS request headers with the demo's staff token.
+fn staff(token: &str) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {token}").as_str());
+    headers
 }
 
 /// The districts and counties of the example, by division code.
@@ -130,7 +157,7 @@ fn petition(i: usize, division: &str, headcount: u32) -> (Value, &'static str) {
 
 /// Submits a demo petition over NATS every few seconds, to each target in turn, until
 /// `shutdown`.
-pub async fn feed(targets: Vec<Target>, shutdown: CancellationToken) {
+pub async fn feed(targets: Vec<Target>, token: String, shutdown: CancellationToken) {
     let mut clients = Vec::new();
     for t in &targets {
         match async_nats::connect(&t.nats_url).await {
@@ -158,7 +185,8 @@ pub async fn feed(targets: Vec<Target>, shutdown: CancellationToken) {
             last[i % targets.len()] = Some(body.clone());
         }
         let subject = format!("xf.{}.api.petition.submit", t.code);
-        match client.request(subject, serde_json::to_vec(&body).expect("json").into()).await {
+        let payload = serde_json::to_vec(&body).expect("json").into();
+        match client.request_with_headers(subject, staff(&token), payload).await {
             Ok(reply) => {
                 let v: Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
                 if v["ok"] == true {
@@ -170,7 +198,8 @@ pub async fn feed(targets: Vec<Target>, shutdown: CancellationToken) {
                         t.http,
                     );
                     if !repeat && division == t.code {
-                        tokio::spawn(work(client.clone(), t.code.clone(), case.to_string(), shutdown.clone()));
+                        let (node, case) = (t.code.clone(), case.to_string());
+                        tokio::spawn(work(client.clone(), token.clone(), node, case, shutdown.clone()));
                     }
                 } else {
                     eprintln!("demo: {} refused: {v}", t.code);
@@ -188,13 +217,14 @@ pub async fn feed(targets: Vec<Target>, shutdown: CancellationToken) {
 /// What the organ and the petitioner do with a demo case: after a few seconds the organ it was
 /// routed to accepts it (one in six it refuses as not a petition), replies some seconds later,
 /// and three petitioners in four rate the reply. All over the node's NATS API, as staff would.
-async fn work(client: async_nats::Client, node: String, case: String, shutdown: CancellationToken) {
+async fn work(client: async_nats::Client, token: String, node: String, case: String, shutdown: CancellationToken) {
     let pause = |lo: u64, hi: u64| Duration::from_millis(rand::rng().random_range(lo * 1000..hi * 1000));
     let call = |endpoint: &'static str, body: Value| {
-        let (client, node) = (client.clone(), node.clone());
+        let (client, node, headers) = (client.clone(), node.clone(), staff(&token));
         async move {
             let subject = format!("xf.{node}.api.{endpoint}");
-            let reply = client.request(subject, serde_json::to_vec(&body).expect("json").into()).await.ok()?;
+            let payload = serde_json::to_vec(&body).expect("json").into();
+            let reply = client.request_with_headers(subject, headers, payload).await.ok()?;
             serde_json::from_slice::<Value>(&reply.payload).ok().filter(|v| v["ok"] == true)
         }
     };

@@ -9,10 +9,13 @@
 //!   deployable node (node file, leaf credentials, systemd unit).
 //! - `xinfang leaf-secret --code N --out DIR`: a district's leaf secret, and the line of its
 //!   hash for the city's `nats.leaf_users` file.
+//! - `xinfang user add --login L --name N --roles R` / `xinfang token add --name N --roles R`:
+//!   a staff credential's node-file lines (DESIGN.md §11).
 //! - `xinfang due --from RFC3339 --period 15d|5wd [--calendar FILE]`: a due instant.
 #![forbid(unsafe_code)]
 
 mod city;
+mod credentials;
 mod demo;
 mod nats_server;
 mod node_init;
@@ -90,6 +93,16 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Staff who sign in on the pages (DESIGN.md §11).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Bearer tokens for staff tools and integrations (DESIGN.md §11).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Internal (`xinfang up`): run a program and stop it when stdin closes.
     #[command(hide = true)]
     Tether {
@@ -125,6 +138,44 @@ enum NodeCommand {
 }
 
 #[derive(Subcommand)]
+enum UserCommand {
+    /// Read a password from standard input; print the `[[auth.users]]` entry with its
+    /// argon2id hash, to paste into the node file.
+    Add {
+        #[arg(long)]
+        login: String,
+        /// The name shown on the pages (e.g. 王丽).
+        #[arg(long)]
+        name: String,
+        /// organ, bureau, office, auditor (comma-separated).
+        #[arg(long, required = true, num_args = 1..)]
+        roles: Vec<String>,
+        /// The organ an `organ` user works for.
+        #[arg(long)]
+        organ_id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token (shown once, on standard error); print the `[[auth.tokens]]` entry with
+    /// its SHA-256, to paste into the node file.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// organ, bureau, office, auditor, integration (comma-separated).
+        #[arg(long, required = true, num_args = 1..)]
+        roles: Vec<String>,
+        /// The organ an `organ` token acts for.
+        #[arg(long)]
+        organ_id: Option<String>,
+        /// The channel an `integration` token submits on (e.g. hotline_12345).
+        #[arg(long)]
+        channel: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum RouteCommand {
     /// Which organ a petition would go to, and why.
     Explain {
@@ -153,6 +204,12 @@ fn main() -> ExitCode {
         Command::LeafSecret { code, out } => leaf_secret(&code, &out),
         Command::Node { command: NodeCommand::Init { code, out, from, listen, parent_url, leaf_listen } } => {
             node_init::main(node_init::Init { code, out, from, listen, parent_url, leaf_listen })
+        }
+        Command::User { command: UserCommand::Add { login, name, roles, organ_id } } => {
+            credentials::user_add(&login, &name, &roles, organ_id)
+        }
+        Command::Token { command: TokenCommand::Add { name, roles, organ_id, channel } } => {
+            credentials::token_add(&name, &roles, organ_id, channel)
         }
         Command::Tether { program, args } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");

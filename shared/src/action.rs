@@ -15,12 +15,13 @@ use crate::time::{to_cst, Instant};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActionRequest {
     pub action: Action,
-    pub actor: Actor,
+    /// The `actor` the body names, if any; who is on record is for [`crate::access::may_act`].
+    pub actor: Option<Actor>,
     /// When it was done, if on paper before now (never in the future).
     pub at: Option<Instant>,
 }
 
-const COMMON: &[&str] = &["action", "actor", "at", "case_id"];
+const COMMON: &[&str] = &["action", "actor", "at", "case_id", "query_code"];
 
 fn fields(name: &str) -> &'static [&'static str] {
     match name {
@@ -47,15 +48,23 @@ pub fn parse(value: &Value, now: Instant) -> Result<ActionRequest, ApiError> {
     let allowed: Vec<&str> = COMMON.iter().chain(fields(name)).copied().collect();
     obj.only(&allowed)?;
     let actor = match obj.get("actor") {
-        None => return Err(obj.missing("actor")),
-        Some(v) => serde_json::from_value::<Actor>(v.clone())
-            .map_err(|_| obj.invalid("actor", "must be {\"kind\": \"organ|staff|petitioner\", \"id\": \"…\"}"))?,
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value::<Actor>(v.clone())
+                .map_err(|_| obj.invalid("actor", "must be {\"kind\": \"organ|staff|petitioner\", \"id\": \"…\"}"))?,
+        ),
     };
-    if actor.id.trim().is_empty() || actor.id.len() > 64 {
-        return Err(ApiError::field(ErrorCode::InvalidField, "actor.id", "must be 1–64 characters"));
-    }
-    if actor.kind == ActorKind::System {
-        return Err(ApiError::field(ErrorCode::InvalidField, "actor.kind", "system is not an actor for case actions"));
+    if let Some(actor) = &actor {
+        if actor.id.trim().is_empty() || actor.id.len() > 64 {
+            return Err(ApiError::field(ErrorCode::InvalidField, "actor.id", "must be 1–64 characters"));
+        }
+        if actor.kind == ActorKind::System {
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                "actor.kind",
+                "system is not an actor for case actions",
+            ));
+        }
     }
     let at = match obj.opt_str("at", 64)? {
         None => None,
@@ -128,7 +137,7 @@ pub fn refusal_error(r: Refusal) -> ApiError {
         Refusal::InvalidField { field, ref message } => {
             ApiError::field(ErrorCode::InvalidField, field, message.clone())
         }
-        Refusal::Unauthorized(_) => ApiError::general(ErrorCode::Unauthorized, r.to_string()),
+        Refusal::Unauthorized(_) => ApiError::general(ErrorCode::Forbidden, r.to_string()),
     }
 }
 
@@ -158,7 +167,7 @@ mod tests {
         let f = |s: &str| Some(s.to_string());
         assert_eq!(err(json!({"action": "fly", "actor": org})), (InvalidField, f("action")));
         assert_eq!(err(json!({"actor": org})), (MissingField, f("action")));
-        assert_eq!(err(json!({"action": "accept"})), (MissingField, f("actor")));
+        assert_eq!(parse(&json!({"action": "accept"}), now()).unwrap().actor, None);
         assert_eq!(err(json!({"action": "accept", "actor": {"kind": "king", "id": "x"}})), (InvalidField, f("actor")));
         assert_eq!(err(json!({"action": "accept", "actor": org, "days": 3})), (InvalidField, f("days")));
         assert_eq!(

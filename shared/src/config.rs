@@ -41,6 +41,8 @@ pub struct Settings {
     pub rules: Vec<Rule>,
     #[serde(default)]
     pub notification: NotificationSection,
+    #[serde(default)]
+    pub auth: AuthSection,
     /// Sections this build does not read (kept, not refused: a newer node file still loads).
     #[serde(flatten)]
     pub other: BTreeMap<String, toml::Value>,
@@ -274,6 +276,68 @@ impl Default for IntakeSection {
     fn default() -> Self {
         Self { idempotency_hours: default_idem_hours() }
     }
+}
+
+/// `[auth]` (DESIGN.md §11): the node's staff credentials and the public's rate limit.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSection {
+    /// The node secret for keyed hashes and sealing; absent: created under the data directory.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Requests without credentials one client address may make at once (the bucket) …
+    #[serde(default = "default_public_burst")]
+    pub public_burst: u32,
+    /// … and per minute after that.
+    #[serde(default = "default_public_per_minute")]
+    pub public_per_minute: u32,
+}
+
+fn default_public_burst() -> u32 {
+    30
+}
+
+fn default_public_per_minute() -> u32 {
+    30
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            secret_file: None,
+            tokens: Vec::new(),
+            users: Vec::new(),
+            public_burst: default_public_burst(),
+            public_per_minute: default_public_per_minute(),
+        }
+    }
+}
+
+/// `[[auth.tokens]]`: a bearer token, kept as the SHA-256 of its secret.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenConfig {
+    pub name: String,
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub organ_id: Option<String>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    pub sha256: String,
+}
+
+/// `[[auth.users]]`: a person who signs in on the pages, with an argon2id password hash.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserConfig {
+    pub login: String,
+    #[serde(default)]
+    pub name: String,
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub organ_id: Option<String>,
+    pub password_hash: String,
 }
 
 /// `[log]`: `format = "text" | "json"`, `level` as an env-filter directive.
@@ -512,7 +576,101 @@ impl Settings {
             return bad("log.format", "must be \"text\" or \"json\"".into());
         }
         self.calendar()?;
+        self.credentials()?;
+        if self.auth.public_burst == 0 || self.auth.public_per_minute == 0 {
+            return bad("auth.public_burst", "the public's rate limit must allow at least one request".into());
+        }
         Ok(())
+    }
+
+    /// The staff credentials of `[auth]`, checked: known roles, an `organ_id` of this node's
+    /// organs for `organ`, a channel for `integration`, well-formed hashes, unique names.
+    pub fn credentials(&self) -> Result<crate::access::Credentials, ConfigError> {
+        use crate::access::{Credentials, Identity, Role, TokenEntry, UserEntry};
+        let bad = |key: String, msg: String| ConfigError(format!("{key}: {msg}"));
+        let identity = |key: &str,
+                        name: &str,
+                        display: &str,
+                        roles: &[String],
+                        organ: &Option<String>,
+                        channel: &Option<String>| {
+            if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(bad(format!("{key}.name"), format!("{name:?}: 1–64 characters, no spaces")));
+            }
+            if roles.is_empty() {
+                return Err(bad(format!("{key}.roles"), "at least one role is required".into()));
+            }
+            let mut parsed = Vec::new();
+            for r in roles {
+                let role = Role::ALL.into_iter().find(|x| x.as_str() == r).ok_or_else(|| {
+                    bad(
+                        format!("{key}.roles"),
+                        format!("unknown role {r:?} (organ, bureau, office, auditor, integration)"),
+                    )
+                })?;
+                parsed.push(role);
+            }
+            let organ_id = match organ {
+                None if parsed.contains(&Role::Organ) => {
+                    return Err(bad(format!("{key}.organ_id"), "the organ role needs organ_id".into()))
+                }
+                None => None,
+                Some(o) => {
+                    if !self.organs.iter().any(|x| &x.id == o && x.node == self.node.code) {
+                        return Err(bad(
+                            format!("{key}.organ_id"),
+                            format!("no organ {o:?} of node {}", self.node.code),
+                        ));
+                    }
+                    Some(OrganId::parse(o).map_err(|e| bad(format!("{key}.organ_id"), e.0))?)
+                }
+            };
+            let channel = match channel {
+                None if parsed.contains(&Role::Integration) => {
+                    return Err(bad(format!("{key}.channel"), "the integration role needs a channel".into()))
+                }
+                None => None,
+                Some(c) => Some(
+                    crate::petition::Channel::parse(c)
+                        .ok_or_else(|| bad(format!("{key}.channel"), format!("unknown channel {c:?}")))?,
+                ),
+            };
+            let display = if display.is_empty() { name.to_string() } else { display.to_string() };
+            Ok(Identity { name: name.to_string(), display, roles: parsed, organ_id, channel })
+        };
+        let mut names = std::collections::BTreeSet::new();
+        let mut out = Credentials::default();
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            let key = format!("auth.tokens[{i}]");
+            let identity = identity(&key, &t.name, "", &t.roles, &t.organ_id, &t.channel)?;
+            let sha256: [u8; 32] = hex::decode(&t.sha256).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                bad(format!("{key}.sha256"), "must be 64 hex digits (xinfang token add prints it)".into())
+            })?;
+            if !names.insert(t.name.clone()) {
+                return Err(bad(format!("{key}.name"), format!("{:?} is used twice", t.name)));
+            }
+            out.tokens.push(TokenEntry { identity, sha256 });
+        }
+        for (i, u) in self.auth.users.iter().enumerate() {
+            let key = format!("auth.users[{i}]");
+            let identity = identity(&key, &u.login, &u.name, &u.roles, &u.organ_id, &None)?;
+            if identity.has(Role::Integration) {
+                return Err(bad(format!("{key}.roles"), "integration is a role for tokens, not users".into()));
+            }
+            if !u.password_hash.starts_with("$argon2id$")
+                || argon2::password_hash::PasswordHash::new(&u.password_hash).is_err()
+            {
+                return Err(bad(
+                    format!("{key}.password_hash"),
+                    "must be an argon2id hash (xinfang user add prints it)".into(),
+                ));
+            }
+            if !names.insert(u.login.clone()) {
+                return Err(bad(format!("{key}.login"), format!("{:?} is used twice", u.login)));
+            }
+            out.users.push(UserEntry { identity, password_hash: u.password_hash.clone() });
+        }
+        Ok(out)
     }
 
     /// This node's code.

@@ -1,6 +1,6 @@
 //! Request/reply endpoints as a NATS service (async-nats service API, queue group), shared by
-//! intake's API and the escalation inbox: each request's payload goes to the handler, whose
-//! JSON answer is the reply. Requests are handled concurrently; a reply that cannot be sent is
+//! intake's API and the escalation inbox: each request's headers (its `Authorization`) and
+//! payload go to the handler, whose JSON answer is the reply. Requests are handled concurrently; a reply that cannot be sent is
 //! logged.
 
 use std::future::Future;
@@ -31,7 +31,7 @@ pub async fn serve<H, F>(
     handle: H,
 ) -> Result<(), String>
 where
-    H: Fn(&'static str, bytes::Bytes) -> F + Clone + Send + Sync + 'static,
+    H: Fn(&'static str, Option<async_nats::HeaderMap>, bytes::Bytes) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Value> + Send + 'static,
 {
     let svc = client
@@ -58,7 +58,8 @@ where
                 };
                 let handle = handle.clone();
                 tokio::spawn(async move {
-                    let body = handle(name, request.message.payload.clone()).await;
+                    let (headers, payload) = (request.message.headers.clone(), request.message.payload.clone());
+                    let body = handle(name, headers, payload).await;
                     if let Err(e) = request.respond(Ok(serde_json::to_vec(&body).expect("serializes").into())).await {
                         tracing::warn!(error = %e, endpoint = name, "could not send a reply");
                     }

@@ -18,12 +18,14 @@ pub enum ErrorCode {
     InvalidTransition,
     Conflict,
     Unauthorized,
+    Forbidden,
+    RateLimited,
     Unavailable,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         Self::InvalidJson,
         Self::MissingField,
         Self::InvalidField,
@@ -35,6 +37,8 @@ impl ErrorCode {
         Self::InvalidTransition,
         Self::Conflict,
         Self::Unauthorized,
+        Self::Forbidden,
+        Self::RateLimited,
         Self::Unavailable,
     ];
 
@@ -51,6 +55,8 @@ impl ErrorCode {
             Self::NotFound => 404,
             Self::InvalidTransition | Self::Conflict => 409,
             Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::RateLimited => 429,
             Self::Unavailable => 503,
         }
     }
@@ -69,6 +75,8 @@ impl ErrorCode {
             Self::InvalidTransition => "invalid_transition",
             Self::Conflict => "conflict",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
         }
     }

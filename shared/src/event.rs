@@ -46,6 +46,9 @@ pub struct Envelope {
     pub node: NodeCode,
     pub at: Instant,
     pub actor: Actor,
+    /// The staff who recorded the action for `actor` (a clerk entering a paper reply, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_by: Option<Actor>,
     #[serde(default)]
     pub causation_id: Option<String>,
     #[serde(default)]
@@ -71,7 +74,7 @@ impl Envelope {
         data: EventData,
     ) -> Self {
         let (kind, data) = data.into_parts();
-        Self { event_id: event_id.into(), case_id, kind, node, at, actor, causation_id, data }
+        Self { event_id: event_id.into(), case_id, kind, node, at, actor, recorded_by: None, causation_id, data }
     }
 
     /// Parses the wire form.

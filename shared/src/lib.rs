@@ -3,16 +3,19 @@
 //! # Layout
 //! - Domain, pure: [`ids`] (newtypes that parse), [`petition`] (validation), [`event`]
 //!   (the ledger's events), [`state`] (the case state machine), [`calendar`] (the
-//!   regulation's clock), [`dues`], [`indicators`] (the offices' counts), [`time`], [`error`]
-//!   (wire errors), [`subjects`]; [`fixtures`]:
+//!   regulation's clock), [`dues`], [`indicators`] (the offices' counts), [`access`] (roles,
+//!   scopes, credentials checked, personal data masked), [`time`], [`error`] (wire errors),
+//!   [`subjects`]; [`fixtures`]:
 //!   ready-made events for the services' unit tests (always built, so a test build does not
 //!   compile this crate a second time with a feature on).
 //! - Plumbing: [`config`] (node file), [`ledger`] (JetStream append/read), [`links`] (cross-node streams),
-//!   [`leaf_auth`] (leaf-link credentials),
+//!   [`leaf_auth`] (leaf-link credentials), [`gate`] (the APIs' door: `Authorization` → caller,
+//!   the public's rate limit), [`endpoints`] (NATS request/reply),
 //!   [`consumer`] (durable consumer loop), [`projection`] (sled), [`ops`] (metrics and
 //!   health), [`runtime`] (logging, signals, NATS connection).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod action;
 pub mod calendar;
 pub mod config;
@@ -24,6 +27,7 @@ pub mod escalation;
 pub mod event;
 pub mod fast_ingest;
 pub mod fixtures;
+pub mod gate;
 pub mod ids;
 pub mod indicators;
 pub mod leaf_auth;

@@ -254,7 +254,7 @@ impl Action {
         "withdraw",
     ];
 
-    fn by_petitioner(&self) -> bool {
+    pub fn by_petitioner(&self) -> bool {
         matches!(
             self,
             Self::Evaluate { .. } | Self::RequestReview { .. } | Self::RequestRereview { .. } | Self::Withdraw { .. }

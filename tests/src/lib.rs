@@ -148,6 +148,33 @@ pub async fn forget_message_ids(js: &async_nats::jetstream::Context, name: &str)
     tokio::time::sleep(Duration::from_secs(3)).await;
 }
 
+/// The staff token every test node file grants (`bureau` and `office`, as the acceptance
+/// suite's); [`staff_http`] and [`staff_headers`] send it.
+pub const STAFF_TOKEN: &str = "xf-test-staff-token-0123456789abcdef";
+
+/// The `[[auth.tokens]]` entry of [`STAFF_TOKEN`], appended to every test node file.
+pub fn staff_auth_toml() -> String {
+    format!(
+        "\n[[auth.tokens]]\nname = \"tests\"\nroles = [\"bureau\", \"office\"]\nsha256 = \"{}\"\n",
+        xinfang_shared::access::token_sha256(STAFF_TOKEN)
+    )
+}
+
+/// An HTTP client that sends [`STAFF_TOKEN`] on every request.
+pub fn staff_http(timeout: Duration) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {STAFF_TOKEN}").parse().expect("header value");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().timeout(timeout).default_headers(headers).build().expect("client")
+}
+
+/// NATS request headers carrying [`STAFF_TOKEN`].
+pub fn staff_headers() -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {STAFF_TOKEN}").as_str());
+    headers
+}
+
 /// A node file like the acceptance suite's, for node `code` with peer 320213.
 pub fn node_toml(code: &str, nats_url: &str, extra: &str) -> String {
     format!(
@@ -195,7 +222,8 @@ division_prefix = "{code}"
 categories = ["urban_construction"]
 organ = "{code}-zjj"
 {extra}
-"#
+{auth}"#,
+        auth = staff_auth_toml()
     )
 }
 
@@ -234,7 +262,8 @@ id = "320200-zjj"
 name = "无锡市住房和城乡建设局"
 role = "department"
 node = "320200"
-"#
+{auth}"#,
+        auth = staff_auth_toml()
     )
 }
 
@@ -367,7 +396,7 @@ impl TestNode {
             others,
             node: settings.node_code(),
             config,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client"),
+            http: staff_http(Duration::from_secs(20)),
             _dir: dir,
         }
     }

@@ -75,7 +75,8 @@ division_prefix = "{code}"
 categories = ["urban_construction"]
 organ = "{code}-zjj"
 {extra}
-"#
+{auth}"#,
+        auth = crate::staff_auth_toml()
     )
 }
 
@@ -121,7 +122,8 @@ id = "320200-zjj"
 name = "无锡市住房和城乡建设局"
 role = "department"
 node = "320200"
-"#
+{auth}"#,
+        auth = crate::staff_auth_toml()
     )
 }
 

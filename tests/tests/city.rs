@@ -20,7 +20,7 @@ async fn districts_work_through_a_wan_cut_and_what_they_owe_arrives_once_after_t
     let city = City::start(dir.path(), "").await;
     let (binhu, liangxi) = (&city.districts[0], &city.districts[1]);
     let (p11, p13) = (&city.links[0], &city.links[1]);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = xinfang_tests::staff_http(Duration::from_secs(10));
     let (hub_js, binhu_js, liangxi_js) =
         (city.jetstream("320200").await, city.jetstream("320211").await, city.jetstream("320213").await);
     for d in [binhu, liangxi] {
@@ -120,7 +120,7 @@ async fn a_district_credential_cannot_write_another_districts_subjects_or_the_ci
     let dir = tempfile::tempdir().unwrap();
     let city = City::start(dir.path(), "").await;
     let binhu = &city.districts[0];
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = xinfang_tests::staff_http(Duration::from_secs(10));
     for d in &city.districts {
         wait_until(Duration::from_secs(30), "leaf link up", || parent_connected(&http, d)).await;
     }

@@ -61,9 +61,12 @@ async fn the_demo_is_the_whole_city_and_the_city_office_inbox_fills() {
     }
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let token = ready["staff_token"].as_str().expect("the demo's staff token in the ready line").to_string();
     let office = format!("{}/v1/escalations", nodes["320200"]["services"]["escalation"].as_str().unwrap());
+    let refused = http.get(&office).send().await.expect("escalation service");
+    assert_eq!(refused.status().as_u16(), 401, "the office's inbox needs credentials");
     wait_until(Duration::from_secs(90), "an escalation in the city office's inbox", || async {
-        let Ok(r) = http.get(&office).send().await else { return false };
+        let Ok(r) = http.get(&office).bearer_auth(&token).send().await else { return false };
         let v: Value = r.json().await.unwrap_or_default();
         v["escalations"].as_array().is_some_and(|e| !e.is_empty())
     })

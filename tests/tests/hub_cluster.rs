@@ -77,7 +77,7 @@ async fn the_hub_as_three_servers_goes_on_when_the_leader_of_its_routes_is_kille
         districts.push(start_node(dir.path(), code, &text, &[]));
     }
     let (binhu, liangxi) = (&districts[0], &districts[1]);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = xinfang_tests::staff_http(Duration::from_secs(10));
     for d in [binhu, liangxi] {
         wait_until(Duration::from_secs(30), "leaf link up", || parent_connected(&http, d)).await;
     }

@@ -120,7 +120,8 @@ async fn actions_and_views_over_the_nats_endpoints() {
     let ask = |subject: &'static str, body: serde_json::Value| {
         let nc = nc.clone();
         async move {
-            let reply = nc.request(subject, serde_json::to_vec(&body).unwrap().into()).await.unwrap();
+            let payload = serde_json::to_vec(&body).unwrap().into();
+            let reply = nc.request_with_headers(subject, xinfang_tests::staff_headers(), payload).await.unwrap();
             serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
         }
     };

@@ -58,7 +58,7 @@ async fn node_init_writes_nodes_that_up_runs_as_they_are_and_only_admitted_distr
 
     let city_node = start(&city);
     let (binhu_node, liangxi_node) = (start(&binhu), start(&liangxi));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let http = xinfang_tests::staff_http(Duration::from_secs(5));
     let started = Instant::now();
     while !parent_connected(&http, &binhu_node).await {
         assert!(started.elapsed() < Duration::from_secs(30), "滨湖区 never linked to the city");

@@ -59,7 +59,7 @@ impl Prometheus {
             .stderr(if std::env::var_os("XF_TEST_UP_STDERR").is_some() { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .expect("prometheus");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let http = xinfang_tests::staff_http(Duration::from_secs(10));
         Self { child, url: format!("http://127.0.0.1:{port}"), http }
     }
 
@@ -230,7 +230,7 @@ async fn every_rule_and_panel_has_data_and_the_indicators_are_the_ledgers() {
     let dir = tempfile::tempdir().unwrap();
     let periods = "\n[deadlines.periods]\nacceptance = \"6s\"\nhandling = \"6s\"\n";
     let city = City::start(dir.path(), periods).await;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = xinfang_tests::staff_http(Duration::from_secs(10));
     let nodes = ["320200", "320211", "320213"];
     let targets: Vec<PathBuf> = nodes.iter().map(|n| dir.path().join(n).join("prometheus/targets.json")).collect();
     for t in &targets {

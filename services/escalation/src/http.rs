@@ -11,8 +11,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Extension, Form, Json, Router};
 use serde_json::{json, Value};
+use xinfang_shared::access::{self, Caller};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::petition::parse_body;
 use xinfang_shared::time::now_cst;
@@ -21,13 +22,18 @@ use crate::inbox::{Filter, Inbox, View};
 use crate::{page, request};
 
 /// The API and page routes.
+/// The API routes go through the gate (DESIGN.md §11): the office acts, the office and
+/// auditors read.
 pub fn router(inbox: Arc<Inbox>) -> Router {
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/escalations") }))
+    let api = Router::new()
         .route("/v1/escalations", get(list_json))
         .route("/v1/escalations/{id}", get(get_json))
         .route("/v1/escalations/{id}/ack", post(ack_json))
         .route("/v1/escalations/{id}/directive", post(directive_json))
+        .layer(axum::middleware::from_fn_with_state(inbox.gate.clone(), xinfang_shared::gate::layer));
+    Router::new()
+        .merge(api)
+        .route("/", get(|| async { Redirect::to("/escalations") }))
         .route("/escalations", get(list_page))
         .route("/escalations/{id}", get(detail_page))
         .route("/escalations/{id}/ack", post(ack_form))
@@ -36,8 +42,7 @@ pub fn router(inbox: Arc<Inbox>) -> Router {
 }
 
 fn error(e: &ApiError) -> Response {
-    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, Json(e.to_body())).into_response()
+    xinfang_shared::gate::refusal(e)
 }
 
 /// A view for lists: without the case snapshot.
@@ -56,8 +61,12 @@ fn filter_of(q: Result<Query<Filter>, QueryRejection>) -> Result<Filter, ApiErro
     Ok(f)
 }
 
-async fn list_json(State(inbox): State<Arc<Inbox>>, q: Result<Query<Filter>, QueryRejection>) -> Response {
-    match filter_of(q) {
+async fn list_json(
+    State(inbox): State<Arc<Inbox>>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<Filter>, QueryRejection>,
+) -> Response {
+    match access::may_read_escalations(&caller).and_then(|()| filter_of(q)) {
         Ok(f) => {
             let items: Vec<Value> = inbox.list(&f, now_cst()).iter().map(brief).collect();
             Json(json!({"ok": true, "escalations": items})).into_response()
@@ -66,7 +75,14 @@ async fn list_json(State(inbox): State<Arc<Inbox>>, q: Result<Query<Filter>, Que
     }
 }
 
-async fn get_json(State(inbox): State<Arc<Inbox>>, Path(id): Path<String>) -> Response {
+async fn get_json(
+    State(inbox): State<Arc<Inbox>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(e) = access::may_read_escalations(&caller) {
+        return error(&e);
+    }
     match inbox.get(&id) {
         Some(v) => Json(json!({"ok": true, "escalation": v})).into_response(),
         None => error(&ApiError::field(ErrorCode::NotFound, "id", format!("本节点收件箱中没有督办件 {id}"))),
@@ -80,8 +96,14 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     parse_body(body)
 }
 
-async fn ack_json(State(inbox): State<Arc<Inbox>>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn ack_json(
+    State(inbox): State<Arc<Inbox>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let result = async {
+        access::may_direct(&caller)?;
         let v = json_body(&body)?;
         if !v.is_object() {
             return Err(ApiError::general(ErrorCode::InvalidJson, "the body must be a JSON object"));
@@ -95,8 +117,14 @@ async fn ack_json(State(inbox): State<Arc<Inbox>>, Path(id): Path<String>, body:
     }
 }
 
-async fn directive_json(State(inbox): State<Arc<Inbox>>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn directive_json(
+    State(inbox): State<Arc<Inbox>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let result = async {
+        access::may_direct(&caller)?;
         let v = json_body(&body)?;
         let req = request::directive(&v, &inbox.calendar.get(), now_cst())?;
         inbox.direct(&id, req).await

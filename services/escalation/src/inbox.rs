@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 use xinfang_shared::calendar::LiveCalendar;
 use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::error::{ApiError, ErrorCode};
@@ -161,6 +162,8 @@ pub struct Inbox {
     pub answers: Projection,
     pub calendar: LiveCalendar,
     pub metrics: Metrics,
+    /// Credentials (DESIGN.md §11): the office acts, the office and auditors read.
+    pub gate: Arc<xinfang_shared::gate::Gate>,
 }
 
 fn esc_key(id: &str) -> Vec<u8> {
@@ -420,6 +423,7 @@ impl Inbox {
             node: self.ledger.node().clone(),
             at: now,
             actor: Actor::system("escalation"),
+            recorded_by: None,
             causation_id: Some(r.id.clone()),
             data: serde_json::to_value(data).expect("serializes"),
         }

@@ -75,6 +75,7 @@ impl Climb {
             node: self.ledger.node().clone(),
             at: now,
             actor: Actor::system("escalation"),
+            recorded_by: None,
             causation_id: Some(cause.event_id.clone()),
             data: serde_json::to_value(&notice).map_err(|e| e.to_string())?,
         };

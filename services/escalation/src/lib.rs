@@ -69,6 +69,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         answers: answers_tree,
         calendar: calendar.clone(),
         metrics: metrics.clone(),
+        gate: xinfang_shared::gate::Gate::new(&settings)?,
     });
     inbox.refresh_gauges(now_cst());
     let climb = Arc::new(Climb { ledger: ledger.clone(), ladder: Ladder::from_settings(&settings), calendar, metrics });

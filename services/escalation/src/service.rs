@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use xinfang_shared::access;
 use xinfang_shared::endpoints::{self, Endpoint};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::petition::parse_body;
@@ -43,9 +44,18 @@ pub async fn serve(
         endpoints,
         shutdown,
         registered,
-        move |name, payload| {
+        move |name, headers, payload| {
             let inbox = inbox.clone();
-            async move { handle(&inbox, name, &payload).await.unwrap_or_else(|e| e.to_body()) }
+            async move {
+                let allowed = inbox.gate.nats_caller(headers.as_ref()).and_then(|caller| match name {
+                    "escalation_list" | "escalation_get" => access::may_read_escalations(&caller),
+                    _ => access::may_direct(&caller),
+                });
+                match allowed {
+                    Ok(()) => handle(&inbox, name, &payload).await.unwrap_or_else(|e| e.to_body()),
+                    Err(e) => e.to_body(),
+                }
+            }
         },
     )
     .await

@@ -2,6 +2,7 @@
 //! checked against the state machine and appended with optimistic concurrency.
 
 use serde_json::{json, Value};
+use xinfang_shared::access::{self, constant_time_eq, Caller, Sight};
 use xinfang_shared::action::{self, refusal_error};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::event::Envelope;
@@ -40,12 +41,15 @@ impl Intake {
             .into()
     }
 
-    /// The full case record for staff.
-    pub async fn case_view(&self, case_id: &str) -> Result<Value, ApiError> {
+    /// The full case record for staff in whose scope it is (DESIGN.md §11); an auditor sees
+    /// the petitioners masked.
+    pub async fn case_view(&self, caller: &Caller, case_id: &str) -> Result<Value, ApiError> {
         let case = parse_case_id(case_id)?;
+        caller.staff()?;
         let (history, state) = self.load(&case).await?;
+        let sight = access::may_read(caller, case_id, state.organ.as_ref())?;
         let events: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
-        Ok(json!({
+        let mut view = json!({
             "ok": true,
             "case_id": case,
             "state": state.stage.as_str(),
@@ -55,7 +59,11 @@ impl Intake {
             "extended": state.extended,
             "due": self.dues(&events, &state),
             "events": events,
-        }))
+        });
+        if sight == Sight::Masked {
+            access::mask_personal_data(&mut view);
+        }
+        Ok(view)
     }
 
     /// The public status: the case id and query code give the stage, the timeline and the due
@@ -67,9 +75,7 @@ impl Intake {
             _ => not_found(case_id),
         })?;
         let events: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
-        let expected = registered_of(&events).map(|r| r.query_code_hash);
-        let given = query_code_hash(&case, &query_code.trim().to_ascii_uppercase());
-        if expected.is_none_or(|h| !constant_time_eq(h.as_bytes(), given.as_bytes())) {
+        if !query_code_matches(&case, &events, query_code) {
             return Err(not_found(case_id));
         }
         let timeline: Vec<Value> = events
@@ -88,18 +94,29 @@ impl Intake {
         }))
     }
 
-    /// Applies an action to a case: checked against its state, appended only if no one else
-    /// wrote to the case in between (else reload and decide again).
-    pub async fn act(&self, case_id: &str, body: &Value) -> Result<Value, ApiError> {
+    /// Applies an action to a case: allowed for the caller (DESIGN.md §11), checked against
+    /// its state, appended only if no one else wrote to the case in between (else reload and
+    /// decide again).
+    pub async fn act(&self, caller: &Caller, case_id: &str, body: &Value) -> Result<Value, ApiError> {
         let case = parse_case_id(case_id)?;
         let request = action::parse(body, self.clock.now())?;
+        let by_petitioner = request.action.by_petitioner();
+        if *caller == Caller::Public && !by_petitioner {
+            return Err(access::unauthorized("this action needs staff credentials (Authorization: Bearer …)"));
+        }
         for _ in 0..MAX_CONFLICT_RETRIES {
             let (history, state) = self.load(&case).await?;
+            let code_ok = *caller == Caller::Public && {
+                let events: Vec<Envelope> = history.iter().map(|s| s.event.clone()).collect();
+                body.get("query_code").and_then(Value::as_str).is_some_and(|c| query_code_matches(&case, &events, c))
+            };
+            let on =
+                access::may_act(caller, case_id, state.organ.as_ref(), by_petitioner, request.actor.as_ref(), code_ok)?;
             // done now unless the client says when; never before the case's latest event, which
             // another service's clock may have stamped a little ahead of ours
             let at = request.at.unwrap_or_else(|| self.clock.now().max(state.last_at));
             let last_seq = history.last().map(|s| s.seq).unwrap_or(0);
-            let data = state::decide(&state, &request.action, &request.actor, at, &self.calendar.get(), self.windows)
+            let data = state::decide(&state, &request.action, &on.actor, at, &self.calendar.get(), self.windows)
                 .map_err(refusal_error)?;
             let event_id = ulid::Ulid::new().to_string();
             let mut first: Option<Envelope> = None;
@@ -112,8 +129,9 @@ impl Intake {
                         (f.caused_id(&kind), Expect::Any, Some(f.event_id.clone()))
                     }
                 };
-                let event =
-                    Envelope::new(id, case.clone(), self.ledger.node().clone(), at, request.actor.clone(), cause, d);
+                let mut event =
+                    Envelope::new(id, case.clone(), self.ledger.node().clone(), at, on.actor.clone(), cause, d);
+                event.recorded_by = on.recorded_by.clone();
                 match self.ledger.append(&event, expect).await {
                     Ok(_) => {}
                     Err(AppendError::Conflict) if first.is_none() => {
@@ -179,6 +197,9 @@ fn public_label(kind: &str) -> &'static str {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Does `code` (as the petitioner typed it) match the case's query code hash?
+fn query_code_matches(case: &CaseId, events: &[Envelope], code: &str) -> bool {
+    let expected = registered_of(events).map(|r| r.query_code_hash);
+    let given = query_code_hash(case, &code.trim().to_ascii_uppercase());
+    expected.is_some_and(|h| constant_time_eq(h.as_bytes(), given.as_bytes()))
 }

@@ -10,9 +10,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
+use xinfang_shared::access::Caller;
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::links::Links;
 use xinfang_shared::petition::MAX_BODY_BYTES;
@@ -21,12 +22,15 @@ use crate::register::Submitted;
 use crate::Intake;
 
 /// The API routes (without `/metrics`, `/healthz`, `/readyz`, which the caller merges in).
+/// Every route goes through the gate (credentials, the public's rate limit).
 pub fn router(intake: Arc<Intake>) -> Router {
+    let gate = intake.gate.clone();
     Router::new()
         .route("/v1/petitions", post(submit))
         .route("/v1/cases/{id}", get(case))
         .route("/v1/cases/{id}/status", get(status))
         .route("/v1/cases/{id}/actions", post(act))
+        .layer(axum::middleware::from_fn_with_state(gate, xinfang_shared::gate::layer))
         .with_state(intake)
 }
 
@@ -44,8 +48,7 @@ pub async fn fallback() -> Response {
 }
 
 fn error(e: &ApiError) -> Response {
-    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, Json(e.to_body())).into_response()
+    xinfang_shared::gate::refusal(e)
 }
 
 fn reply(intake: &Intake, endpoint: &str, started: Instant, result: Result<(StatusCode, Value), ApiError>) -> Response {
@@ -89,11 +92,11 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     Ok(buf.freeze())
 }
 
-async fn submit(State(intake): State<Arc<Intake>>, body: Body) -> Response {
+async fn submit(State(intake): State<Arc<Intake>>, Extension(caller): Extension<Caller>, body: Body) -> Response {
     let started = Instant::now();
     let result = async {
         let bytes = read_body(body).await?;
-        intake.submit_counted(&bytes).await
+        intake.submit_counted(&caller, &bytes).await
     }
     .await
     .map(|s: Submitted| {
@@ -103,9 +106,13 @@ async fn submit(State(intake): State<Arc<Intake>>, body: Body) -> Response {
     reply(&intake, "submit", started, result)
 }
 
-async fn case(State(intake): State<Arc<Intake>>, Path(id): Path<String>) -> Response {
+async fn case(
+    State(intake): State<Arc<Intake>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     let started = Instant::now();
-    let result = intake.case_view(&id).await.map(|v| (StatusCode::OK, v));
+    let result = intake.case_view(&caller, &id).await.map(|v| (StatusCode::OK, v));
     reply(&intake, "case_get", started, result)
 }
 
@@ -129,12 +136,17 @@ async fn status(
     reply(&intake, "case_status", started, result)
 }
 
-async fn act(State(intake): State<Arc<Intake>>, Path(id): Path<String>, body: Body) -> Response {
+async fn act(
+    State(intake): State<Arc<Intake>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let result = async {
         let bytes = read_body(body).await?;
         let value = xinfang_shared::petition::parse_body(&bytes)?;
-        intake.act_counted(&id, &value).await
+        intake.act_counted(&caller, &id, &value).await
     }
     .await
     .map(|v| (StatusCode::OK, v));

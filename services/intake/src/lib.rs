@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use serde_json::Value;
+use xinfang_shared::access::Caller;
 use xinfang_shared::calendar::LiveCalendar;
 use xinfang_shared::config::Settings;
 use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
@@ -58,6 +59,8 @@ pub struct Intake {
     pub repeats: xinfang_shared::projection::Projection,
     /// Salt of the petitioner keys (keyed hashes of ID numbers) used for repeat matching.
     pub petitioner_key_salt: String,
+    /// Credentials and the public's rate limit (DESIGN.md §11).
+    pub gate: Arc<xinfang_shared::gate::Gate>,
 }
 
 impl Intake {
@@ -84,7 +87,9 @@ impl Intake {
         let windows = Windows { review: policy.review_window, rereview: policy.rereview_window };
         let repeats = xinfang_shared::projection::Projection::open(&settings.store.path, "repeats")
             .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
+        let gate = xinfang_shared::gate::Gate::new(&settings)?;
         Ok(Self {
+            gate,
             petitioner_key_salt: format!("xf-petitioner:{}", settings.node.parent.as_deref().unwrap_or(node.as_str())),
             settings,
             ledger,
@@ -101,8 +106,8 @@ impl Intake {
     }
 
     /// [`Intake::submit`], counted by channel and outcome.
-    pub async fn submit_counted(&self, body: &[u8]) -> Result<Submitted, ApiError> {
-        let result = self.submit(body).await;
+    pub async fn submit_counted(&self, caller: &Caller, body: &[u8]) -> Result<Submitted, ApiError> {
+        let result = self.submit(caller, body).await;
         let (channel, outcome) = match &result {
             Ok(s) => (s.channel.as_str(), if s.replayed { "replayed" } else { "registered" }),
             Err(e) if e.code == xinfang_shared::error::ErrorCode::Unavailable => ("unknown", "unavailable"),
@@ -113,8 +118,8 @@ impl Intake {
     }
 
     /// [`Intake::act`], counted by action and outcome.
-    pub async fn act_counted(&self, case_id: &str, body: &Value) -> Result<Value, ApiError> {
-        let result = self.act(case_id, body).await;
+    pub async fn act_counted(&self, caller: &Caller, case_id: &str, body: &Value) -> Result<Value, ApiError> {
+        let result = self.act(caller, case_id, body).await;
         let action = body
             .get("action")
             .and_then(Value::as_str)
@@ -151,6 +156,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         .fallback(http::fallback);
     let http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
     });
     let (registered, endpoints_up) = tokio::sync::oneshot::channel();

@@ -8,6 +8,7 @@ use async_nats::jetstream::{self, kv};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use xinfang_shared::access::{self, Caller};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::event::{Actor, Envelope, EventData, Registered, RegisteredDue};
 use xinfang_shared::ids::CaseId;
@@ -77,12 +78,14 @@ pub async fn idempotency_bucket(
 }
 
 impl Intake {
-    /// Validates and registers a petition body.
-    pub async fn submit(&self, body: &[u8]) -> Result<Submitted, ApiError> {
+    /// Validates and registers a petition body from `caller` (DESIGN.md §11: the public
+    /// online only, `integration` on its channel, `bureau` on any).
+    pub async fn submit(&self, caller: &Caller, body: &[u8]) -> Result<Submitted, ApiError> {
         let value = petition::parse_body(body)?;
         let now = self.clock.now();
         let submission = petition::validate(&value, &self.settings, now)?;
         let channel = submission.petition.channel;
+        access::may_submit(caller, channel)?;
         let (receipt, replayed) = match submission.idempotency_key.clone() {
             None => (self.register(submission, now).await?, false),
             Some(key) => self.register_once(&key, submission, now).await?,

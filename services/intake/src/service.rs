@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
+use xinfang_shared::access::Caller;
 use xinfang_shared::endpoints::{self, Endpoint};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::petition::parse_body;
@@ -41,11 +42,15 @@ pub async fn serve(
         endpoints,
         shutdown,
         registered,
-        move |name, payload| {
+        move |name, headers, payload| {
             let intake = intake.clone();
             async move {
                 let started = Instant::now();
-                let body = match handle(&intake, name, &payload).await {
+                let handled = match intake.gate.nats_caller(headers.as_ref()) {
+                    Ok(caller) => handle(&intake, &caller, name, &payload).await,
+                    Err(e) => Err(e),
+                };
+                let body = match handled {
                     Ok(v) => v,
                     Err(e) => {
                         intake.metrics.refusals.with_label_values(&[e.code.as_str()]).inc();
@@ -68,15 +73,15 @@ fn field<'a>(v: &'a Value, key: &str) -> Result<&'a str, ApiError> {
     }
 }
 
-async fn handle(intake: &Intake, endpoint: &str, payload: &[u8]) -> Result<Value, ApiError> {
+async fn handle(intake: &Intake, caller: &Caller, endpoint: &str, payload: &[u8]) -> Result<Value, ApiError> {
     match endpoint {
         "petition_submit" => {
-            let s: Submitted = intake.submit_counted(payload).await?;
+            let s: Submitted = intake.submit_counted(caller, payload).await?;
             Ok(serde_json::to_value(s.receipt).expect("serializes"))
         }
         "case_get" => {
             let v = parse_body(payload)?;
-            intake.case_view(field(&v, "case_id")?).await
+            intake.case_view(caller, field(&v, "case_id")?).await
         }
         "case_status" => {
             let v = parse_body(payload)?;
@@ -85,7 +90,7 @@ async fn handle(intake: &Intake, endpoint: &str, payload: &[u8]) -> Result<Value
         "case_act" => {
             let v = parse_body(payload)?;
             let case = field(&v, "case_id")?.to_string();
-            intake.act_counted(&case, &v).await
+            intake.act_counted(caller, &case, &v).await
         }
         _ => Err(ApiError::general(ErrorCode::NotFound, "no such endpoint")),
     }

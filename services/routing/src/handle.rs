@@ -125,6 +125,7 @@ impl Routing {
             node: self.ledger.node().clone(),
             at: to_cst(Utc::now().fixed_offset()),
             actor: Actor::system("routing"),
+            recorded_by: None,
             causation_id: Some(cause.event_id.clone()),
             data: serde_json::to_value(Transfer {
                 to_node: to_node.clone(),

@@ -68,7 +68,7 @@ async fn raw_publish(nats: &NatsServer, n: usize, size: usize, window: usize) ->
 
 /// Intake over HTTP: `n` petitions, `c` clients; returns (petitions/s, sorted latencies).
 async fn intake_http(base: &str, n: usize, c: usize) -> (f64, Vec<Duration>) {
-    let client = reqwest::Client::new();
+    let client = xinfang_tests::staff_http(Duration::from_secs(30));
     let url = format!("{base}/v1/petitions");
     // 1000 different petitioners, as at a real bureau (a petitioner's earlier cases are
     // looked up for repeats at every submission)

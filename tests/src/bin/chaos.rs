@@ -170,7 +170,7 @@ async fn run(a: &Args, nodes: &Nodes<'_>) -> bool {
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(a.minutes * 60.0);
     let load = Arc::new(Mutex::new(Load::default()));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+    let http = xinfang_tests::staff_http(Duration::from_secs(10));
     let intakes: Vec<(&'static str, String)> = nodes.districts.iter().map(|(c, up, _)| (*c, up.http())).collect();
     let petitions = tokio::spawn(submit_petitions(http.clone(), intakes.clone(), a.seed, a.rate, end, load.clone()));
     let actions = tokio::spawn(act_as_organs(http.clone(), intakes, a.seed, end, load.clone()));

@@ -1,0 +1,194 @@
+//! Access control end to end (DESIGN.md §11, issue 16): intake and escalation as processes on
+//! a real nats-server, called over HTTP and NATS with and without credentials.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use xinfang_shared::access::token_sha256;
+use xinfang_tests::{petition_by, staff_headers, TestNode, STAFF_TOKEN};
+
+const ZJJ: &str = "test-zjj-token";
+const XFJ_DESK: &str = "test-xfj-desk-token";
+const AUDITOR: &str = "test-auditor-token";
+const HOTLINE: &str = "test-hotline-token";
+
+fn tokens() -> String {
+    let entry = |name: &str, token: &str, rest: &str| {
+        format!("\n[[auth.tokens]]\nname = \"{name}\"\n{rest}\nsha256 = \"{}\"\n", token_sha256(token))
+    };
+    [
+        entry("zjj-desk", ZJJ, "roles = [\"organ\"]\norgan_id = \"320211-zjj\""),
+        entry("xfj-desk", XFJ_DESK, "roles = [\"organ\"]\norgan_id = \"320211-xfj\""),
+        entry("audit", AUDITOR, "roles = [\"auditor\"]"),
+        entry("hotline", HOTLINE, "roles = [\"integration\"]\nchannel = \"hotline_12345\""),
+    ]
+    .concat()
+}
+
+/// One HTTP call with `token` (or none); status and JSON body.
+async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let mut req = http.request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn nats(node: &TestNode, subject: &str, token: Option<&str>, body: Value) -> Value {
+    let nc = async_nats::connect(&node.nats.url).await.unwrap();
+    let payload = serde_json::to_vec(&body).unwrap().into();
+    let reply = match token {
+        Some(t) => {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Authorization", format!("Bearer {t}").as_str());
+            nc.request_with_headers(subject.to_string(), h, payload).await
+        }
+        None => nc.request(subject.to_string(), payload).await,
+    };
+    serde_json::from_slice(&reply.expect("reply").payload).unwrap()
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_staff_endpoint_needs_credentials_and_each_role_keeps_to_its_scope() {
+    let mut node = TestNode::start_services(&tokens(), &["escalation"]);
+    let base = node.intake.http.clone();
+    let office = node.service("escalation").http.clone();
+    let (_, receipt) = node.submit(&petition_by(301)).await;
+    let case = receipt["case_id"].as_str().unwrap().to_string();
+    node.route_by_hand(&case).await;
+    let case_url = format!("{base}/v1/cases/{case}");
+    let acts = format!("{case_url}/actions");
+    let accept = json!({"action": "accept"});
+
+    // no credentials, or bad ones: 401 on every staff endpoint, HTTP and NATS
+    let visit = json!(petition_by(302)
+        .as_object()
+        .unwrap()
+        .clone()
+        .into_iter()
+        .chain([("channel".to_string(), json!("visit"))])
+        .collect::<serde_json::Map<_, _>>());
+    for token in [None, Some("not-a-token")] {
+        assert_eq!(call("GET", &case_url, token, None).await.0, 401);
+        assert_eq!(call("POST", &acts, token, Some(accept.clone())).await.0, 401);
+        assert_eq!(call("POST", &format!("{base}/v1/petitions"), token, Some(visit.clone())).await.0, 401);
+        assert_eq!(call("GET", &format!("{office}/v1/escalations"), token, None).await.0, 401);
+        assert_eq!(call("POST", &format!("{office}/v1/escalations/x/ack"), token, Some(json!({}))).await.0, 401);
+        assert_eq!(code(&nats(&node, "xf.320211.api.case.get", token, json!({"case_id": case})).await), "unauthorized");
+        let act = json!({"case_id": case, "action": "accept"});
+        assert_eq!(code(&nats(&node, "xf.320211.api.case.act", token, act).await), "unauthorized");
+        assert_eq!(code(&nats(&node, "xf.320211.api.petition.submit", token, visit.clone()).await), "unauthorized");
+        assert_eq!(code(&nats(&node, "xf.320211.api.escalation.list", token, json!({})).await), "unauthorized");
+        let ack = json!({"id": "x"});
+        assert_eq!(code(&nats(&node, "xf.320211.api.escalation.ack", token, ack).await), "unauthorized");
+    }
+    // the public may still submit online
+    assert_eq!(call("POST", &format!("{base}/v1/petitions"), None, Some(petition_by(303))).await.0, 201);
+
+    // another organ's case is not found, over HTTP and NATS
+    let (s, v) = call("GET", &case_url, Some(XFJ_DESK), None).await;
+    assert_eq!((s, code(&v)), (404, "not_found"), "{v}");
+    assert_eq!(call("POST", &acts, Some(XFJ_DESK), Some(accept.clone())).await.0, 404);
+    assert_eq!(
+        code(&nats(&node, "xf.320211.api.case.get", Some(XFJ_DESK), json!({"case_id": case})).await),
+        "not_found"
+    );
+    // an organ credential naming another organ as actor is forbidden
+    let as_xfj = json!({"action": "accept", "actor": {"kind": "organ", "id": "320211-xfj"}});
+    let (s, v) = call("POST", &acts, Some(ZJJ), Some(as_xfj)).await;
+    assert_eq!((s, code(&v)), (403, "forbidden"), "{v}");
+    // an auditor reads (masked) and may not act
+    let (s, v) = call("GET", &case_url, Some(AUDITOR), None).await;
+    assert_eq!(s, 200, "{v}");
+    let text = v.to_string();
+    assert!(!text.contains(&xinfang_tests::id_number(301)) && !text.contains("13812345678"), "masked: {text}");
+    let (s, v) = call("POST", &acts, Some(AUDITOR), Some(accept.clone())).await;
+    assert_eq!((s, code(&v)), (403, "forbidden"), "{v}");
+    assert_eq!(
+        code(&nats(&node, "xf.320211.api.escalation.ack", Some(AUDITOR), json!({"id": "x"})).await),
+        "forbidden"
+    );
+    // an integration submits on its channel only
+    let hotline = json!(petition_by(304)
+        .as_object()
+        .unwrap()
+        .clone()
+        .into_iter()
+        .chain([("channel".to_string(), json!("hotline_12345"))])
+        .collect::<serde_json::Map<_, _>>());
+    assert_eq!(call("POST", &format!("{base}/v1/petitions"), Some(HOTLINE), Some(hotline)).await.0, 201);
+    let (s, v) = call("POST", &format!("{base}/v1/petitions"), Some(HOTLINE), Some(visit.clone())).await;
+    assert_eq!((s, code(&v)), (403, "forbidden"), "{v}");
+    assert_eq!(call("GET", &case_url, Some(HOTLINE), None).await.0, 403);
+
+    // the organ acts on its own case as itself: the actor on record is its organ
+    let (s, v) = call("GET", &case_url, Some(ZJJ), None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call("POST", &acts, Some(ZJJ), Some(accept)).await;
+    assert_eq!(s, 200, "{v}");
+    let accepted = node.wait_for(&case, "accepted", Duration::from_secs(5)).await.expect("accepted");
+    assert_eq!((accepted.actor.id.as_str(), accepted.recorded_by.clone()), ("320211-zjj", None));
+    // the bureau records a reply on the organ's behalf: both are on record
+    let reply = json!({"case_id": case, "action": "reply", "actor": {"kind": "organ", "id": "320211-zjj"},
+        "outcome": "supported", "summary": "已督促物业维修电梯"});
+    let headers = staff_headers();
+    let nc = async_nats::connect(&node.nats.url).await.unwrap();
+    let r = nc
+        .request_with_headers("xf.320211.api.case.act", headers, serde_json::to_vec(&reply).unwrap().into())
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&r.payload).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let replied = node.wait_for(&case, "replied", Duration::from_secs(5)).await.expect("replied");
+    assert_eq!(replied.actor.id, "320211-zjj");
+    assert_eq!(replied.recorded_by.map(|a| a.id), Some("tests".to_string()));
+    let _ = STAFF_TOKEN;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_acts_with_its_query_code_and_cannot_walk_the_codes() {
+    let node = TestNode::start();
+    let base = node.intake.http.clone();
+    let (_, receipt) = node.submit(&petition_by(311)).await;
+    let case = receipt["case_id"].as_str().unwrap().to_string();
+    let query_code = receipt["query_code"].as_str().unwrap().to_string();
+    let acts = format!("{base}/v1/cases/{case}/actions");
+    // the petitioner's own action needs the case's query code; a staff action needs staff
+    let withdraw = |code: &str| json!({"action": "withdraw", "reason": "已自行协商解决", "query_code": code});
+    assert_eq!(call("POST", &acts, None, Some(json!({"action": "accept"}))).await.0, 401);
+    assert_eq!(call("POST", &acts, None, Some(json!({"action": "withdraw"}))).await.0, 404);
+    assert_eq!(call("POST", &acts, None, Some(withdraw("ZZZZZZ"))).await.0, 404);
+    let organ = json!({"action": "withdraw", "query_code": query_code, "actor": {"kind": "organ", "id": "320211-zjj"}});
+    assert_eq!(call("POST", &acts, None, Some(organ)).await.0, 403);
+    let (s, v) = call("POST", &acts, None, Some(withdraw(&query_code))).await;
+    assert_eq!(s, 200, "{v}");
+    let closed = node.wait_for(&case, "closed", Duration::from_secs(5)).await.expect("withdrawn");
+    assert_eq!(closed.actor.kind, xinfang_shared::event::ActorKind::Petitioner);
+    // 50 wrong query codes from one address: refused with 429 before the 50th
+    let mut first_429 = None;
+    for i in 0..50 {
+        let url = format!("{base}/v1/cases/{case}/status?query_code=WRONG{i:02}");
+        let (s, v) = call("GET", &url, None, None).await;
+        if s == 429 {
+            assert_eq!(code(&v), "rate_limited");
+            first_429 = Some(i);
+            break;
+        }
+        assert_eq!(s, 404, "{v}");
+    }
+    assert!(first_429.is_some_and(|i| i < 49), "no 429 within 50 wrong codes: {first_429:?}");
+    // even the right code is refused while the address is over its rate; staff are not limited
+    let right = format!("{base}/v1/cases/{case}/status?query_code={query_code}");
+    assert_eq!(call("GET", &right, None, None).await.0, 429);
+    assert_eq!(call("GET", &right, Some(STAFF_TOKEN), None).await.0, 200);
+}
