@@ -84,7 +84,7 @@ pub fn free_port() -> Result<u16, String> {
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-fn start(file: &Path, data: &Path, targets: &Path) -> Result<Child, String> {
+fn start(file: &Path, data: &Path, targets: &Path, secret: &Path) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     Command::new(exe)
         .arg("up")
@@ -93,6 +93,8 @@ fn start(file: &Path, data: &Path, targets: &Path) -> Result<Child, String> {
         .arg("--data")
         .arg(data)
         .env("XF__METRICS__TARGETS_FILE", targets)
+        // one secret for the city's nodes, so a forwarded case's query code verifies there
+        .env("XF__AUTH__SECRET_FILE", secret)
         .env(runtime::TETHER_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -161,7 +163,7 @@ pub async fn main(dir: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> Ex
             };
             // every node's target list in one directory, for one Prometheus over the city
             let targets = crate::prometheus::targets_dir(&data).join(format!("{}.json", node.code));
-            let mut child = match start(&file, &out, &targets) {
+            let mut child = match start(&file, &out, &targets, &data.join("node.key")) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };

@@ -37,6 +37,8 @@ struct Service {
     listen: String,
     started: Instant,
     failures: u32,
+    /// The node secret (`auth.secret_file`, else `DATA/node.key`), the same for every service.
+    secret_file: PathBuf,
 }
 
 /// `xinfang up`.
@@ -81,13 +83,15 @@ pub async fn main(config: PathBuf, data: Option<PathBuf>, nats_only: bool) -> Ex
     if nats_only && nats.is_none() {
         return fail("--nats-only: nats.url names another server; this node has none of its own to run");
     }
+    let secret_file = settings.auth.secret_file.clone().unwrap_or_else(|| data.join("node.key"));
     let mut services: Vec<Service> = SERVICES
         .iter()
         .filter(|_| !nats_only)
         .filter_map(|name| {
             let binary = sibling(&format!("xinfang-{name}"))?;
             let listen = if *name == "intake" { settings.http.listen.clone() } else { settings.metrics.listen.clone() };
-            Some(Service { name, binary, child: None, listen, started: Instant::now(), failures: 0 })
+            let secret_file = secret_file.clone();
+            Some(Service { name, binary, child: None, listen, started: Instant::now(), failures: 0, secret_file })
         })
         .collect();
     if services.is_empty() && !nats_only {
@@ -200,6 +204,7 @@ fn spawn(
         .env("XF__NATS__URL", nats_url)
         .env("XF__STORE__PATH", data.join(s.name))
         .env(listen_key, &s.listen)
+        .env("XF__AUTH__SECRET_FILE", &s.secret_file)
         // the pipe's end, when `up` is gone, stops the service (runtime::stop_with_parent)
         .env(runtime::TETHER_ENV, "1")
         .stdin(Stdio::piped())

@@ -4,7 +4,8 @@
 //! - Domain, pure: [`ids`] (newtypes that parse), [`petition`] (validation), [`event`]
 //!   (the ledger's events), [`state`] (the case state machine), [`calendar`] (the
 //!   regulation's clock), [`dues`], [`indicators`] (the offices' counts), [`access`] (roles,
-//!   scopes, credentials checked, personal data masked), [`time`], [`error`] (wire errors),
+//!   scopes, credentials checked, personal data masked), [`keyring`] (keyed hashes with the
+//!   node secret), [`time`], [`error`] (wire errors),
 //!   [`subjects`]; [`fixtures`]:
 //!   ready-made events for the services' unit tests (always built, so a test build does not
 //!   compile this crate a second time with a feature on).
@@ -30,6 +31,7 @@ pub mod fixtures;
 pub mod gate;
 pub mod ids;
 pub mod indicators;
+pub mod keyring;
 pub mod leaf_auth;
 pub mod ledger;
 pub mod links;

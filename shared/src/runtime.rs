@@ -189,3 +189,29 @@ where
         }
     })
 }
+
+/// The node secret ([`crate::keyring`]): `auth.secret_file`, else `node.key` in the service's
+/// store directory; created (mode 0600, one random secret) when absent.
+pub fn node_secret(settings: &Settings) -> Result<crate::keyring::KeyRing, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = settings.auth.secret_file.clone().unwrap_or_else(|| settings.store.path.join("node.key"));
+    let shown = path.display().to_string();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("auth.secret_file {shown}: {e}"))?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+        Ok(mut f) => {
+            let text = crate::keyring::KeyRing::new_file_text(rand::random());
+            // written whole and synced before anyone hashes with it
+            f.write_all(text.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("auth.secret_file {shown}: {e}"))?;
+            tracing::info!(path = %shown, "created the node secret");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("auth.secret_file {shown}: {e}")),
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("auth.secret_file {shown}: {e}"))?;
+    crate::keyring::KeyRing::from_text(&text).map_err(|e| format!("auth.secret_file {shown}: {e}"))
+}

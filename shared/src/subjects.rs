@@ -53,6 +53,16 @@ pub fn api(node: &NodeCode, endpoint: &str) -> String {
     format!("xf.{node}.api.{endpoint}")
 }
 
+/// `XF_AUDIT_<node>`: the node's record of staff reads of personal data (never sourced out).
+pub fn audit_stream(node: &NodeCode) -> String {
+    format!("XF_AUDIT_{node}")
+}
+
+/// `xf.<node>.audit.<what>`: one audit record.
+pub fn audit(node: &NodeCode, what: &str) -> String {
+    format!("xf.{node}.audit.{what}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -291,6 +291,7 @@ impl ServiceProcess {
             .arg(config)
             .env("XF__NATS__URL", nats_url)
             .env("XF__STORE__PATH", dir.join(name))
+            .env("XF__AUTH__SECRET_FILE", dir.join("node.key"))
             .env(key, listen)
             .env("XF_LOG", "warn")
             .stdout(Stdio::piped())

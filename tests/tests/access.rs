@@ -192,3 +192,67 @@ async fn the_public_acts_with_its_query_code_and_cannot_walk_the_codes() {
     assert_eq!(call("GET", &right, None, None).await.0, 429);
     assert_eq!(call("GET", &right, Some(STAFF_TOKEN), None).await.0, 200);
 }
+
+/// Reads every message of `stream` as text.
+async fn stream_texts(js: &async_nats::jetstream::Context, stream: &str) -> Vec<String> {
+    use futures::StreamExt;
+    let stream = js.get_stream(stream).await.expect("stream");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("consumer");
+    let pending = stream.cached_info().state.messages as usize;
+    let mut out = Vec::new();
+    let mut messages = consumer.messages().await.expect("messages");
+    while out.len() < pending {
+        let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.expect("in time");
+        out.push(String::from_utf8_lossy(&m.expect("message").expect("ok").payload).to_string());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_and_id_numbers_are_kept_keyed_or_sealed_and_staff_reads_are_audited() {
+    let node = TestNode::start_with(&tokens());
+    let mut p = petition_by(321);
+    p["idempotency_key"] = json!("kiosk-9-000001");
+    let (s, receipt) = node.submit(&p).await;
+    assert_eq!(s, 201, "{receipt}");
+    let (case, query_code) = (receipt["case_id"].as_str().unwrap(), receipt["query_code"].as_str().unwrap());
+    // a retry gets the same receipt back, its code opened from the sealed record
+    let (s, again) = node.submit(&p).await;
+    assert_eq!((s, &again["query_code"]), (200, &receipt["query_code"]), "{again}");
+    // at rest: the ledger holds keyed hashes, the buckets sealed codes, none the plaintext
+    let js = node.nats.jetstream().await;
+    let registered = node.wait_for(case, "registered", Duration::from_secs(5)).await.expect("registered");
+    assert!(registered.data["query_code_hash"].as_str().unwrap().starts_with("h1."), "{:?}", registered.data);
+    assert!(registered.data["petitioner_keys"][0].as_str().unwrap().starts_with("h1."));
+    for bucket in ["KV_XF_IDEM_320211", "KV_XF_CODES_320211"] {
+        let texts = stream_texts(&js, bucket).await;
+        assert!(!texts.is_empty(), "{bucket} has the record");
+        for t in texts {
+            assert!(!t.contains(query_code), "{bucket} holds the plaintext code: {t}");
+        }
+    }
+    let status = format!("{}/v1/cases/{case}/status?query_code={}", node.intake.http, query_code.to_lowercase());
+    assert_eq!(call("GET", &status, None, None).await.0, 200, "the code verifies against its keyed hash");
+    // a repeat by the same petitioner is still found through the keyed petitioner key
+    let mut linked = Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, repeat) = node.submit(&petition_by(321)).await;
+        linked = repeat["repeat_of"].clone();
+        if !linked.is_null() {
+            break;
+        }
+    }
+    assert!(linked.is_string(), "a repeat is linked to an earlier case of the petitioner");
+    // staff reads of personal data are on record; an auditor's masked read is not
+    let case_url = format!("{}/v1/cases/{case}", node.intake.http);
+    assert_eq!(call("GET", &case_url, Some(STAFF_TOKEN), None).await.0, 200);
+    assert_eq!(call("GET", &case_url, Some(AUDITOR), None).await.0, 200);
+    let audit = stream_texts(&js, "XF_AUDIT_320211").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    let record: Value = serde_json::from_str(&audit[0]).unwrap();
+    assert_eq!((record["who"].as_str(), record["case_id"].as_str()), (Some("tests"), Some(case)), "{record}");
+}

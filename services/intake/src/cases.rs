@@ -2,7 +2,7 @@
 //! checked against the state machine and appended with optimistic concurrency.
 
 use serde_json::{json, Value};
-use xinfang_shared::access::{self, constant_time_eq, Caller, Sight};
+use xinfang_shared::access::{self, Caller, Sight};
 use xinfang_shared::action::{self, refusal_error};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::event::Envelope;
@@ -12,7 +12,7 @@ use xinfang_shared::state::{self, CaseState};
 use xinfang_shared::time::rfc3339;
 use xinfang_shared::transfer::registered_of;
 
-use crate::register::{query_code_hash, unavailable};
+use crate::register::{query_code_matches, unavailable};
 use crate::Intake;
 
 /// How often an action reloads and retries after a concurrent write to the same case.
@@ -60,8 +60,9 @@ impl Intake {
             "due": self.dues(&events, &state),
             "events": events,
         });
-        if sight == Sight::Masked {
-            access::mask_personal_data(&mut view);
+        match sight {
+            Sight::Masked => access::mask_personal_data(&mut view),
+            Sight::Full => self.audit.read(caller.staff()?, &case).await?,
         }
         Ok(view)
     }
@@ -75,7 +76,7 @@ impl Intake {
             _ => not_found(case_id),
         })?;
         let events: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
-        if !query_code_matches(&case, &events, query_code) {
+        if !self.query_code_matches(&case, &events, query_code) {
             return Err(not_found(case_id));
         }
         let timeline: Vec<Value> = events
@@ -108,7 +109,9 @@ impl Intake {
             let (history, state) = self.load(&case).await?;
             let code_ok = *caller == Caller::Public && {
                 let events: Vec<Envelope> = history.iter().map(|s| s.event.clone()).collect();
-                body.get("query_code").and_then(Value::as_str).is_some_and(|c| query_code_matches(&case, &events, c))
+                body.get("query_code")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| self.query_code_matches(&case, &events, c))
             };
             let on =
                 access::may_act(caller, case_id, state.organ.as_ref(), by_petitioner, request.actor.as_ref(), code_ok)?;
@@ -197,9 +200,10 @@ fn public_label(kind: &str) -> &'static str {
     }
 }
 
-/// Does `code` (as the petitioner typed it) match the case's query code hash?
-fn query_code_matches(case: &CaseId, events: &[Envelope], code: &str) -> bool {
-    let expected = registered_of(events).map(|r| r.query_code_hash);
-    let given = query_code_hash(case, &code.trim().to_ascii_uppercase());
-    expected.is_some_and(|h| constant_time_eq(h.as_bytes(), given.as_bytes()))
+impl Intake {
+    /// Does `code` (as the petitioner typed it) match the case's query code hash?
+    fn query_code_matches(&self, case: &CaseId, events: &[Envelope], code: &str) -> bool {
+        let code = code.trim().to_ascii_uppercase();
+        registered_of(events).is_some_and(|r| query_code_matches(&self.keys, case, &code, &r.query_code_hash))
+    }
 }

@@ -7,9 +7,11 @@
 //! - [`register`]: submission → `registered` → receipt, idempotency keys.
 //! - [`case_ids`]: restart-proof per-day case id sequence.
 //! - [`cases`]: staff view, public status view, actions.
+//! - [`audit`]: the record of staff reads of personal data.
 //! - [`http`] and [`service`]: the two transports over the same operations.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod case_ids;
 pub mod cases;
 pub mod http;
@@ -57,10 +59,15 @@ pub struct Intake {
     pub metrics: Metrics,
     /// Which cases each petitioner has (repeat detection), rebuilt from the ledger.
     pub repeats: xinfang_shared::projection::Projection,
-    /// Salt of the petitioner keys (keyed hashes of ID numbers) used for repeat matching.
+    /// The node secret: query codes and ID numbers are kept as keyed hashes under it.
+    pub keys: xinfang_shared::keyring::KeyRing,
+    /// Salt of the unkeyed petitioner keys of cases registered before keyed hashes, still
+    /// matched for repeats.
     pub petitioner_key_salt: String,
     /// Credentials and the public's rate limit (DESIGN.md §11).
     pub gate: Arc<xinfang_shared::gate::Gate>,
+    /// Who read which petitioner's personal data.
+    pub audit: audit::Audit,
 }
 
 impl Intake {
@@ -88,8 +95,12 @@ impl Intake {
         let repeats = xinfang_shared::projection::Projection::open(&settings.store.path, "repeats")
             .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
         let gate = xinfang_shared::gate::Gate::new(&settings)?;
+        let keys = runtime::node_secret(&settings)?;
+        let audit = audit::Audit::open(&js, &node, settings.nats.replicas).await?;
         Ok(Self {
             gate,
+            audit,
+            keys,
             petitioner_key_salt: format!("xf-petitioner:{}", settings.node.parent.as_deref().unwrap_or(node.as_str())),
             settings,
             ledger,

@@ -12,6 +12,7 @@ use xinfang_shared::access::{self, Caller};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::event::{Actor, Envelope, EventData, Registered, RegisteredDue};
 use xinfang_shared::ids::CaseId;
+use xinfang_shared::keyring::{KeyRing, Purpose};
 use xinfang_shared::ledger::{AppendError, Expect};
 use xinfang_shared::petition::{self, Channel, Submission};
 use xinfang_shared::time::rfc3339;
@@ -47,9 +48,15 @@ pub struct Submitted {
     pub channel: Channel,
 }
 
-/// SHA-256 of `case_id:code` — what events store instead of the query code.
-pub fn query_code_hash(case: &CaseId, code: &str) -> String {
-    hex::encode(Sha256::digest(format!("{case}:{code}").as_bytes()))
+/// The keyed hash of `case_id:code` — what events store instead of the query code.
+pub fn query_code_hash(keys: &KeyRing, case: &CaseId, code: &str) -> String {
+    keys.hash(Purpose::QueryCode, &format!("{case}:{code}"))
+}
+
+/// Does `stored` (a case's `query_code_hash`, keyed or from before) hash `code`?
+pub fn query_code_matches(keys: &KeyRing, case: &CaseId, code: &str, stored: &str) -> bool {
+    let message = format!("{case}:{code}");
+    keys.verify(Purpose::QueryCode, &message, &message, stored)
 }
 
 fn new_query_code() -> String {
@@ -120,8 +127,9 @@ impl Intake {
             return self.replay(first).await;
         }
         let (receipt, event) = self.prepare(&submission, now).await?;
-        let record =
-            serde_json::to_vec(&Remembered { receipt: receipt.clone(), event: event.clone() }).expect("serializes");
+        // the query code sealed: no plaintext code at rest in the bucket
+        let sealed = Receipt { query_code: self.keys.seal(&receipt.query_code, rand::random()), ..receipt.clone() };
+        let record = serde_json::to_vec(&Remembered { receipt: sealed, event: event.clone() }).expect("serializes");
         match self.idempotency.create(&slot, record.into()).await {
             Ok(_) => {}
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
@@ -142,7 +150,17 @@ impl Intake {
         let Some(bytes) = self.idempotency.get(slot).await.map_err(unavailable)? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes).map(Some).map_err(unavailable)
+        let mut first: Remembered = serde_json::from_slice(&bytes).map_err(unavailable)?;
+        first.receipt.query_code = self.unseal_code(&first.receipt.query_code)?;
+        Ok(Some(first))
+    }
+
+    /// A query code as kept in a bucket: sealed, or plaintext from before sealing.
+    fn unseal_code(&self, kept: &str) -> Result<String, ApiError> {
+        if !kept.starts_with("s1.") {
+            return Ok(kept.to_string());
+        }
+        self.keys.open(kept).ok_or_else(|| unavailable("a sealed query code does not open with the node secret"))
     }
 
     /// The first receipt — after making sure its event is in the ledger (the first attempt
@@ -156,15 +174,17 @@ impl Intake {
         Ok((first.receipt, true))
     }
 
-    /// Keeps the receipt's query code for the receipt notice, before the case is registered.
+    /// Keeps the receipt's query code (sealed) for the receipt notice, before the case is
+    /// registered.
     /// `false` when the case id already has a code (it is taken); the same code again is fine.
     async fn keep_code(&self, receipt: &Receipt) -> Result<bool, ApiError> {
         let key = receipt.case_id.as_str();
-        match self.codes.create(key, receipt.query_code.clone().into_bytes().into()).await {
+        let sealed = self.keys.seal(&receipt.query_code, rand::random());
+        match self.codes.create(key, sealed.into_bytes().into()).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                let same = self.codes.get(key).await.map_err(unavailable)?;
-                Ok(same.is_some_and(|c| c.as_ref() == receipt.query_code.as_bytes()))
+                let Some(kept) = self.codes.get(key).await.map_err(unavailable)? else { return Ok(false) };
+                Ok(self.unseal_code(&String::from_utf8_lossy(&kept))? == receipt.query_code)
             }
             Err(e) => Err(unavailable(e)),
         }
@@ -199,16 +219,20 @@ impl Intake {
         let route_due = self.calendar.get().due(p.received_at, self.policy.route);
         let group = p.is_group();
         let urgent_reasons: Vec<String> = if group { vec!["group_petition".into()] } else { vec![] };
-        let petitioner_keys: Vec<String> = p
-            .petitioners
+        let ids: Vec<&str> = p.petitioners.iter().filter_map(|x| x.id_number.as_ref()).map(|id| id.as_str()).collect();
+        let petitioner_keys: Vec<String> = ids.iter().map(|id| self.keys.hash(Purpose::Petitioner, id)).collect();
+        // earlier cases may hold the keys of an older secret, or unkeyed ones from before
+        let known_as: Vec<String> = ids
             .iter()
-            .filter_map(|x| x.id_number.as_ref())
-            .map(|id| hex::encode(Sha256::digest(format!("{}:{id}", self.petitioner_key_salt).as_bytes())))
+            .flat_map(|id| {
+                let legacy = format!("{}:{id}", self.petitioner_key_salt);
+                self.keys.candidates(Purpose::Petitioner, id, &legacy)
+            })
             .collect();
-        let repeat = crate::repeats::find(&self.repeats, &petitioner_keys, p);
+        let repeat = crate::repeats::find(&self.repeats, &known_as, p);
         let data = Registered {
             petition: p.clone(),
-            query_code_hash: query_code_hash(&case_id, &query_code),
+            query_code_hash: query_code_hash(&self.keys, &case_id, &query_code),
             repeat_of: repeat.as_ref().map(|r| r.case_id.clone()),
             terminated_matter: repeat.as_ref().is_some_and(|r| r.terminated),
             group,

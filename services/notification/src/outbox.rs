@@ -67,7 +67,9 @@ impl Retry {
 pub struct Outbox {
     pub ledger: Ledger,
     pub store: Projection,
+    /// Case id → its query code, sealed by intake with the node secret.
     pub codes: kv::Store,
+    pub keys: xinfang_shared::keyring::KeyRing,
     pub channels: Channels,
     pub templates: Templates,
     pub retry: Retry,
@@ -165,7 +167,14 @@ impl Outbox {
         let mut context = p.context.clone();
         if p.template == "receipt" {
             let code = self.codes.get(case.as_str()).await.map_err(|e| e.to_string())?;
-            let code = code.map(|c| String::from_utf8_lossy(&c).to_string());
+            let code = code.map(|c| String::from_utf8_lossy(&c).to_string()).and_then(|kept| {
+                // sealed, or plaintext from before sealing
+                if kept.starts_with("s1.") {
+                    self.keys.open(&kept)
+                } else {
+                    Some(kept)
+                }
+            });
             context["query_code"] = code.unwrap_or_else(|| "（请向登记机关索取）".into()).into();
         }
         let channel = self.channels.for_kind(p.recipient.kind()).to_string();
