@@ -27,7 +27,7 @@ async fn the_demo_is_the_whole_city_and_the_city_office_inbox_fills() {
         .arg(dir.path())
         .env("XF_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("up.err")).expect("log file"))
         .spawn()
         .expect("xinfang up --demo");
     let stdout = child.stdout.take().unwrap();
@@ -39,7 +39,15 @@ async fn the_demo_is_the_whole_city_and_the_city_office_inbox_fills() {
             }
         }
     });
-    let ready = rx.recv_timeout(Duration::from_secs(150)).expect("the city's ready line");
+    let ready = rx.recv_timeout(Duration::from_secs(150)).unwrap_or_else(|e| {
+        // what the city said before it gave up
+        let log = std::fs::read_to_string(dir.path().join("up.err")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().filter(|l| !l.contains("[INF]")).rev().take(30).collect();
+        panic!(
+            "no ready line from the city ({e}); its last lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    });
     let took = started.elapsed();
     println!(
         "xinfang up --demo: the city of {} nodes ready in {:.1} s",
