@@ -191,27 +191,51 @@ where
 }
 
 /// The node secret ([`crate::keyring`]): `auth.secret_file`, else `node.key` in the service's
-/// store directory; created (mode 0600, one random secret) when absent.
+/// store directory; created (mode 0600, one random secret) when absent. The services of a node
+/// (and the nodes of `up --city`) start at once, so a new file is written whole beside its
+/// place and linked into it: a reader sees no file or the whole one, and the first link wins.
 pub fn node_secret(settings: &Settings) -> Result<crate::keyring::KeyRing, String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = settings.auth.secret_file.clone().unwrap_or_else(|| settings.store.path.join("node.key"));
     let shown = path.display().to_string();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("auth.secret_file {shown}: {e}"))?;
-    }
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-        Ok(mut f) => {
-            let text = crate::keyring::KeyRing::new_file_text(rand::random());
-            // written whole and synced before anyone hashes with it
-            f.write_all(text.as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| format!("auth.secret_file {shown}: {e}"))?;
-            tracing::info!(path = %shown, "created the node secret");
+    let bad = |e: std::io::Error| format!("auth.secret_file {shown}: {e}");
+    if !path.exists() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(bad)?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("auth.secret_file {shown}: {e}")),
+        let tmp = path.with_extension(format!("new.{}.{}", std::process::id(), ulid::Ulid::new()));
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(bad)?;
+        let text = crate::keyring::KeyRing::new_file_text(rand::random());
+        let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp, &path));
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => tracing::info!(path = %shown, "created the node secret"),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {} // another service was first
+            Err(e) => return Err(bad(e)),
+        }
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("auth.secret_file {shown}: {e}"))?;
+    let text = std::fs::read_to_string(&path).map_err(bad)?;
     crate::keyring::KeyRing::from_text(&text).map_err(|e| format!("auth.secret_file {shown}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_starting_at_once_all_get_the_one_new_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::from_toml(crate::config::tests::NODE).unwrap();
+        settings.auth.secret_file = Some(dir.path().join("keys").join("node.key"));
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let started: Vec<_> = (0..8).map(|_| s.spawn(|| node_secret(&settings).unwrap())).collect();
+            started.into_iter().map(|t| t.join().unwrap().current_id().to_string()).collect()
+        });
+        assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("keys")).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left: {left:?}");
+        assert_eq!(node_secret(&settings).unwrap().current_id(), ids[0], "the file is kept");
+    }
 }
