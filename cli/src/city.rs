@@ -213,10 +213,14 @@ pub async fn main(dir: Option<PathBuf>, data: Option<PathBuf>, demo: bool) -> Ex
     println!("{ready}");
     tracing::info!(city = %hub, nodes = children.len(), seconds = within, "city ready");
     if demo {
-        if let Some(office) = lines.get(&hub).and_then(|l| l["services"]["escalation"].as_str()) {
+        if let Some(office) = lines.get(&hub).and_then(|l| l["services"]["web"].as_str()) {
             eprintln!(
                 "demo: 全市 {} 个节点已就绪（{within:.0} 秒）；市信访局收到的上报件：{office}/escalations",
                 children.len()
+            );
+            eprintln!(
+                "demo: 登录用户 clerk（信访局、联席办）或承办单位编号（如 320211-zjj），密码见 {}",
+                data.join("staff.password").display()
             );
         }
         let targets = district_nodes

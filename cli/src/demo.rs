@@ -23,21 +23,44 @@ const EVERY: Duration = Duration::from_secs(3);
 pub fn write_city(data: &Path) -> Result<(PathBuf, String), String> {
     let dir = data.join("files");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let token = staff_token(data)?;
+    let token = secret_file(data, "staff.token")?;
     let auth = format!(
         "\n# the demo's staff credential (DATA/staff.token)\n[[auth.tokens]]\nname = \"demo\"\nroles = [\"bureau\", \"office\"]\nsha256 = \"{}\"\n",
         xinfang_shared::access::token_sha256(&token)
     );
+    // the pages' users, all with the password in DATA/staff.password: `clerk` (信访局 and
+    // 联席办) and one per organ of the node, signed in as the organ's id
+    let hash = xinfang_shared::access::hash_password(&secret_file(data, "staff.password")?);
     for (code, text) in crate::wuxi::FILES {
+        let mut users = format!(
+            "\n[[auth.users]]\nlogin = \"clerk\"\nname = \"信访局值班员\"\nroles = [\"bureau\", \"office\"]\npassword_hash = \"{hash}\"\n"
+        );
+        for (id, name) in organs_of(text, code) {
+            users.push_str(&format!(
+                "\n[[auth.users]]\nlogin = \"{id}\"\nname = \"{name}\"\nroles = [\"organ\"]\norgan_id = \"{id}\"\npassword_hash = \"{hash}\"\n"
+            ));
+        }
         let path = dir.join(format!("{code}.toml"));
-        std::fs::write(&path, format!("{text}{auth}")).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, format!("{text}{auth}{users}")).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok((dir, token))
 }
 
-/// The demo's staff token, `DATA/staff.token`: made at the first run, kept after.
-fn staff_token(data: &Path) -> Result<String, String> {
-    let path = data.join("staff.token");
+/// The organs (id, name) of node `code` in a node file.
+fn organs_of(text: &str, code: &str) -> Vec<(String, String)> {
+    let Ok(doc) = text.parse::<toml::Table>() else { return Vec::new() };
+    let organs = doc.get("organs").and_then(|o| o.as_array()).cloned().unwrap_or_default();
+    organs
+        .iter()
+        .filter(|o| o.get("node").and_then(|n| n.as_str()) == Some(code))
+        .filter_map(|o| Some((o.get("id")?.as_str()?.to_string(), o.get("name")?.as_str()?.to_string())))
+        .collect()
+}
+
+/// A demo secret in `DATA/<name>` (the staff token, the pages' password): made at the first
+/// run, kept after.
+fn secret_file(data: &Path, name: &str) -> Result<String, String> {
+    let path = data.join(name);
     if let Ok(t) = std::fs::read_to_string(&path) {
         if !t.trim().is_empty() {
             return Ok(t.trim().to_string());

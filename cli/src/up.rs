@@ -18,7 +18,7 @@ use xinfang_shared::CancellationToken;
 use crate::nats_server;
 
 /// The services of a node, in start order. Those not built yet are skipped.
-pub const SERVICES: &[&str] = &["intake", "routing", "deadlines", "escalation", "notification"];
+pub const SERVICES: &[&str] = &["intake", "routing", "deadlines", "escalation", "notification", "web"];
 
 /// The wait before restarting a service that died, doubled for each death in a row.
 const RESTART_FIRST: Duration = Duration::from_millis(500);
@@ -89,7 +89,11 @@ pub async fn main(config: PathBuf, data: Option<PathBuf>, nats_only: bool) -> Ex
         .filter(|_| !nats_only)
         .filter_map(|name| {
             let binary = sibling(&format!("xinfang-{name}"))?;
-            let listen = if *name == "intake" { settings.http.listen.clone() } else { settings.metrics.listen.clone() };
+            let listen = match *name {
+                "intake" => settings.http.listen.clone(),
+                "web" => settings.web.listen.clone(),
+                _ => settings.metrics.listen.clone(),
+            };
             let secret_file = secret_file.clone();
             Some(Service { name, binary, child: None, listen, started: Instant::now(), failures: 0, secret_file })
         })
@@ -137,7 +141,7 @@ pub async fn main(config: PathBuf, data: Option<PathBuf>, nats_only: bool) -> Ex
             }
         }
     }
-    // `services`: each service's address (its /metrics; the escalation inbox pages at /escalations)
+    // `services`: each service's address (its /metrics; `web`: the pages, the office's at /escalations)
     let addresses: serde_json::Map<String, serde_json::Value> =
         services.iter().map(|s| (s.name.to_string(), format!("http://{}", s.listen).into())).collect();
     let targets = match settings.metrics.targets_file.as_str() {
@@ -197,7 +201,11 @@ fn spawn(
     nats_url: &str,
     ready: &mpsc::UnboundedSender<(&'static str, String)>,
 ) -> Result<(), String> {
-    let listen_key = if s.name == "intake" { "XF__HTTP__LISTEN" } else { "XF__METRICS__LISTEN" };
+    let listen_key = match s.name {
+        "intake" => "XF__HTTP__LISTEN",
+        "web" => "XF__WEB__LISTEN",
+        _ => "XF__METRICS__LISTEN",
+    };
     let mut child = Command::new(&s.binary)
         .arg("--config")
         .arg(config)

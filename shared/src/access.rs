@@ -364,6 +364,38 @@ pub fn may_act(
     Err(forbidden(format!("{} may not act on cases", i.name)))
 }
 
+/// Which cases a worklist shows a caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListScope {
+    /// Every case of the node (`bureau`, `auditor`).
+    Node,
+    /// The cases with one organ (`organ`).
+    Organ(OrganId),
+}
+
+/// May `caller` list cases, and which? `bureau` and `auditor` the node's, an `organ` its own;
+/// others `forbidden`.
+pub fn list_scope(caller: &Caller) -> Result<ListScope, ApiError> {
+    let i = caller.staff()?;
+    if i.has(Role::Bureau) || i.has(Role::Auditor) {
+        return Ok(ListScope::Node);
+    }
+    match (&i.organ_id, i.has(Role::Organ)) {
+        (Some(o), true) => Ok(ListScope::Organ(o.clone())),
+        _ => Err(forbidden(format!("{} may not list cases", i.name))),
+    }
+}
+
+/// May `caller` see the node's overview (`bureau`, `auditor`)?
+pub fn may_overview(caller: &Caller) -> Result<(), ApiError> {
+    let i = caller.staff()?;
+    if i.has(Role::Bureau) || i.has(Role::Auditor) {
+        Ok(())
+    } else {
+        Err(forbidden(format!("{} may not see the node's overview", i.name)))
+    }
+}
+
 /// May `caller` read the escalation inbox (`office`, `auditor`)?
 pub fn may_read_escalations(caller: &Caller) -> Result<(), ApiError> {
     let i = caller.staff()?;

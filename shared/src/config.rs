@@ -43,6 +43,8 @@ pub struct Settings {
     pub notification: NotificationSection,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub web: WebSection,
     /// Sections this build does not read (kept, not refused: a newer node file still loads).
     #[serde(flatten)]
     pub other: BTreeMap<String, toml::Value>,
@@ -316,6 +318,54 @@ impl Default for AuthSection {
     }
 }
 
+/// `[web]`: the staff and public pages (services/web) and their sessions (DESIGN.md §11).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebSection {
+    /// Where the pages are served (port 0 allowed).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The pages are reached over HTTPS (directly or through a proxy): the session cookie is
+    /// then `__Host-xf_session` with `Secure`; without TLS it is `xf_session` (a browser
+    /// refuses a `__Host-` cookie that is not `Secure`).
+    #[serde(default)]
+    pub tls: bool,
+    /// Seconds without a request after which a session ends (30 minutes).
+    #[serde(default = "default_session_idle_secs")]
+    pub session_idle_secs: u64,
+    /// Seconds after sign-in after which a session ends whatever its use (10 hours).
+    #[serde(default = "default_session_max_secs")]
+    pub session_max_secs: u64,
+}
+
+fn default_session_idle_secs() -> u64 {
+    30 * 60
+}
+
+fn default_session_max_secs() -> u64 {
+    10 * 3600
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            tls: false,
+            session_idle_secs: default_session_idle_secs(),
+            session_max_secs: default_session_max_secs(),
+        }
+    }
+}
+
+impl WebSection {
+    pub fn session_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.session_idle_secs)
+    }
+
+    pub fn session_max(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.session_max_secs)
+    }
+}
+
 /// `[[auth.tokens]]`: a bearer token, kept as the SHA-256 of its secret.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TokenConfig {
@@ -577,6 +627,12 @@ impl Settings {
         }
         self.calendar()?;
         self.credentials()?;
+        if self.web.session_idle_secs == 0 || self.web.session_max_secs < self.web.session_idle_secs {
+            return bad(
+                "web.session_max_secs",
+                "sessions need an idle time > 0 and a lifetime at least as long".into(),
+            );
+        }
         if self.auth.public_burst == 0 || self.auth.public_per_minute == 0 {
             return bad("auth.public_burst", "the public's rate limit must allow at least one request".into());
         }

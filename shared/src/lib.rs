@@ -5,13 +5,13 @@
 //!   (the ledger's events), [`state`] (the case state machine), [`calendar`] (the
 //!   regulation's clock), [`dues`], [`indicators`] (the offices' counts), [`access`] (roles,
 //!   scopes, credentials checked, personal data masked), [`keyring`] (keyed hashes with the
-//!   node secret), [`time`], [`error`] (wire errors),
+//!   node secret), [`worklist`] (what the inbox and overview show of a case), [`time`], [`error`] (wire errors),
 //!   [`subjects`]; [`fixtures`]:
 //!   ready-made events for the services' unit tests (always built, so a test build does not
 //!   compile this crate a second time with a feature on).
 //! - Plumbing: [`config`] (node file), [`ledger`] (JetStream append/read), [`links`] (cross-node streams),
 //!   [`leaf_auth`] (leaf-link credentials), [`gate`] (the APIs' door: `Authorization` → caller,
-//!   the public's rate limit), [`endpoints`] (NATS request/reply),
+//!   the public's rate limit), [`sessions`] (staff sessions in JetStream KV), [`endpoints`] (NATS request/reply),
 //!   [`consumer`] (durable consumer loop), [`projection`] (sled), [`ops`] (metrics and
 //!   health), [`runtime`] (logging, signals, NATS connection).
 #![forbid(unsafe_code)]
@@ -41,9 +41,11 @@ pub mod petition;
 pub mod projection;
 pub mod routing;
 pub mod runtime;
+pub mod sessions;
 pub mod state;
 pub mod subjects;
 pub mod time;
 pub mod transfer;
+pub mod worklist;
 
 pub use tokio_util::sync::CancellationToken;

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use sled::Db;
-pub use sled::{Batch, Tree};
+pub use sled::{Batch, Error as StoreError, Tree};
 
 const LAST_SEQ: &[u8] = b"\x00last_applied_seq";
 

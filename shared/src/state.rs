@@ -373,6 +373,38 @@ pub fn decide(
     Ok(events)
 }
 
+/// The organ's actions [`decide`] can take in `state` (for the case page's forms).
+pub fn organ_actions(state: &CaseState) -> Vec<&'static str> {
+    use Stage as S;
+    match state.stage {
+        S::WithOrgan => vec!["accept", "reject", "decline_jurisdiction"],
+        S::Accepted if state.extended => vec!["reply"],
+        S::Accepted => vec!["extend", "reply"],
+        S::ReviewRequested => vec!["review_reply"],
+        S::RereviewRequested => vec!["hearing_start", "rereview_reply"],
+        S::InHearing => vec!["hearing_end"],
+        _ => vec![],
+    }
+}
+
+/// The petitioner's actions [`decide`] can take in `state` (windows aside).
+pub fn petitioner_actions(state: &CaseState) -> Vec<&'static str> {
+    use Stage as S;
+    let mut actions = Vec::new();
+    if matches!(state.stage, S::Replied | S::ReviewReplied | S::Terminated) && !state.evaluated {
+        actions.push("evaluate");
+    }
+    match state.stage {
+        S::Replied => actions.push("request_review"),
+        S::ReviewReplied => actions.push("request_rereview"),
+        _ => {}
+    }
+    if !state.stage.is_final() {
+        actions.push("withdraw");
+    }
+    actions
+}
+
 /// Art. 34: at most 30 days, with a reason and the approver.
 pub fn check_extension(days: u32, reason: &str, approved_by: &str) -> Result<(), Refusal> {
     if !(1..=30).contains(&days) {

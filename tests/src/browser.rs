@@ -60,6 +60,8 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--disable-dev-shm-usage",
+            "--window-size=1280,1000",
+            "--lang=zh-CN",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -187,6 +189,19 @@ impl Browser {
             Some(json!({"script": script, "args": [css, value]})),
         )
         .await;
+    }
+
+    /// Saves a PNG of the page as it is now under `target/screenshots/<name>.png` (made for
+    /// the README and for a look after a failed run); returns the path.
+    pub async fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        use base64::Engine;
+        let v = self.call(reqwest::Method::GET, &self.at("/screenshot"), None).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).expect("base64 PNG");
+        let dir = crate::bin_dir().parent().expect("target").join("screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshots dir");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write screenshot");
+        path
     }
 
     /// Ends the session (chromium exits), then the driver.

@@ -285,7 +285,11 @@ impl ServiceProcess {
     }
 
     fn start_on(name: &str, config: &Path, nats_url: &str, dir: &Path, listen: &str) -> Self {
-        let key = if name == "intake" { "XF__HTTP__LISTEN" } else { "XF__METRICS__LISTEN" };
+        let key = match name {
+            "intake" => "XF__HTTP__LISTEN",
+            "web" => "XF__WEB__LISTEN",
+            _ => "XF__METRICS__LISTEN",
+        };
         let mut child = Command::new(binary(&format!("xinfang-{name}")))
             .arg("--config")
             .arg(config)

@@ -189,18 +189,35 @@ async fn late_supervision_and_a_group_petition_reach_the_city_and_its_directive_
 async fn the_office_page_lists_an_escalation_and_acknowledges_it_in_headless_chromium() {
     let nats = Arc::new(NatsServer::start(false));
     let district = TestNode::start_node(nats.clone(), &node_toml("320211", &nats.url, ""), &["escalation"]);
-    let mut city = TestNode::start_node(nats.clone(), &city_toml(&nats.url), &["escalation"]);
-    let office = city.service("escalation").http.clone();
+    // the office's user signs in on the city's pages (services/web), which call escalation
+    let password = "office-password-1";
+    let user = format!(
+        "\n[[auth.users]]\nlogin = \"office\"\nname = \"联席办周\"\nroles = [\"office\"]\npassword_hash = \"{}\"\n",
+        xinfang_shared::access::hash_password(password)
+    );
+    let city = TestNode::start_node(nats.clone(), &(city_toml(&nats.url) + &user), &["escalation", "web"]);
+    let api = city.others[0].1.http.clone();
+    let office = city.others[1].1.http.clone();
     let mut group = petition_by(8);
     group["headcount"] = json!(12);
     group["title"] = json!("<b>十二户</b>联名反映拆迁补偿");
     let (_, r) = district.submit(&group).await;
     let case = r["case_id"].as_str().unwrap().to_string();
-    let entry = wait_inbox(&district.http, &office, |e| e["case_id"] == case.as_str()).await;
+    let entry = wait_inbox(&district.http, &api, |e| e["case_id"] == case.as_str()).await;
     let id = entry["id"].as_str().unwrap().to_string();
 
     let browser = xinfang_tests::browser::Browser::start().await;
     browser.goto(&format!("{office}/escalations")).await;
+    assert!(
+        browser.url().await.contains("/login?next=%2Fescalations")
+            || browser.url().await.contains("/login?next=/escalations"),
+        "{}",
+        browser.url().await
+    );
+    browser.type_into("input[name=\"login\"]", "office").await;
+    browser.type_into("input[name=\"password\"]", password).await;
+    browser.click("button[name=\"sign_in\"]").await;
+    browser.await_text("#user", "联席办周（联席办）").await;
     assert!(browser.text("h1").await.contains("督办件收件箱"));
     let row = format!("tr[data-id=\"{id}\"]");
     assert!(browser.text(&row).await.contains(&case), "the row names the case");
@@ -229,6 +246,8 @@ async fn the_office_page_lists_an_escalation_and_acknowledges_it_in_headless_chr
     browser.click("button[name=\"direct\"]").await;
     browser.await_text("#state", "已督办").await;
     assert!(browser.text(".directive").await.contains("请区信访局十日内报送处理结果"));
+    assert!(browser.text(".directive").await.contains("联席办周"), "signed by the user");
+    browser.screenshot("office-escalation").await;
     browser.quit().await;
 
     district.wait_for(&case, "escalation_acknowledged", Duration::from_secs(30)).await.expect("ack travelled down");

@@ -1,17 +1,15 @@
-//! HTTP: the JSON API under `/v1/escalations` and the office's pages under `/escalations`
-//! (served with `/metrics`, `/healthz`, `/readyz` on the service's address). Refusals are
-//! 4xx with `{"ok": false, "error": {code, field, message}}`, or a page saying what was wrong.
+//! HTTP: the JSON API under `/v1/escalations` (served with `/metrics`, `/healthz`, `/readyz`
+//! on the service's address). Refusals are 4xx with `{"ok": false, "error": {code, field,
+//! message}}`. The office's pages are the web service's (`services/web`), over the NATS API.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Form, Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 use xinfang_shared::access::{self, Caller};
 use xinfang_shared::error::{ApiError, ErrorCode};
@@ -19,10 +17,9 @@ use xinfang_shared::petition::parse_body;
 use xinfang_shared::time::now_cst;
 
 use crate::inbox::{Filter, Inbox, View};
-use crate::{page, request};
+use crate::request;
 
-/// The API and page routes.
-/// The API routes go through the gate (DESIGN.md §11): the office acts, the office and
+/// The API routes; they go through the gate (DESIGN.md §11): the office acts, the office and
 /// auditors read.
 pub fn router(inbox: Arc<Inbox>) -> Router {
     let api = Router::new()
@@ -31,14 +28,7 @@ pub fn router(inbox: Arc<Inbox>) -> Router {
         .route("/v1/escalations/{id}/ack", post(ack_json))
         .route("/v1/escalations/{id}/directive", post(directive_json))
         .layer(axum::middleware::from_fn_with_state(inbox.gate.clone(), xinfang_shared::gate::layer));
-    Router::new()
-        .merge(api)
-        .route("/", get(|| async { Redirect::to("/escalations") }))
-        .route("/escalations", get(list_page))
-        .route("/escalations/{id}", get(detail_page))
-        .route("/escalations/{id}/ack", post(ack_form))
-        .route("/escalations/{id}/directive", post(directive_form))
-        .with_state(inbox)
+    api.with_state(inbox)
 }
 
 fn error(e: &ApiError) -> Response {
@@ -133,77 +123,5 @@ async fn directive_json(
     match result {
         Ok((v, did)) => Json(json!({"ok": true, "directive_id": did, "escalation": brief(&v)})).into_response(),
         Err(e) => error(&e),
-    }
-}
-
-fn html(status: StatusCode, body: String) -> Response {
-    (status, [(header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
-}
-
-fn refused(e: &ApiError, back: &str) -> Response {
-    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let what = match &e.field {
-        Some(f) => format!("{}（{f}）", e.message),
-        None => e.message.clone(),
-    };
-    html(status, page::refusal(&what, back))
-}
-
-async fn list_page(State(inbox): State<Arc<Inbox>>, q: Result<Query<Filter>, QueryRejection>) -> Response {
-    match filter_of(q) {
-        Ok(mut f) => {
-            if f.state.as_deref().is_none_or(str::is_empty) {
-                f.state = Some("pending".into());
-            }
-            let now = now_cst();
-            html(StatusCode::OK, page::list(inbox.ledger.node().as_str(), &inbox.list(&f, now), &f, now))
-        }
-        Err(e) => refused(&e, "/escalations"),
-    }
-}
-
-async fn detail_page(State(inbox): State<Arc<Inbox>>, Path(id): Path<String>) -> Response {
-    match inbox.get(&id) {
-        Some(v) => html(StatusCode::OK, page::detail(&v, now_cst(), None)),
-        None => refused(
-            &ApiError::field(ErrorCode::NotFound, "id", format!("本节点收件箱中没有督办件 {id}")),
-            "/escalations",
-        ),
-    }
-}
-
-fn form_value(form: Result<Form<HashMap<String, String>>, FormRejection>) -> Result<Value, ApiError> {
-    let Form(map) =
-        form.map_err(|e| ApiError::general(ErrorCode::InvalidField, format!("bad form: {}", e.body_text())))?;
-    Ok(Value::Object(map.into_iter().map(|(k, v)| (k, Value::String(v))).collect()))
-}
-
-async fn ack_form(
-    State(inbox): State<Arc<Inbox>>,
-    Path(id): Path<String>,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
-) -> Response {
-    let back = format!("/escalations/{id}");
-    let result = async { inbox.acknowledge(&id, &request::by(&form_value(form)?)?).await }.await;
-    match result {
-        Ok(_) => Redirect::to(&back).into_response(),
-        Err(e) => refused(&e, &back),
-    }
-}
-
-async fn directive_form(
-    State(inbox): State<Arc<Inbox>>,
-    Path(id): Path<String>,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
-) -> Response {
-    let back = format!("/escalations/{id}");
-    let result = async {
-        let v = form_value(form)?;
-        inbox.direct(&id, request::directive(&v, &inbox.calendar.get(), now_cst())?).await
-    }
-    .await;
-    match result {
-        Ok(_) => Redirect::to(&back).into_response(),
-        Err(e) => refused(&e, &back),
     }
 }

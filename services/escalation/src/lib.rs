@@ -5,14 +5,14 @@
 //! settle (overdue supervision or directive, late routing, urgent and group cases, disputes
 //! between nodes) — each recorded once as `escalated`, the `parent` ones also sent through the
 //! outbox with a case snapshot. On a parent node it keeps the inbox of its children's
-//! escalations (HTTP and NATS API, and pages for the joint-meeting office 联席会议办公室) and
+//! escalations (HTTP and NATS API for the joint-meeting office 联席会议办公室, whose pages the web service renders) and
 //! sends acknowledgements and directives (督办单) back down, where they are recorded as
 //! `escalation_acknowledged` and `directive_received` (whose due the deadlines service arms).
 //!
 //! # Layout
 //! - [`ladder`]: case events → rungs (the rules are pure, in `xinfang_shared::escalation`).
 //! - [`inbox`]: the cross-node messages at both ends, in sled.
-//! - [`http`], [`page`], [`service`], [`request`]: the office's API and pages.
+//! - [`http`], [`service`], [`request`]: the office's API.
 //! - [`metrics`].
 #![forbid(unsafe_code)]
 
@@ -20,7 +20,6 @@ pub mod http;
 pub mod inbox;
 pub mod ladder;
 pub mod metrics;
-pub mod page;
 pub mod request;
 pub mod service;
 
@@ -36,6 +35,7 @@ use xinfang_shared::escalation::{self as esc, Ladder};
 use xinfang_shared::ledger::Ledger;
 use xinfang_shared::ops::{self, Readiness};
 use xinfang_shared::projection::Projection;
+use xinfang_shared::sessions::SessionKv;
 use xinfang_shared::time::now_cst;
 use xinfang_shared::{links, runtime, subjects, CancellationToken};
 
@@ -63,13 +63,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let inbox_tree = Projection::open(&settings.store.path, "inbox")
         .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
     let answers_tree = Projection::in_db(inbox_tree.db(), "answers").map_err(|e| e.to_string())?;
+    let sessions = SessionKv::open(&js, node.as_str(), settings.nats.replicas, settings.web.session_max()).await?;
     let inbox = Arc::new(Inbox {
         ledger: ledger.clone(),
         inbox: inbox_tree,
         answers: answers_tree,
         calendar: calendar.clone(),
         metrics: metrics.clone(),
-        gate: xinfang_shared::gate::Gate::new(&settings)?,
+        gate: xinfang_shared::gate::Gate::new(&settings, Some(sessions))?,
     });
     inbox.refresh_gauges(now_cst());
     let climb = Arc::new(Climb { ledger: ledger.clone(), ladder: Ladder::from_settings(&settings), calendar, metrics });

@@ -47,7 +47,7 @@ pub async fn serve(
         move |name, headers, payload| {
             let inbox = inbox.clone();
             async move {
-                let allowed = inbox.gate.nats_caller(headers.as_ref()).and_then(|caller| match name {
+                let allowed = inbox.gate.nats_caller(headers.as_ref()).await.and_then(|caller| match name {
                     "escalation_list" | "escalation_get" => access::may_read_escalations(&caller),
                     _ => access::may_direct(&caller),
                 });

@@ -58,6 +58,7 @@ impl Intake {
             "declines": state.declines,
             "extended": state.extended,
             "due": self.dues(&events, &state),
+            "actions": state::organ_actions(&state),
             "events": events,
         });
         match sight {
@@ -92,6 +93,7 @@ impl Intake {
             "registered_at": rfc3339(state.registered_at),
             "timeline": timeline,
             "due": self.dues(&events, &state),
+            "actions": state::petitioner_actions(&state),
         }))
     }
 
@@ -153,6 +155,58 @@ impl Intake {
             }
         }
         Err(ApiError::general(ErrorCode::Conflict, "the case is being changed by others; reload and retry"))
+    }
+}
+
+impl Intake {
+    /// The open cases in the caller's scope (an organ: its own; the bureau and auditors: the
+    /// node's), overdue first. `query`: `stage`, `organ_id`, `late` (overdue or warned only).
+    pub async fn case_list(&self, caller: &Caller, query: &Value) -> Result<Value, ApiError> {
+        let scope = access::list_scope(caller)?;
+        let text = |k: &str| match query.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(ApiError::field(ErrorCode::InvalidField, k, format!("{k} must be a string"))),
+        };
+        let stage = match text("stage")? {
+            None => None,
+            Some(s) => Some(
+                serde_json::from_value::<state::Stage>(json!(s))
+                    .map_err(|_| ApiError::field(ErrorCode::InvalidField, "stage", format!("unknown stage {s:?}")))?,
+            ),
+        };
+        let organ = match text("organ_id")? {
+            None => None,
+            Some(o) => Some(
+                xinfang_shared::ids::OrganId::parse(o)
+                    .map_err(|e| ApiError::field(ErrorCode::InvalidField, "organ_id", e.0))?,
+            ),
+        };
+        let late_only = match query.get("late") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => matches!(s.as_str(), "true" | "1" | "on"),
+            Some(_) => return Err(ApiError::field(ErrorCode::InvalidField, "late", "late must be true or false")),
+        };
+        let filter = xinfang_shared::worklist::Filter { stage, organ, late_only };
+        let (items, total) = crate::worklist::list(
+            &self.worklist,
+            &scope,
+            &filter,
+            &self.policy,
+            &self.calendar.get(),
+            self.clock.now(),
+        )
+        .map_err(unavailable)?;
+        Ok(json!({"ok": true, "cases": items, "total": total}))
+    }
+
+    /// The node's overview (本级): counts by stage and organ, late cases, repeats.
+    pub async fn overview(&self, caller: &Caller) -> Result<Value, ApiError> {
+        access::may_overview(caller)?;
+        crate::worklist::overview(&self.worklist, &self.policy, &self.calendar.get(), self.clock.now())
+            .map_err(unavailable)
     }
 }
 

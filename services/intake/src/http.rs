@@ -27,6 +27,8 @@ pub fn router(intake: Arc<Intake>) -> Router {
     let gate = intake.gate.clone();
     Router::new()
         .route("/v1/petitions", post(submit))
+        .route("/v1/cases", get(list))
+        .route("/v1/node/overview", get(overview))
         .route("/v1/cases/{id}", get(case))
         .route("/v1/cases/{id}/status", get(status))
         .route("/v1/cases/{id}/actions", post(act))
@@ -114,6 +116,23 @@ async fn case(
     let started = Instant::now();
     let result = intake.case_view(&caller, &id).await.map(|v| (StatusCode::OK, v));
     reply(&intake, "case_get", started, result)
+}
+
+async fn list(
+    State(intake): State<Arc<Intake>>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let started = Instant::now();
+    let query = Value::Object(query.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+    let result = intake.case_list(&caller, &query).await.map(|v| (StatusCode::OK, v));
+    reply(&intake, "case_list", started, result)
+}
+
+async fn overview(State(intake): State<Arc<Intake>>, Extension(caller): Extension<Caller>) -> Response {
+    let started = Instant::now();
+    let result = intake.overview(&caller).await.map(|v| (StatusCode::OK, v));
+    reply(&intake, "node_overview", started, result)
 }
 
 #[derive(Deserialize)]

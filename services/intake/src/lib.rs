@@ -8,6 +8,7 @@
 //! - [`case_ids`]: restart-proof per-day case id sequence.
 //! - [`cases`]: staff view, public status view, actions.
 //! - [`audit`]: the record of staff reads of personal data.
+//! - [`worklist`]: the open cases by organ and the node's counts (待办, 本级), from the ledger.
 //! - [`http`] and [`service`]: the two transports over the same operations.
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod register;
 pub mod repeats;
 pub mod service;
+pub mod worklist;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,7 @@ use xinfang_shared::error::ApiError;
 use xinfang_shared::ledger::Ledger;
 use xinfang_shared::links::Links;
 use xinfang_shared::ops::{self, Readiness};
+use xinfang_shared::sessions::SessionKv;
 use xinfang_shared::state::Windows;
 use xinfang_shared::time::{Clock, SystemClock};
 use xinfang_shared::transfer;
@@ -59,6 +62,8 @@ pub struct Intake {
     pub metrics: Metrics,
     /// Which cases each petitioner has (repeat detection), rebuilt from the ledger.
     pub repeats: xinfang_shared::projection::Projection,
+    /// The open cases and the node's counts (pages' inbox and overview), from the ledger.
+    pub worklist: xinfang_shared::projection::Projection,
     /// The node secret: query codes and ID numbers are kept as keyed hashes under it.
     pub keys: xinfang_shared::keyring::KeyRing,
     /// Salt of the unkeyed petitioner keys of cases registered before keyed hashes, still
@@ -94,7 +99,10 @@ impl Intake {
         let windows = Windows { review: policy.review_window, rereview: policy.rereview_window };
         let repeats = xinfang_shared::projection::Projection::open(&settings.store.path, "repeats")
             .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
-        let gate = xinfang_shared::gate::Gate::new(&settings)?;
+        let worklist =
+            xinfang_shared::projection::Projection::in_db(repeats.db(), "worklist").map_err(|e| e.to_string())?;
+        let sessions = SessionKv::open(&js, node.as_str(), settings.nats.replicas, settings.web.session_max()).await?;
+        let gate = xinfang_shared::gate::Gate::new(&settings, Some(sessions))?;
         let keys = runtime::node_secret(&settings)?;
         let audit = audit::Audit::open(&js, &node, settings.nats.replicas).await?;
         Ok(Self {
@@ -111,6 +119,7 @@ impl Intake {
             policy,
             windows,
             repeats,
+            worklist,
             clock,
             metrics,
         })
@@ -155,6 +164,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let metrics = Metrics::register(&registry);
     let inbox_metrics = ConsumerMetrics::register(&registry, "intake_inbox");
     let repeats_metrics = ConsumerMetrics::register(&registry, "intake_repeats");
+    let worklist_metrics = ConsumerMetrics::register(&registry, "intake_worklist");
     let listener = runtime::bind(&settings.http.listen, "http.listen").await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let intake = Arc::new(Intake::build(settings, js, Arc::new(SystemClock), metrics).await?);
@@ -186,6 +196,24 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         tokio::spawn(consumer::run(js, spec, repeats_metrics, shutdown.clone(), move |d| {
             let projection = projection.clone();
             async move { repeats::apply(&projection, d).await }
+        }))
+    };
+    let worklist = {
+        let spec = Spec {
+            stream: intake.ledger.stream_name().to_string(),
+            durable: "intake-worklist".into(),
+            filter_subjects: xinfang_shared::worklist::TYPES
+                .iter()
+                .map(|t| subjects::case_type_filter(&node, t))
+                .collect(),
+            max_deliver: 20,
+            resume_after: Some(intake.worklist.last_applied()),
+        };
+        let projection = intake.worklist.clone();
+        let js = intake.ledger.jetstream().clone();
+        tokio::spawn(consumer::run(js, spec, worklist_metrics, shutdown.clone(), move |d| {
+            let projection = projection.clone();
+            async move { worklist::apply(&projection, d).await }
         }))
     };
     let inbox = {
@@ -223,6 +251,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     }
     let _ = tokio::time::timeout(step(2), inbox).await;
     let _ = tokio::time::timeout(step(2), repeats).await;
+    let _ = tokio::time::timeout(step(2), worklist).await;
     if let Err(e) = intake.repeats.flush().await {
         tracing::warn!(error = %e, "could not flush the repeats projection; it will catch up from the ledger");
     }

@@ -93,16 +93,26 @@ impl Intake {
         let submission = petition::validate(&value, &self.settings, now)?;
         let channel = submission.petition.channel;
         access::may_submit(caller, channel)?;
+        // the staff who registered it (a clerk, a hotline's integration) is on record
+        let by = match caller {
+            Caller::Staff(i) => Some(i.as_staff()),
+            Caller::Public => None,
+        };
         let (receipt, replayed) = match submission.idempotency_key.clone() {
-            None => (self.register(submission, now).await?, false),
-            Some(key) => self.register_once(&key, submission, now).await?,
+            None => (self.register(submission, now, by.as_ref()).await?, false),
+            Some(key) => self.register_once(&key, submission, now, by.as_ref()).await?,
         };
         Ok(Submitted { receipt, replayed, channel })
     }
 
-    async fn register(&self, submission: Submission, now: xinfang_shared::time::Instant) -> Result<Receipt, ApiError> {
+    async fn register(
+        &self,
+        submission: Submission,
+        now: xinfang_shared::time::Instant,
+        by: Option<&Actor>,
+    ) -> Result<Receipt, ApiError> {
         for _ in 0..5 {
-            let (receipt, event) = self.prepare(&submission, now).await?;
+            let (receipt, event) = self.prepare(&submission, now, by).await?;
             if !self.keep_code(&receipt).await? {
                 continue; // the id is taken (a restored sequence, say): take the next one
             }
@@ -121,12 +131,13 @@ impl Intake {
         key: &str,
         submission: Submission,
         now: xinfang_shared::time::Instant,
+        by: Option<&Actor>,
     ) -> Result<(Receipt, bool), ApiError> {
         let slot = hex::encode(Sha256::digest(key.as_bytes()));
         if let Some(first) = self.remembered(&slot).await? {
             return self.replay(first).await;
         }
-        let (receipt, event) = self.prepare(&submission, now).await?;
+        let (receipt, event) = self.prepare(&submission, now, by).await?;
         // the query code sealed: no plaintext code at rest in the bucket
         let sealed = Receipt { query_code: self.keys.seal(&receipt.query_code, rand::random()), ..receipt.clone() };
         let record = serde_json::to_vec(&Remembered { receipt: sealed, event: event.clone() }).expect("serializes");
@@ -212,6 +223,7 @@ impl Intake {
         &self,
         submission: &Submission,
         now: xinfang_shared::time::Instant,
+        by: Option<&Actor>,
     ) -> Result<(Receipt, Envelope), ApiError> {
         let p = &submission.petition;
         let case_id = self.case_ids.next(now.date_naive()).await.map_err(unavailable)?;
@@ -241,7 +253,7 @@ impl Intake {
             petitioner_keys,
             due: RegisteredDue { route: route_due.at, provisional: route_due.provisional },
         };
-        let event = Envelope::new(
+        let mut event = Envelope::new(
             ulid::Ulid::new().to_string(),
             case_id.clone(),
             self.ledger.node().clone(),
@@ -250,6 +262,7 @@ impl Intake {
             None,
             EventData::Registered(Box::new(data)),
         );
+        event.recorded_by = by.cloned();
         let receipt = Receipt {
             ok: true,
             case_id,

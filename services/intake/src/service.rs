@@ -1,5 +1,5 @@
 //! The NATS service endpoints (async-nats service API, queue group): `xf.N.api.petition.submit`,
-//! `…case.get`, `…case.status`, `…case.act`. Replies are JSON: the same bodies as over HTTP.
+//! `…case.get`, `…case.status`, `…case.act`, `…case.list`, `…node.overview`. Replies are JSON: the same bodies as over HTTP.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +29,8 @@ pub async fn serve(
         ("case_get", "case.get"),
         ("case_status", "case.status"),
         ("case_act", "case.act"),
+        ("case_list", "case.list"),
+        ("node_overview", "node.overview"),
     ]
     .into_iter()
     .map(|(name, endpoint)| Endpoint { name, subject: subjects::api(&node, endpoint) })
@@ -46,7 +48,7 @@ pub async fn serve(
             let intake = intake.clone();
             async move {
                 let started = Instant::now();
-                let handled = match intake.gate.nats_caller(headers.as_ref()) {
+                let handled = match intake.gate.nats_caller(headers.as_ref()).await {
                     Ok(caller) => handle(&intake, &caller, name, &payload).await,
                     Err(e) => Err(e),
                 };
@@ -92,6 +94,11 @@ async fn handle(intake: &Intake, caller: &Caller, endpoint: &str, payload: &[u8]
             let case = field(&v, "case_id")?.to_string();
             intake.act_counted(caller, &case, &v).await
         }
+        "case_list" => {
+            let v = if payload.iter().all(u8::is_ascii_whitespace) { Value::Null } else { parse_body(payload)? };
+            intake.case_list(caller, &v).await
+        }
+        "node_overview" => intake.overview(caller).await,
         _ => Err(ApiError::general(ErrorCode::NotFound, "no such endpoint")),
     }
 }
