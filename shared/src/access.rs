@@ -396,11 +396,14 @@ pub fn may_overview(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-/// May `caller` read the escalation inbox (`office`, `auditor`)?
-pub fn may_read_escalations(caller: &Caller) -> Result<(), ApiError> {
+/// May `caller` read the escalation inbox, and how much of the petitioners in the case
+/// snapshots? The `office` in full (the read is audited), `auditor`s masked.
+pub fn may_read_escalations(caller: &Caller) -> Result<Sight, ApiError> {
     let i = caller.staff()?;
-    if i.has(Role::Office) || i.has(Role::Auditor) {
-        Ok(())
+    if i.has(Role::Office) {
+        Ok(Sight::Full)
+    } else if i.has(Role::Auditor) {
+        Ok(Sight::Masked)
     } else {
         Err(forbidden(format!("{} may not read the escalation inbox", i.name)))
     }

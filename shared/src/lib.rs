@@ -10,7 +10,7 @@
 //!   ready-made events for the services' unit tests (always built, so a test build does not
 //!   compile this crate a second time with a feature on).
 //! - Plumbing: [`config`] (node file), [`ledger`] (JetStream append/read), [`links`] (cross-node streams),
-//!   [`leaf_auth`] (leaf-link credentials), [`gate`] (the APIs' door: `Authorization` → caller,
+//!   [`leaf_auth`] (leaf-link credentials), [`audit`] (staff reads of personal data), [`gate`] (the APIs' door: `Authorization` → caller,
 //!   the public's rate limit), [`sessions`] (staff sessions in JetStream KV), [`endpoints`] (NATS request/reply),
 //!   [`consumer`] (durable consumer loop), [`projection`] (sled), [`ops`] (metrics and
 //!   health), [`runtime`] (logging, signals, NATS connection).
@@ -18,6 +18,7 @@
 
 pub mod access;
 pub mod action;
+pub mod audit;
 pub mod calendar;
 pub mod config;
 pub mod consumer;

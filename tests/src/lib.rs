@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod invariants;
+pub mod log_scan;
 pub mod procs;
 pub mod proxy;
 pub mod topology;
@@ -34,6 +35,28 @@ pub fn bin_dir() -> PathBuf {
         dir.to_path_buf()
     }
 }
+
+/// Where the services the tests start write their logs (`target/test-logs/`), scanned for
+/// personal data at the end of the run (`xinfang-log-scan`).
+pub fn log_dir() -> PathBuf {
+    bin_dir().parent().expect("target").join("test-logs")
+}
+
+/// A service's stderr, appended to `target/test-logs/<name>.log`.
+pub fn service_log(name: &str) -> Stdio {
+    let dir = log_dir();
+    std::fs::create_dir_all(&dir).expect("test-logs dir");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .expect("service log");
+    Stdio::from(file)
+}
+
+/// The log level of the services the tests start: `info`, so the scan for personal data
+/// reads what an operator's logs would hold.
+pub const SERVICE_LOG_LEVEL: &str = "info";
 
 /// A port on 127.0.0.1 free a moment ago (for a server the test starts next).
 pub fn free_port() -> u16 {
@@ -297,9 +320,9 @@ impl ServiceProcess {
             .env("XF__STORE__PATH", dir.join(name))
             .env("XF__AUTH__SECRET_FILE", dir.join("node.key"))
             .env(key, listen)
-            .env("XF_LOG", "warn")
+            .env("XF_LOG", SERVICE_LOG_LEVEL)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(service_log(name))
             .spawn()
             .expect("start service");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();

@@ -32,10 +32,14 @@ impl UpNode {
             .arg("--data")
             .arg(data)
             .args(args)
-            .env("XF_LOG", "warn")
+            .env("XF_LOG", crate::SERVICE_LOG_LEVEL)
             .stdout(Stdio::piped())
-            // XF_TEST_UP_STDERR=1 shows what the nodes log
-            .stderr(if std::env::var_os("XF_TEST_UP_STDERR").is_some() { Stdio::inherit() } else { Stdio::null() })
+            // XF_TEST_UP_STDERR=1 shows what the nodes log; else it goes to target/test-logs/up.log
+            .stderr(if std::env::var_os("XF_TEST_UP_STDERR").is_some() {
+                Stdio::inherit()
+            } else {
+                crate::service_log("up")
+            })
             .spawn()
             .expect("xinfang up");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();

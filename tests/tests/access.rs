@@ -41,12 +41,18 @@ async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>)
 }
 
 async fn nats(node: &TestNode, subject: &str, token: Option<&str>, body: Value) -> Value {
+    let authorization = token.map(|t| format!("Bearer {t}"));
+    nats_raw(node, subject, authorization.as_deref(), body).await
+}
+
+/// A NATS request with `authorization` as its header, verbatim.
+async fn nats_raw(node: &TestNode, subject: &str, authorization: Option<&str>, body: Value) -> Value {
     let nc = async_nats::connect(&node.nats.url).await.unwrap();
     let payload = serde_json::to_vec(&body).unwrap().into();
-    let reply = match token {
-        Some(t) => {
+    let reply = match authorization {
+        Some(a) => {
             let mut h = async_nats::HeaderMap::new();
-            h.insert("Authorization", format!("Bearer {t}").as_str());
+            h.insert("Authorization", a);
             nc.request_with_headers(subject.to_string(), h, payload).await
         }
         None => nc.request(subject.to_string(), payload).await,
@@ -91,7 +97,36 @@ async fn every_staff_endpoint_needs_credentials_and_each_role_keeps_to_its_scope
         assert_eq!(code(&nats(&node, "xf.320211.api.escalation.list", token, json!({})).await), "unauthorized");
         let ack = json!({"id": "x"});
         assert_eq!(code(&nats(&node, "xf.320211.api.escalation.ack", token, ack).await), "unauthorized");
+        assert_eq!(call("GET", &format!("{base}/v1/cases"), token, None).await.0, 401);
+        assert_eq!(call("GET", &format!("{base}/v1/node/overview"), token, None).await.0, 401);
+        assert_eq!(code(&nats(&node, "xf.320211.api.case.list", token, json!({})).await), "unauthorized");
+        assert_eq!(code(&nats(&node, "xf.320211.api.node.overview", token, json!({})).await), "unauthorized");
+        // a session that does not exist is no better than no credentials
+        let session = Some("Session AAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(code(&nats_raw(&node, "xf.320211.api.case.list", session, json!({})).await), "unauthorized");
     }
+    // worklists keep to the caller's scope: the organ lists its case, another organ does not,
+    // an integration may not list, and only the bureau and auditors see the overview
+    let listed = |v: &Value| v["cases"].as_array().is_some_and(|c| c.iter().any(|x| x["case_id"] == case.as_str()));
+    let mut seen = false;
+    for _ in 0..50 {
+        let (s, v) = call("GET", &format!("{base}/v1/cases"), Some(ZJJ), None).await;
+        assert_eq!(s, 200, "{v}");
+        if listed(&v) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the organ's worklist has its case");
+    let (_, v) = call("GET", &format!("{base}/v1/cases"), Some(XFJ_DESK), None).await;
+    assert!(!listed(&v), "another organ's worklist does not: {v}");
+    assert!(listed(&nats(&node, "xf.320211.api.case.list", Some(AUDITOR), json!({})).await));
+    assert_eq!(call("GET", &format!("{base}/v1/cases"), Some(HOTLINE), None).await.0, 403);
+    assert_eq!(call("GET", &format!("{base}/v1/node/overview"), Some(ZJJ), None).await.0, 403);
+    let (s, v) = call("GET", &format!("{base}/v1/node/overview"), Some(AUDITOR), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["by_organ"]["320211-zjj"]["with_organ"].as_i64().is_some_and(|n| n >= 1), "{v}");
     // the public may still submit online
     assert_eq!(call("POST", &format!("{base}/v1/petitions"), None, Some(petition_by(303))).await.0, 201);
 

@@ -98,6 +98,15 @@ async fn late_supervision_and_a_group_petition_reach_the_city_and_its_directive_
     assert_eq!(r.status(), 200, "the escalation is in the inbox as soon as the service is ready");
     let full: Value = r.json().await.unwrap();
     assert!(full["escalation"]["snapshot"].as_array().is_some_and(|s| s.len() >= 3), "snapshot: {full}");
+    // the snapshot carries the petitioners: the office's read is on record at the city
+    let city_node = xinfang_shared::ids::NodeCode::parse("320200").unwrap();
+    let audit = nats.jetstream().await.get_stream(xinfang_shared::subjects::audit_stream(&city_node)).await.unwrap();
+    let last = audit
+        .get_last_raw_message_by_subject(&xinfang_shared::subjects::audit(&city_node, "read"))
+        .await
+        .expect("an audit record");
+    let record: Value = serde_json::from_slice(&last.payload).unwrap();
+    assert_eq!((record["what"].as_str(), record["case_id"].as_str()), (Some("escalation_view"), Some(late.as_str())));
 
     // acknowledge (twice: one ack) and send a directive due in a few seconds
     for _ in 0..2 {

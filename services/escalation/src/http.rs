@@ -56,7 +56,7 @@ async fn list_json(
     Extension(caller): Extension<Caller>,
     q: Result<Query<Filter>, QueryRejection>,
 ) -> Response {
-    match access::may_read_escalations(&caller).and_then(|()| filter_of(q)) {
+    match access::may_read_escalations(&caller).and_then(|_| filter_of(q)) {
         Ok(f) => {
             let items: Vec<Value> = inbox.list(&f, now_cst()).iter().map(brief).collect();
             Json(json!({"ok": true, "escalations": items})).into_response()
@@ -70,12 +70,9 @@ async fn get_json(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = access::may_read_escalations(&caller) {
-        return error(&e);
-    }
-    match inbox.get(&id) {
-        Some(v) => Json(json!({"ok": true, "escalation": v})).into_response(),
-        None => error(&ApiError::field(ErrorCode::NotFound, "id", format!("本节点收件箱中没有督办件 {id}"))),
+    match inbox.read_one(&caller, &id).await {
+        Ok(v) => Json(json!({"ok": true, "escalation": v})).into_response(),
+        Err(e) => error(&e),
     }
 }
 

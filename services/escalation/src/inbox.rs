@@ -164,6 +164,26 @@ pub struct Inbox {
     pub metrics: Metrics,
     /// Credentials (DESIGN.md §11): the office acts, the office and auditors read.
     pub gate: Arc<xinfang_shared::gate::Gate>,
+    /// Who read which case's snapshot (it carries the petitioners).
+    pub audit: xinfang_shared::audit::Audit,
+}
+
+impl Inbox {
+    /// One escalation with its case snapshot, for `caller`: the office sees the petitioners
+    /// (and the read is recorded first), auditors see them masked.
+    pub async fn read_one(&self, caller: &xinfang_shared::access::Caller, id: &str) -> Result<Value, ApiError> {
+        use xinfang_shared::access::{self, Sight};
+        let sight = access::may_read_escalations(caller)?;
+        let view = self
+            .get(id)
+            .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("本节点收件箱中没有督办件 {id}")))?;
+        let mut value = serde_json::to_value(&view).expect("serializes");
+        match sight {
+            Sight::Full => self.audit.read(caller.staff()?, &view.received.case_id, "escalation_view").await?,
+            Sight::Masked => access::mask_personal_data(&mut value),
+        }
+        Ok(value)
+    }
 }
 
 fn esc_key(id: &str) -> Vec<u8> {

@@ -71,6 +71,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         calendar: calendar.clone(),
         metrics: metrics.clone(),
         gate: xinfang_shared::gate::Gate::new(&settings, Some(sessions))?,
+        audit: xinfang_shared::audit::Audit::open(&js, &node, settings.nats.replicas).await?,
     });
     inbox.refresh_gauges(now_cst());
     let climb = Arc::new(Climb { ledger: ledger.clone(), ladder: Ladder::from_settings(&settings), calendar, metrics });

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use xinfang_shared::access;
+use xinfang_shared::access::{self, Caller};
 use xinfang_shared::endpoints::{self, Endpoint};
 use xinfang_shared::error::{ApiError, ErrorCode};
 use xinfang_shared::petition::parse_body;
@@ -47,14 +47,11 @@ pub async fn serve(
         move |name, headers, payload| {
             let inbox = inbox.clone();
             async move {
-                let allowed = inbox.gate.nats_caller(headers.as_ref()).await.and_then(|caller| match name {
-                    "escalation_list" | "escalation_get" => access::may_read_escalations(&caller),
-                    _ => access::may_direct(&caller),
-                });
-                match allowed {
-                    Ok(()) => handle(&inbox, name, &payload).await.unwrap_or_else(|e| e.to_body()),
-                    Err(e) => e.to_body(),
-                }
+                let handled = match inbox.gate.nats_caller(headers.as_ref()).await {
+                    Ok(caller) => handle(&inbox, &caller, name, &payload).await,
+                    Err(e) => Err(e),
+                };
+                handled.unwrap_or_else(|e| e.to_body())
             }
         },
     )
@@ -69,7 +66,12 @@ fn id(v: &Value) -> Result<&str, ApiError> {
     }
 }
 
-async fn handle(inbox: &Inbox, endpoint: &str, payload: &[u8]) -> Result<Value, ApiError> {
+async fn handle(inbox: &Inbox, caller: &Caller, endpoint: &str, payload: &[u8]) -> Result<Value, ApiError> {
+    match endpoint {
+        "escalation_list" => access::may_read_escalations(caller).map(|_| ())?,
+        "escalation_get" => {} // read_one decides how much the caller sees
+        _ => access::may_direct(caller)?,
+    }
     let v = if payload.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(payload)? };
     if !v.is_object() {
         return Err(ApiError::general(ErrorCode::InvalidJson, "the body must be a JSON object"));
@@ -82,13 +84,7 @@ async fn handle(inbox: &Inbox, endpoint: &str, payload: &[u8]) -> Result<Value, 
             let items: Vec<Value> = inbox.list(&f, now_cst()).iter().map(brief).collect();
             Ok(json!({"ok": true, "escalations": items}))
         }
-        "escalation_get" => {
-            let id = id(&v)?;
-            let view = inbox
-                .get(id)
-                .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("本节点收件箱中没有督办件 {id}")))?;
-            Ok(json!({"ok": true, "escalation": view}))
-        }
+        "escalation_get" => Ok(json!({"ok": true, "escalation": inbox.read_one(caller, id(&v)?).await?})),
         "escalation_ack" => {
             let view = inbox.acknowledge(id(&v)?, &request::by(&v)?).await?;
             Ok(json!({"ok": true, "escalation": brief(&view)}))

@@ -63,7 +63,7 @@ impl Intake {
         });
         match sight {
             Sight::Masked => access::mask_personal_data(&mut view),
-            Sight::Full => self.audit.read(caller.staff()?, &case).await?,
+            Sight::Full => self.audit.read(caller.staff()?, &case, "case_view").await?,
         }
         Ok(view)
     }

@@ -7,12 +7,10 @@
 //! - [`register`]: submission → `registered` → receipt, idempotency keys.
 //! - [`case_ids`]: restart-proof per-day case id sequence.
 //! - [`cases`]: staff view, public status view, actions.
-//! - [`audit`]: the record of staff reads of personal data.
 //! - [`worklist`]: the open cases by organ and the node's counts (待办, 本级), from the ledger.
 //! - [`http`] and [`service`]: the two transports over the same operations.
 #![forbid(unsafe_code)]
 
-pub mod audit;
 pub mod case_ids;
 pub mod cases;
 pub mod http;
@@ -72,7 +70,7 @@ pub struct Intake {
     /// Credentials and the public's rate limit (DESIGN.md §11).
     pub gate: Arc<xinfang_shared::gate::Gate>,
     /// Who read which petitioner's personal data.
-    pub audit: audit::Audit,
+    pub audit: xinfang_shared::audit::Audit,
 }
 
 impl Intake {
@@ -104,7 +102,7 @@ impl Intake {
         let sessions = SessionKv::open(&js, node.as_str(), settings.nats.replicas, settings.web.session_max()).await?;
         let gate = xinfang_shared::gate::Gate::new(&settings, Some(sessions))?;
         let keys = runtime::node_secret(&settings)?;
-        let audit = audit::Audit::open(&js, &node, settings.nats.replicas).await?;
+        let audit = xinfang_shared::audit::Audit::open(&js, &node, settings.nats.replicas).await?;
         Ok(Self {
             gate,
             audit,

@@ -114,7 +114,8 @@ fn acting_by_role_with_the_actor_on_record() {
 #[test]
 fn escalations_for_the_office() {
     assert_eq!(code(may_read_escalations(&Caller::Public)), ErrorCode::Unauthorized);
-    assert!(may_read_escalations(&staff(&[Role::Auditor], None)).is_ok());
+    assert_eq!(may_read_escalations(&staff(&[Role::Auditor], None)), Ok(Sight::Masked));
+    assert_eq!(may_read_escalations(&staff(&[Role::Office], None)), Ok(Sight::Full));
     assert_eq!(code(may_direct(&staff(&[Role::Auditor], None))), ErrorCode::Forbidden);
     assert!(may_direct(&staff(&[Role::Office], None)).is_ok());
     assert_eq!(code(may_read_escalations(&staff(&[Role::Bureau], None))), ErrorCode::Forbidden);

@@ -2,15 +2,18 @@
 //! which case, when — appended to stream `XF_AUDIT_<node>` (`xf.<node>.audit.read`) before the
 //! data is handed out. The stream stays on the node: nothing sources it, nothing deletes from it.
 
+use crate::access::Identity;
+use crate::error::{ApiError, ErrorCode};
+use crate::ids::{CaseId, NodeCode};
+use crate::subjects;
+use crate::time::{now_cst, rfc3339};
 use async_nats::jetstream::{self, stream};
 use serde_json::json;
-use xinfang_shared::access::Identity;
-use xinfang_shared::error::ApiError;
-use xinfang_shared::ids::{CaseId, NodeCode};
-use xinfang_shared::subjects;
-use xinfang_shared::time::{now_cst, rfc3339};
 
-use crate::register::unavailable;
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "audit stream unavailable");
+    ApiError::general(ErrorCode::Unavailable, "the audit trail is unavailable; please retry")
+}
 
 pub struct Audit {
     js: jetstream::Context,
@@ -35,12 +38,12 @@ impl Audit {
         Ok(Self { js: js.clone(), subject: subjects::audit(node, "read") })
     }
 
-    /// Records that `who` read the personal data of `case`; the read fails (`unavailable`)
-    /// if the record cannot be kept.
-    pub async fn read(&self, who: &Identity, case: &CaseId) -> Result<(), ApiError> {
+    /// Records that `who` read the personal data of `case` through `what` (`case_view`,
+    /// `escalation_view`); the read fails (`unavailable`) if the record cannot be kept.
+    pub async fn read(&self, who: &Identity, case: &CaseId, what: &str) -> Result<(), ApiError> {
         let roles: Vec<&str> = who.roles.iter().map(|r| r.as_str()).collect();
         let record = json!({"at": rfc3339(now_cst()), "who": who.name, "roles": roles,
-            "organ_id": who.organ_id, "case_id": case, "what": "case_view"});
+            "organ_id": who.organ_id, "case_id": case, "what": what});
         let ack = self.js.publish(self.subject.clone(), record.to_string().into()).await.map_err(unavailable)?;
         ack.await.map_err(unavailable)?;
         Ok(())
