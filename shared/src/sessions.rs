@@ -21,6 +21,9 @@ pub const LOGIN: &str = "login";
 /// The session data key holding when they signed in (Unix seconds).
 pub const SINCE: &str = "since";
 
+/// How long opening the bucket waits out a JetStream that cannot place it yet.
+const PATIENCE: Duration = Duration::from_secs(60);
+
 /// The cookie's name: `__Host-` only over TLS, where a browser accepts it.
 pub fn cookie_name(tls: bool) -> &'static str {
     if tls {
@@ -39,21 +42,32 @@ pub struct SessionKv {
 }
 
 impl SessionKv {
-    /// Opens (or creates) the node's session bucket; entries vanish `max` after their last write.
+    /// Opens (or creates) the node's session bucket; entries vanish `max` after their last
+    /// write. Waits up to a minute while JetStream cannot place it (a clustered hub forming:
+    /// the pages may be the first of a node's services to ask).
     pub async fn open(js: &jetstream::Context, node: &str, replicas: usize, max: Duration) -> Result<Self, String> {
-        let kv = js
-            .create_or_update_key_value(kv::Config {
-                num_replicas: replicas,
-                bucket: format!("XF_SESSIONS_{node}"),
-                description: "staff sessions of the pages: session id → login, sign-in time, expiry".into(),
-                history: 1,
-                max_age: max,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("session bucket: {e}"))?;
-        Ok(Self { kv, max })
+        let config = kv::Config {
+            num_replicas: replicas,
+            bucket: format!("XF_SESSIONS_{node}"),
+            description: "staff sessions of the pages: session id → login, sign-in time, expiry".into(),
+            history: 1,
+            max_age: max,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match js.create_or_update_key_value(config.clone()).await {
+                Ok(kv) => return Ok(Self { kv, max }),
+                Err(e) if started.elapsed() < PATIENCE => {
+                    tracing::info!(error = %e, "session bucket not ready; waiting");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(format!("session bucket: {e}")),
+            }
+        }
     }
 
     /// The login of a live session, or `None` (unknown, idle too long, or older than the

@@ -11,13 +11,13 @@ use xinfang_tests::{id_number, ServiceProcess, TestNode};
 const PASSWORD: &str = "correct horse battery";
 
 /// The node file's users: a clerk (bureau), two organs' staff, an auditor and the city office.
-fn users(extra: &str, idle_secs: u64) -> String {
+fn users(extra: &str, web: &str) -> String {
     let hash = xinfang_shared::access::hash_password(PASSWORD);
     let user = |login: &str, name: &str, rest: &str| {
         format!("\n[[auth.users]]\nlogin = \"{login}\"\nname = \"{name}\"\n{rest}\npassword_hash = \"{hash}\"\n")
     };
     format!(
-        "{extra}\n[web]\nsession_idle_secs = {idle_secs}\nsession_max_secs = 3600\n{}",
+        "{extra}\n[web]\n{web}\n{}",
         [
             user("clerk", "王丽", "roles = [\"bureau\"]"),
             user("zjj", "住建局李明", "roles = [\"organ\"]\norgan_id = \"320211-zjj\""),
@@ -146,7 +146,7 @@ fn pairs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clerks_organs_auditors_and_the_office_each_see_their_pages() {
-    let node = TestNode::start_services(&users("", 1800), &["routing", "escalation"]);
+    let node = TestNode::start_services(&users("", ""), &["routing", "escalation"]);
     let web = ServiceProcess::start("web", &node.config, &node.nats.url, node.intake.dir.as_path());
     let mut nobody = Visitor::new(&web.http);
 
@@ -293,13 +293,23 @@ async fn clerks_organs_auditors_and_the_office_each_see_their_pages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_end_and_lookups_from_one_address_are_rate_limited() {
-    let node = TestNode::start_with(&users("[auth]\npublic_burst = 10\npublic_per_minute = 10\n", 3));
+    let node = TestNode::start_with(&users(
+        "[auth]\npublic_burst = 10\npublic_per_minute = 10\n",
+        "session_idle_secs = 3\ntls = true",
+    ));
     let web = ServiceProcess::start("web", &node.config, &node.nats.url, node.intake.dir.as_path());
 
     // a session left idle longer than web.session_idle_secs (3 s here) has ended, for the
     // pages and for the API
     let mut clerk = Visitor::new(&web.http);
-    assert_eq!(clerk.login("clerk").await.status, 303);
+    let p = clerk.login("clerk").await;
+    assert_eq!(p.status, 303);
+    // behind TLS (web.tls) the cookie is __Host- and Secure
+    let cookie = p.set_cookie.expect("a session cookie");
+    assert!(
+        cookie.starts_with("__Host-xf_session=") && cookie.contains("Secure") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
     assert_eq!(clerk.get("/inbox").await.status, 200);
     let sid = clerk.session_id();
     assert_eq!(api(&node, "case.list", &sid, json!({})).await["ok"], true);
@@ -352,7 +362,7 @@ async fn sign_in(browser: &xinfang_tests::browser::Browser, base: &str, login: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visit_goes_from_the_clerks_form_to_the_organ_and_back_to_the_petitioner_in_chromium() {
-    let node = TestNode::start_services(&users("", 1800), &["routing"]);
+    let node = TestNode::start_services(&users("", ""), &["routing"]);
     let web = ServiceProcess::start("web", &node.config, &node.nats.url, node.intake.dir.as_path());
     let base = web.http.clone();
     let browser = xinfang_tests::browser::Browser::start().await;

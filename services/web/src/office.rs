@@ -25,8 +25,7 @@ pub fn routes() -> Router<Arc<Web>> {
     Router::new()
         .route("/escalations", get(list))
         .route("/escalations/{id}", get(detail))
-        .route("/escalations/{id}/ack", post(ack))
-        .route("/escalations/{id}/directive", post(directive))
+        .route("/escalations/{id}/{answer}", post(answer))
 }
 
 /// `GET /escalations?state=&level=&child=`: pending ones unless another state is asked for.
@@ -77,31 +76,21 @@ fn signed(staff: &Staff, id: &str, form: BTreeMap<String, String>) -> Value {
     Value::Object(body)
 }
 
-async fn answer(web: &Web, staff: &Staff, id: &str, endpoint: &str, body: Value) -> Response {
-    match web.calls.call(As::Session(&staff.session_id), endpoint, &body).await {
+/// `POST /escalations/{id}/ack` (签收) and `…/directive` (下发督办单): the form as the answer,
+/// signed with the user's name; back to the escalation, or its page with what was wrong.
+async fn answer(
+    State(web): State<Arc<Web>>,
+    staff: Staff,
+    Path((id, answer)): Path<(String, String)>,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let endpoint = match answer.as_str() {
+        "ack" => "escalation.ack",
+        "directive" => "escalation.directive",
+        _ => return views::not_found().await,
+    };
+    match web.calls.call(As::Session(&staff.session_id), endpoint, &signed(&staff, &id, form)).await {
         Ok(_) => Redirect::to(&format!("/escalations/{id}")).into_response(),
-        Err(e) => detail_page(web, staff, id, Some(&e)).await,
+        Err(e) => detail_page(&web, &staff, &id, Some(&e)).await,
     }
-}
-
-/// `POST /escalations/{id}/ack`: 签收.
-async fn ack(
-    State(web): State<Arc<Web>>,
-    staff: Staff,
-    Path(id): Path<String>,
-    Form(form): Form<BTreeMap<String, String>>,
-) -> Response {
-    let body = signed(&staff, &id, form);
-    answer(&web, &staff, &id, "escalation.ack", body).await
-}
-
-/// `POST /escalations/{id}/directive`: 下发督办单.
-async fn directive(
-    State(web): State<Arc<Web>>,
-    staff: Staff,
-    Path(id): Path<String>,
-    Form(form): Form<BTreeMap<String, String>>,
-) -> Response {
-    let body = signed(&staff, &id, form);
-    answer(&web, &staff, &id, "escalation.directive", body).await
 }
