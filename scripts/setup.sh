@@ -5,7 +5,8 @@
 # (fonts-wqy-microhei: the pages' screenshots) for the page tests,
 # python3-aiosmtpd (a real SMTP server for the e-mail tests) and prometheus with promtool (rule
 # tests, the observability test), and from PyPI into tools/python grafana-foundation-sdk and
-# promql-parser (deploy/generate.py, deploy/grafana/check.py).
+# promql-parser (deploy/generate.py, deploy/grafana/check.py) and georeport (a third-party
+# Open311 client for tests/tests/open311.rs).
 # `--prometheus` installs only Debian's prometheus (the demo's, when it can; never fatal).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ if [[ ${1:-} == --test-tools ]] &&
   $sudo apt-get install -y -q "${pkgs[@]}" >/dev/null ||
     { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "${pkgs[@]}" >/dev/null; }
 fi
-py_tools=(grafana-foundation-sdk==1769699998!10.1.0 promql-parser==0.12.0)
+py_tools=(grafana-foundation-sdk==1769699998!10.1.0 promql-parser==0.12.0 georeport==0.3.1)
 if [[ ${1:-} == --test-tools ]] && ! [[ -f tools/python/.installed && $(cat tools/python/.installed) == "${py_tools[*]}" ]]; then
   echo "installing ${py_tools[*]} (PyPI) into tools/python …"
   rm -rf tools/python

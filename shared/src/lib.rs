@@ -5,7 +5,8 @@
 //!   (the ledger's events), [`state`] (the case state machine), [`calendar`] (the
 //!   regulation's clock), [`dues`], [`indicators`] (the offices' counts), [`access`] (roles,
 //!   scopes, credentials checked, personal data masked), [`keyring`] (keyed hashes with the
-//!   node secret), [`worklist`] (what the inbox and overview show of a case), [`time`], [`error`] (wire errors),
+//!   node secret), [`worklist`] (what the inbox and overview show of a case), [`open311`] (GeoReport v2 services,
+//!   requests and errors), [`time`], [`error`] (wire errors),
 //!   [`subjects`]; [`fixtures`]:
 //!   ready-made events for the services' unit tests (always built, so a test build does not
 //!   compile this crate a second time with a feature on).
@@ -37,6 +38,7 @@ pub mod leaf_auth;
 pub mod ledger;
 pub mod links;
 pub mod notice;
+pub mod open311;
 pub mod ops;
 pub mod petition;
 pub mod projection;

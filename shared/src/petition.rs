@@ -28,6 +28,9 @@ pub enum Channel {
     Visit,
     Online,
     Phone,
+    /// The wire name is `hotline_12345` (DESIGN.md §5); events written before 2026-12-02 say
+    /// `hotline12345` (serde's snake case of the name), still read.
+    #[serde(rename = "hotline_12345", alias = "hotline12345")]
     Hotline12345,
     LeaderMailbox,
     LeaderReception,
@@ -60,6 +63,20 @@ impl Channel {
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+#[cfg(test)]
+mod channel_tests {
+    use super::Channel;
+
+    #[test]
+    fn every_channel_is_written_by_its_wire_name_and_old_events_still_read() {
+        for c in Channel::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str(), "{c:?}");
+            assert_eq!(serde_json::from_value::<Channel>(c.as_str().into()).unwrap(), c);
+        }
+        assert_eq!(serde_json::from_value::<Channel>("hotline12345".into()).unwrap(), Channel::Hotline12345);
     }
 }
 

@@ -61,6 +61,8 @@ pub struct Item {
     pub stage_label: &'static str,
     pub organ_id: Option<OrganId>,
     pub registered_at: Instant,
+    /// The time of the case's latest event.
+    pub updated_at: Instant,
     pub repeat_of: Option<CaseId>,
     /// The step the case waits on (the earliest due of its open steps).
     pub step: Option<&'static str>,
@@ -99,6 +101,7 @@ pub fn item(events: &[Envelope], policy: &Policy, cal: &Calendar, now: Instant) 
         stage_label: state.stage.label_zh(),
         organ_id: state.organ.clone(),
         registered_at: state.registered_at,
+        updated_at: state.last_at,
         repeat_of: registered.repeat_of.clone(),
         step: next.map(|(s, _, _)| s),
         due_at: next.map(|(_, _, d)| d),

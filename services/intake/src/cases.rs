@@ -27,7 +27,7 @@ fn not_found(case: &str) -> ApiError {
 }
 
 impl Intake {
-    async fn load(&self, case: &CaseId) -> Result<(Vec<Stored>, CaseState), ApiError> {
+    pub(crate) async fn load(&self, case: &CaseId) -> Result<(Vec<Stored>, CaseState), ApiError> {
         let history = self.ledger.history(case).await.map_err(unavailable)?;
         let state = CaseState::fold(history.iter().map(|s| &s.event)).ok_or_else(|| not_found(case.as_str()))?;
         Ok((history, state))

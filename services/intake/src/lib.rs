@@ -8,7 +8,8 @@
 //! - [`case_ids`]: restart-proof per-day case id sequence.
 //! - [`cases`]: staff view, public status view, actions.
 //! - [`worklist`]: the open cases by organ and the node's counts (待办, 本级), from the ledger.
-//! - [`http`] and [`service`]: the two transports over the same operations.
+//! - [`http`] and [`service`]: the two transports over the same operations; [`open311`]: the
+//!   GeoReport v2 endpoint for hotline platforms and 311 clients.
 #![forbid(unsafe_code)]
 
 pub mod case_ids;
@@ -16,6 +17,7 @@ pub mod cases;
 pub mod http;
 pub mod inbox;
 pub mod metrics;
+pub mod open311;
 pub mod register;
 pub mod repeats;
 pub mod service;
@@ -171,6 +173,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let ready = Readiness::default();
     let app = http::router(intake.clone())
         .merge(http::links_router(links))
+        .merge(open311::router(intake.clone()))
         .merge(ops::router(registry, ready.clone()))
         .fallback(http::fallback);
     let http_shutdown = shutdown.clone();
