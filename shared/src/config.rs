@@ -419,6 +419,10 @@ pub struct Division {
     pub code: String,
     #[serde(default)]
     pub name: String,
+    /// The division's area as a GeoJSON file (Polygon or MultiPolygon, WGS 84), for Open311
+    /// requests located by `lat`/`long` (DESIGN.md §12).
+    #[serde(default)]
+    pub area: Option<PathBuf>,
 }
 
 /// `[[peers]]`: other nodes, for 属地 forwarding.

@@ -317,6 +317,69 @@ pub fn request_view(
     })
 }
 
+/// A division's area (`[[divisions]] area`, GeoJSON in WGS 84 longitude/latitude), for
+/// requests located by `lat`/`long`.
+#[derive(Debug, Clone)]
+pub struct Area {
+    pub division: String,
+    pub shape: geo::MultiPolygon<f64>,
+}
+
+/// The area of `division` from GeoJSON text: a Polygon or MultiPolygon, bare or as the
+/// geometries of a Feature or FeatureCollection.
+pub fn area_of_geojson(division: &str, text: &str) -> Result<Area, String> {
+    let parsed: geojson::GeoJson = text.parse().map_err(|e| format!("not GeoJSON: {e}"))?;
+    let geometries: Vec<geojson::Geometry> = match parsed {
+        geojson::GeoJson::Geometry(g) => vec![g],
+        geojson::GeoJson::Feature(f) => f.geometry.into_iter().collect(),
+        geojson::GeoJson::FeatureCollection(c) => c.features.into_iter().filter_map(|f| f.geometry).collect(),
+    };
+    let mut polygons = Vec::new();
+    for g in geometries {
+        match geo::Geometry::<f64>::try_from(g).map_err(|e| format!("bad geometry: {e}"))? {
+            geo::Geometry::Polygon(p) => polygons.push(p),
+            geo::Geometry::MultiPolygon(m) => polygons.extend(m.0),
+            _ => return Err("only Polygon and MultiPolygon geometries make an area".into()),
+        }
+    }
+    if polygons.is_empty() {
+        return Err("no polygon in it".into());
+    }
+    Ok(Area { division: division.to_string(), shape: geo::MultiPolygon(polygons) })
+}
+
+/// The division a point (`long`, `lat`) falls in: the most specific (longest code) area that
+/// contains it.
+pub fn division_at(areas: &[Area], long: f64, lat: f64) -> Option<&str> {
+    use geo::Contains;
+    let point = geo::Point::new(long, lat);
+    areas.iter().filter(|a| a.shape.contains(&point)).max_by_key(|a| a.division.len()).map(|a| a.division.as_str())
+}
+
+/// A form located by `lat`/`long` only, with `address_id` set to the division there; a form
+/// with `address_id`, or with no areas to look in, is left as it is.
+pub fn locate(form: &mut Vec<(String, String)>, areas: &[Area]) -> Result<(), Open311Error> {
+    let get = |form: &[(String, String)], k: &str| {
+        form.iter().find(|(key, _)| key == k).map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty())
+    };
+    if get(form, "address_id").is_some() || areas.is_empty() {
+        return Ok(());
+    }
+    let (Some(lat), Some(long)) = (get(form, "lat"), get(form, "long")) else { return Ok(()) };
+    let coordinate = |v: &str, k: &str, range: f64| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && x.abs() <= range)
+            .ok_or_else(|| Open311Error::new(400, format!("{k}: a decimal degree (WGS 84)")))
+    };
+    let (lat, long) = (coordinate(&lat, "lat", 90.0)?, coordinate(&long, "long", 180.0)?);
+    let division = division_at(areas, long, lat)
+        .ok_or_else(|| Open311Error::new(400, format!("lat: {lat},{long} is outside this node's areas")))?;
+    form.retain(|(k, _)| k != "address_id");
+    form.push(("address_id".into(), division.to_string()));
+    Ok(())
+}
+
 /// The notice a created request carries (the receipt the regulation requires, Art. 24): case
 /// id, query code and what happens next.
 pub fn receipt_notice(case_id: &str, query_code: &str) -> String {
@@ -372,6 +435,32 @@ mod tests {
         let api = ApiError::field(ErrorCode::InvalidField, "petitioners[0].phone", "not a mobile number");
         assert_eq!(from_api(&api).description, "phone: not a mobile number");
         assert_eq!(from_api(&ApiError::general(ErrorCode::Unauthorized, "x")).code, 403);
+    }
+
+    #[test]
+    fn a_point_is_located_in_the_most_specific_area() {
+        let square = |x0: f64, y0: f64, d: f64| {
+            format!(
+                r#"{{"type":"Feature","properties":{{}},"geometry":{{"type":"Polygon","coordinates":[[[{x0},{y0}],[{x1},{y0}],[{x1},{y1}],[{x0},{y1}],[{x0},{y0}]]]}}}}"#,
+                x1 = x0 + d,
+                y1 = y0 + d
+            )
+        };
+        let areas = vec![
+            area_of_geojson("320211", &square(120.0, 31.0, 1.0)).unwrap(),
+            area_of_geojson("320211001", &square(120.2, 31.4, 0.2)).unwrap(),
+        ];
+        assert_eq!(division_at(&areas, 120.3, 31.5), Some("320211001"));
+        assert_eq!(division_at(&areas, 120.8, 31.8), Some("320211"));
+        assert_eq!(division_at(&areas, 119.0, 31.5), None);
+        let mut f = form(&[("lat", "31.5"), ("long", "120.3"), ("description", "d")]);
+        locate(&mut f, &areas).unwrap();
+        assert!(f.contains(&("address_id".to_string(), "320211001".to_string())));
+        let mut outside = form(&[("lat", "40.0"), ("long", "116.4")]);
+        assert!(locate(&mut outside, &areas).unwrap_err().description.starts_with("lat"));
+        let mut bad = form(&[("lat", "north"), ("long", "116.4")]);
+        assert!(locate(&mut bad, &areas).unwrap_err().description.starts_with("lat"));
+        assert!(area_of_geojson("x", r#"{"type":"Point","coordinates":[1,2]}"#).is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! A node run by `xinfang up` itself (its own nats-server or a shared one, the five services
+//! A node run by `xinfang up` itself (its own nats-server or a shared one, the services
 //! under its supervision), for tests and the fault campaign that kill what `up` runs.
 
 use std::io::{BufRead, BufReader};

@@ -238,8 +238,9 @@ async fn every_rule_and_panel_has_data_and_the_indicators_are_the_ledgers() {
     }
     let prom = Prometheus::start(&dir.path().join("prom"), &targets);
     // every service scraped, its counters first seen at zero, before any petition
-    wait_until(Duration::from_secs(60), "all 15 services scraped", || async {
-        prom.values("up{job=\"xinfang\"} == 1", &["instance"]).await.len() == 15
+    // six services (web among them) on each of the three nodes
+    wait_until(Duration::from_secs(60), "all 18 services scraped", || async {
+        prom.values("up{job=\"xinfang\"} == 1", &["instance"]).await.len() == 18
             && prom.values("xf_deadlines_petitions_total", &["node", "outcome"]).await.len() == 6
     })
     .await;

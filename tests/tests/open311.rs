@@ -191,3 +191,38 @@ async fn every_open311_error_is_in_the_specs_format() {
     let r = reqwest::get(format!("{base}/open311/v2/requests.json?status=lost")).await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_located_by_lat_and_long_lands_in_the_division_whose_area_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let area = dir.path().join("320211001.geojson");
+    // 蠡园街道, roughly: a square around 31.55 N, 120.25 E
+    std::fs::write(
+        &area,
+        r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"name":"蠡园街道"},
+        "geometry":{"type":"Polygon","coordinates":[[[120.2,31.5],[120.3,31.5],[120.3,31.6],[120.2,31.6],[120.2,31.5]]]}}]}"#,
+    )
+    .unwrap();
+    let extra = format!(
+        "{}\n[[divisions]]\ncode = \"320211001\"\nname = \"蠡园街道\"\narea = \"{}\"\n",
+        hotline_token(),
+        area.display()
+    );
+    let node = TestNode::start_with(&extra);
+    let base = node.intake.http.clone();
+    let located = |lat: &str, long: &str| {
+        let mut f = fms_form("路灯损坏");
+        f.retain(|(k, _)| *k != "address_id");
+        f.push(("lat", lat.into()));
+        f.push(("long", long.into()));
+        f
+    };
+    let (status, xml) = post(&base, &located("31.55", "120.25")).await;
+    assert_eq!(status, 201, "{xml}");
+    let id = xml_text(&xml, "service_request_id");
+    let registered = node.wait_for(&id, "registered", Duration::from_secs(5)).await.expect("registered");
+    assert_eq!(registered.data["location"]["division"], "320211001");
+    let (status, xml) = post(&base, &located("39.9", "116.4")).await;
+    assert_eq!(status, 400, "{xml}");
+    assert!(xml_text(&xml, "description").starts_with("lat"), "{xml}");
+}

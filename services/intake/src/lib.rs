@@ -173,7 +173,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let ready = Readiness::default();
     let app = http::router(intake.clone())
         .merge(http::links_router(links))
-        .merge(open311::router(intake.clone()))
+        .merge(open311::router(intake.clone())?)
         .merge(ops::router(registry, ready.clone()))
         .fallback(http::fallback);
     let http_shutdown = shutdown.clone();

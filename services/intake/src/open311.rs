@@ -1,7 +1,8 @@
 //! Open311 GeoReport v2 on intake (DESIGN.md §12), for 12345 hotline platforms and
 //! third-party 311 clients (FixMyStreet …): `services`, `services/{code}`, `requests` (POST a
 //! form with an `integration` token as `api_key`; GET with the spec's filters),
-//! `requests/{id}`, `tokens/{token}`, each as `.json` or `.xml`. A created request is a §5
+//! `requests/{id}`, `tokens/{token}`, each as `.json` or `.xml`. A request is located by
+//! `address_id` (a division code) or by `lat`/`long` inside a `[[divisions]] area`. A created request is a §5
 //! petition through the same validation, idempotency and ledger; its id is the case id.
 //! Errors are the spec's `[{"code","description"}]` with 400 / 403 / 404.
 
@@ -34,19 +35,35 @@ const LIST_LIMIT: usize = 1000;
 struct Open311 {
     intake: Arc<Intake>,
     per_key: DefaultKeyedRateLimiter<String>,
+    /// The divisions' areas of the node file, for requests located by `lat`/`long`.
+    areas: Vec<open311::Area>,
+}
+
+/// The areas of `[[divisions]] area`; a file that cannot be read or is not an area is an
+/// error naming its key (intake does not start).
+fn areas(settings: &xinfang_shared::config::Settings) -> Result<Vec<open311::Area>, String> {
+    let mut out = Vec::new();
+    for (i, d) in settings.divisions.iter().enumerate() {
+        let Some(path) = &d.area else { continue };
+        let key = format!("divisions[{i}].area");
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
+        out.push(open311::area_of_geojson(&d.code, &text).map_err(|e| format!("{key} {}: {e}", path.display()))?);
+    }
+    Ok(out)
 }
 
 /// The routes under `/open311/v2/`.
-pub fn router(intake: Arc<Intake>) -> Router {
+pub fn router(intake: Arc<Intake>) -> Result<Router, String> {
     let quota = Quota::per_minute(NonZeroU32::new(KEY_PER_MINUTE).expect("> 0"))
         .allow_burst(NonZeroU32::new(KEY_BURST).expect("> 0"));
-    let state = Arc::new(Open311 { intake, per_key: RateLimiter::keyed(quota) });
-    Router::new()
+    let areas = areas(&intake.settings)?;
+    let state = Arc::new(Open311 { intake, per_key: RateLimiter::keyed(quota), areas });
+    Ok(Router::new()
         .route("/open311/v2/{file}", get(top).post(create))
         .route("/open311/v2/services/{file}", get(service))
         .route("/open311/v2/requests/{file}", get(request))
         .route("/open311/v2/tokens/{file}", get(token))
-        .with_state(state)
+        .with_state(state))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -357,10 +374,13 @@ async fn submit(o: &Open311, form: &[(String, String)]) -> Result<Value, Open311
     if open311::definition(&intake.settings, code).is_none() {
         return Err(not_found(&format!("service_code: no service {code}")));
     }
-    let mut petition = open311::petition_of_form(form)?;
+    let mut form = form.to_vec();
+    open311::locate(&mut form, &o.areas)?;
+    let mut petition = open311::petition_of_form(&form)?;
     petition["channel"] = json!(channel.as_str());
     // a retry of the same form by the same key is the same petition
     let mut fields: Vec<&(String, String)> = form.iter().filter(|(k, _)| k != "api_key").collect();
+    // (sorted, so the same fields in another order are the same form)
     fields.sort();
     let digest = Sha256::digest(format!("{}\n{fields:?}", identity.name).as_bytes());
     petition["idempotency_key"] = json!(format!("open311-{}", hex::encode(&digest[..16])));
