@@ -520,6 +520,20 @@ impl TestNode {
     }
 }
 
+/// An `application/x-www-form-urlencoded` body of `fields`, in their order (as a browser or
+/// FixMyStreet sends a form).
+pub fn form_body<K: AsRef<str>, V: AsRef<str>>(fields: &[(K, V)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    fields.iter().map(|(k, v)| format!("{}={}", enc(k.as_ref()), enc(v.as_ref()))).collect::<Vec<_>>().join("&")
+}
+
 /// A valid resident ID number for tests.
 pub fn id_number(seq: u32) -> String {
     let body = format!("32021119900101{:03}", seq % 1000);

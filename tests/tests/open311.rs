@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use xinfang_shared::access::token_sha256;
-use xinfang_tests::TestNode;
+use xinfang_tests::{form_body, TestNode};
 
 const HOTLINE: &str = "test-12345-platform-key";
 
@@ -43,7 +43,7 @@ fn fms_form(description: &str) -> Fields {
 
 async fn post(base: &str, form: &[(&str, String)]) -> (u16, String) {
     let http = reqwest::Client::new();
-    let body: String = form.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
+    let body = form_body(form);
     let r = http
         .post(format!("{base}/open311/v2/requests.xml"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -52,15 +52,6 @@ async fn post(base: &str, form: &[(&str, String)]) -> (u16, String) {
         .await
         .unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The text of the first `<tag>` in an XML answer.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use xinfang_tests::{id_number, ServiceProcess, TestNode};
+use xinfang_tests::{form_body, id_number, ServiceProcess, TestNode};
 
 /// The password of every test user.
 const PASSWORD: &str = "correct horse battery";
@@ -94,18 +94,6 @@ impl Visitor {
     fn session_id(&self) -> String {
         self.cookie.as_deref().and_then(|c| c.split_once('=')).map(|(_, v)| v.to_string()).expect("signed in")
     }
-}
-
-fn form_body(form: &[(&str, &str)]) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    form.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
 }
 
 /// The text between `id="<id>">` and the next `<`.
