@@ -8,9 +8,9 @@ use serde_json::{json, Map, Value};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::petition::MAX_CONTENT_CHARS;
-use crate::state::{CaseState, Stage};
-use crate::time::{rfc3339, Instant};
-use crate::transfer::registered_of;
+use crate::state::Stage;
+use crate::time::rfc3339;
+use crate::worklist::Item;
 
 /// One service (GET services): a category of the node file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -290,30 +290,24 @@ pub fn status(stage: Stage) -> &'static str {
     }
 }
 
-/// A case as a service request (GET requests): no names, ID numbers, phones, addresses or
-/// content. `organ_name`: the handling organ's name; `due`: the current step's due.
-pub fn request_view(
-    events: &[crate::event::Envelope],
-    state: &CaseState,
-    organ_name: Option<&str>,
-    service_name: &str,
-    due: Option<Instant>,
-) -> Value {
-    let registered = registered_of(events);
-    let division = registered.as_ref().map(|r| r.petition.location.division.to_string());
-    let code = registered.as_ref().map(|r| r.petition.category.clone()).unwrap_or_default();
+/// A case as a service request (GET requests), from its worklist line: no names, ID numbers,
+/// phones, addresses or content. The handling organ and the category by their names in the
+/// node file; the current step's due as `expected_datetime`.
+pub fn request_of(item: &Item, settings: &Settings) -> Value {
+    let organ = item.organ_id.as_ref().and_then(|o| settings.organs.iter().find(|x| x.id == o.as_str()));
+    let category = settings.categories.iter().find(|c| c.code == item.category);
     json!({
-        "service_request_id": state.case_id,
-        "status": status(state.stage),
-        "status_notes": state.stage.label_zh(),
-        "service_name": service_name,
-        "service_code": code,
-        "agency_responsible": organ_name.unwrap_or_default(),
+        "service_request_id": item.case_id,
+        "status": status(item.stage),
+        "status_notes": item.stage_label,
+        "service_name": category.map(|c| c.name.as_str()).unwrap_or_default(),
+        "service_code": item.category,
+        "agency_responsible": organ.map(|o| o.name.as_str()).unwrap_or_default(),
         "service_notice": "依《信访工作条例》办理；信访人凭查询码可查询办理进度。",
-        "requested_datetime": rfc3339(state.registered_at),
-        "updated_datetime": rfc3339(state.last_at),
-        "expected_datetime": due.map(rfc3339),
-        "address_id": division,
+        "requested_datetime": rfc3339(item.registered_at),
+        "updated_datetime": rfc3339(item.updated_at),
+        "expected_datetime": item.due_at.map(rfc3339),
+        "address_id": item.division,
     })
 }
 

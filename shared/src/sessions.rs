@@ -91,10 +91,15 @@ pub fn live_login(record: &Record, max: Duration, now: time::OffsetDateTime) -> 
         return None;
     }
     let since = record.data.get(SINCE)?.as_i64()?;
-    if now.unix_timestamp() - since >= max.as_secs() as i64 {
+    if !within_lifetime(since, max, now) {
         return None;
     }
     record.data.get(LOGIN)?.as_str().map(str::to_string)
+}
+
+/// Whether a session signed in at `since` (Unix seconds) is younger than `max` at `now`.
+pub fn within_lifetime(since: i64, max: Duration, now: time::OffsetDateTime) -> bool {
+    now.unix_timestamp() - since < max.as_secs() as i64
 }
 
 fn backend(e: impl std::fmt::Display) -> session_store::Error {

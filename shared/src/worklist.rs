@@ -56,6 +56,8 @@ pub struct Item {
     pub category: String,
     pub kind: String,
     pub channel: String,
+    /// Where the matter is (its division code).
+    pub division: String,
     pub headcount: u32,
     pub stage: Stage,
     pub stage_label: &'static str,
@@ -96,6 +98,7 @@ pub fn item(events: &[Envelope], policy: &Policy, cal: &Calendar, now: Instant) 
         category: p.category.clone(),
         kind: p.kind.as_str().to_string(),
         channel: p.channel.as_str().to_string(),
+        division: p.location.division.to_string(),
         headcount: p.headcount,
         stage: state.stage,
         stage_label: state.stage.label_zh(),

@@ -62,17 +62,6 @@ pub enum State {
     Directed,
 }
 
-impl State {
-    /// The label on the page.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Open => "待签收",
-            Self::Acknowledged => "已签收",
-            Self::Directed => "已督办",
-        }
-    }
-}
-
 /// An escalation with what the office did about it.
 #[derive(Debug, Clone, Serialize)]
 pub struct View {

@@ -153,15 +153,28 @@ fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim()).filter(|v| !v.is_empty())
 }
 
-/// A `jurisdiction_id` other than this node is `404`; the public's reads count against their
-/// address's rate limit.
-async fn admit(o: &Open311, params: &[(String, String)], client: SocketAddr) -> Result<(), Open311Error> {
-    if let Some(j) = param(params, "jurisdiction_id") {
-        if j != o.intake.settings.node.code {
-            return Err(not_found(&format!("jurisdiction_id: {j} is not served here")));
+/// A `jurisdiction_id` other than this node's code is `404`.
+fn jurisdiction(intake: &Intake, params: &[(String, String)]) -> Result<(), Open311Error> {
+    match param(params, "jurisdiction_id") {
+        Some(j) if j != intake.settings.node.code => {
+            Err(not_found(&format!("jurisdiction_id: {j} is not served here")))
         }
+        _ => Ok(()),
     }
-    o.intake.gate.caller(None, Some(client.ip())).await.map(|_| ()).map_err(|e| open311::from_api(&e))
+}
+
+/// What every read does first: the name and format of `file`, the jurisdiction checked, the
+/// request counted against its address's rate limit; else the refusal to answer.
+async fn admit<'f>(
+    o: &Open311,
+    file: &'f str,
+    params: &[(String, String)],
+    client: SocketAddr,
+) -> Result<(&'f str, Format), Response> {
+    let (name, format) = split(file).ok_or_else(|| refuse(Format::Json, not_found("use a .json or .xml path")))?;
+    jurisdiction(&o.intake, params).map_err(|e| refuse(format, e))?;
+    o.intake.gate.caller(None, Some(client.ip())).await.map_err(|e| refuse(format, open311::from_api(&e)))?;
+    Ok((name, format))
 }
 
 /// `GET services.{fmt}` and `GET requests.{fmt}`.
@@ -171,12 +184,10 @@ async fn top(
     Path(file): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let Some((name, format)) = split(&file) else {
-        return refuse(Format::Json, not_found("use a .json or .xml path"));
+    let (name, format) = match admit(&o, &file, &params, client).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
-    if let Err(e) = admit(&o, &params, client).await {
-        return refuse(format, e);
-    }
     match name {
         "services" => {
             let list = serde_json::to_value(open311::services(&o.intake.settings)).expect("serializes");
@@ -197,12 +208,10 @@ async fn service(
     Path(file): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let Some((code, format)) = split(&file) else {
-        return refuse(Format::Json, not_found("use a .json or .xml path"));
+    let (code, format) = match admit(&o, &file, &params, client).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
-    if let Err(e) = admit(&o, &params, client).await {
-        return refuse(format, e);
-    }
     match open311::definition(&o.intake.settings, code) {
         Some(d) => answer(StatusCode::OK, format, "service_definition", &serde_json::to_value(d).expect("serializes")),
         None => refuse(format, not_found(&format!("service_code: no service {code}"))),
@@ -211,22 +220,16 @@ async fn service(
 
 /// One case as a service request.
 async fn view(intake: &Intake, id: &str) -> Result<Value, Open311Error> {
-    let case = CaseId::parse(id).map_err(|_| not_found(&format!("service_request_id: no request {id}")))?;
-    let (history, state) = intake.load(&case).await.map_err(|e| match e.code {
+    let missing = || not_found(&format!("service_request_id: no request {id}"));
+    let case = CaseId::parse(id).map_err(|_| missing())?;
+    let (history, _) = intake.load(&case).await.map_err(|e| match e.code {
         xinfang_shared::error::ErrorCode::Unavailable => open311::from_api(&e),
-        _ => not_found(&format!("service_request_id: no request {id}")),
+        _ => missing(),
     })?;
     let events: Vec<_> = history.into_iter().map(|s| s.event).collect();
-    let settings = &intake.settings;
-    let organ = state.organ.as_ref().and_then(|o| settings.organs.iter().find(|x| x.id == o.as_str()));
-    let code = xinfang_shared::transfer::registered_of(&events).map(|r| r.petition.category.clone());
-    let category = settings.categories.iter().find(|c| Some(&c.code) == code.as_ref());
-    let due = xinfang_shared::dues::open_dues(&events, &state, &intake.policy, &intake.calendar.get())
-        .into_values()
-        .map(|d| d.at)
-        .min();
-    let name = category.map(|c| c.name.as_str()).unwrap_or_default();
-    Ok(open311::request_view(&events, &state, organ.map(|o| o.name.as_str()), name, due))
+    let item = xinfang_shared::worklist::item(&events, &intake.policy, &intake.calendar.get(), intake.clock.now())
+        .ok_or_else(missing)?;
+    Ok(open311::request_of(&item, &intake.settings))
 }
 
 /// `GET requests`: by `service_request_id` (comma-separated), else the node's open cases,
@@ -268,26 +271,12 @@ async fn requests(intake: &Intake, params: &[(String, String)]) -> Result<Vec<Va
         intake.clock.now(),
     )
     .map_err(|e| open311::from_api(&crate::register::unavailable(e)))?;
-    let names = |c: &str| intake.settings.categories.iter().find(|x| x.code == c).map(|x| x.name.clone());
-    let organ = |o: &str| intake.settings.organs.iter().find(|x| x.id == o).map(|x| x.name.clone());
     let mut out: Vec<Value> = items
         .into_iter()
         .filter(|i| code.is_none_or(|c| c == i.category))
         .filter(|i| statuses.is_empty() || statuses.contains(&open311::status(i.stage)))
         .filter(|i| start.is_none_or(|s| i.registered_at >= s) && end.is_none_or(|e| i.registered_at <= e))
-        .map(|i| {
-            json!({
-                "service_request_id": i.case_id,
-                "status": open311::status(i.stage),
-                "status_notes": i.stage_label,
-                "service_name": names(&i.category).unwrap_or_default(),
-                "service_code": i.category,
-                "agency_responsible": i.organ_id.as_ref().and_then(|o| organ(o.as_str())).unwrap_or_default(),
-                "requested_datetime": xinfang_shared::time::rfc3339(i.registered_at),
-                "updated_datetime": xinfang_shared::time::rfc3339(i.updated_at),
-                "expected_datetime": i.due_at.map(xinfang_shared::time::rfc3339),
-            })
-        })
+        .map(|i| open311::request_of(&i, &intake.settings))
         .collect();
     out.sort_by(|a, b| b["requested_datetime"].as_str().cmp(&a["requested_datetime"].as_str()));
     out.truncate(LIST_LIMIT);
@@ -301,12 +290,10 @@ async fn request(
     Path(file): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let Some((id, format)) = split(&file) else {
-        return refuse(Format::Json, not_found("use a .json or .xml path"));
+    let (id, format) = match admit(&o, &file, &params, client).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
-    if let Err(e) = admit(&o, &params, client).await {
-        return refuse(format, e);
-    }
     match view(&o.intake, id).await {
         Ok(v) => answer(StatusCode::OK, format, "service_requests", &json!([v])),
         Err(e) => refuse(format, e),
@@ -320,12 +307,10 @@ async fn token(
     Path(file): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let Some((token, format)) = split(&file) else {
-        return refuse(Format::Json, not_found("use a .json or .xml path"));
+    let (token, format) = match admit(&o, &file, &params, client).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
-    if let Err(e) = admit(&o, &params, client).await {
-        return refuse(format, e);
-    }
     match view(&o.intake, token).await {
         Ok(_) => {
             answer(StatusCode::OK, format, "service_requests", &json!([{"service_request_id": token, "token": token}]))
@@ -365,11 +350,7 @@ async fn submit(o: &Open311, form: &[(String, String)]) -> Result<Value, Open311
     if o.per_key.check_key(&identity.name).is_err() {
         return Err(Open311Error::new(429, "too many requests for this api_key; please wait a minute"));
     }
-    if let Some(j) = param(form, "jurisdiction_id") {
-        if j != intake.settings.node.code {
-            return Err(not_found(&format!("jurisdiction_id: {j} is not served here")));
-        }
-    }
+    jurisdiction(intake, form)?;
     let code = param(form, "service_code").ok_or_else(|| Open311Error::new(400, "service_code: required"))?;
     if open311::definition(&intake.settings, code).is_none() {
         return Err(not_found(&format!("service_code: no service {code}")));

@@ -53,18 +53,9 @@ pub struct SignIn(String);
 
 impl IntoResponse for SignIn {
     fn into_response(self) -> Response {
-        let next = urlencode(&self.0);
+        let next: String = form_urlencoded::byte_serialize(self.0.as_bytes()).collect();
         Redirect::to(&format!("/login?next={next}")).into_response()
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl FromRequestParts<Arc<Web>> for Staff {
@@ -79,8 +70,7 @@ impl FromRequestParts<Arc<Web>> for Staff {
         let (Some(login), Some(since), Some(id)) = (login, since, session.id()) else {
             return Err(SignIn(back));
         };
-        let age = time::OffsetDateTime::now_utc().unix_timestamp() - since;
-        if age >= web.settings.web.session_max().as_secs() as i64 {
+        if !sessions::within_lifetime(since, web.settings.web.session_max(), time::OffsetDateTime::now_utc()) {
             let _ = session.flush().await;
             return Err(SignIn(back));
         }
@@ -170,7 +160,7 @@ pub async fn login(
     };
     if let Err(e) = started.await {
         tracing::warn!(error = %e, "could not start a session");
-        return views::refused(&web, None, &views::unavailable());
+        return views::refused(&web, None, &crate::calls::unavailable());
     }
     tracing::info!(user = %identity.name, "signed in");
     Redirect::to(&next).into_response()

@@ -60,6 +60,7 @@ impl Calls {
     }
 }
 
-fn unavailable() -> ApiError {
+/// The refusal when the APIs cannot be reached (or answer nonsense).
+pub fn unavailable() -> ApiError {
     ApiError::general(ErrorCode::Unavailable, "系统暂时无法处理，请稍后再试")
 }

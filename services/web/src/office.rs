@@ -50,9 +50,7 @@ async fn list(State(web): State<Arc<Web>>, staff: Staff, Query(q): Query<BTreeMa
 async fn detail_page(web: &Web, staff: &Staff, id: &str, error: Option<&ApiError>) -> Response {
     match web.calls.call(As::Session(&staff.session_id), "escalation.get", &json!({"id": id})).await {
         Ok(v) => {
-            let status = error.map_or(StatusCode::OK, |e| {
-                StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
-            });
+            let status = error.map_or(StatusCode::OK, views::status_of);
             let ctx = minijinja::context! {
                 v => v["escalation"].clone(), can_direct => staff.has(Role::Office),
                 error => error.map(|e| e.message.clone()),

@@ -124,7 +124,7 @@ async fn register(State(web): State<Arc<Web>>, staff: Staff, Form(form): Form<BT
     match web.calls.call(As::Session(&staff.session_id), "petition.submit", &petition).await {
         Ok(receipt) => page(&web, StatusCode::CREATED, "receipt.html", Some(&staff), minijinja::context! { receipt }),
         Err(e) => {
-            let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let status = views::status_of(&e);
             let (errors, error) = match &e.field {
                 Some(f) if form.contains_key(f) => (json!({ f.clone(): e.message }), None),
                 Some(f) if f.starts_with("petitioners") => (json!({"petitioners": e.message}), None),
@@ -214,8 +214,7 @@ async fn case_page(web: &Web, staff: &Staff, id: &str, notice: Option<&str>, err
         reject_reasons => ["litigation_channel", "same_matter_in_progress", "terminated_matter", "not_a_petition", "other"],
         outcomes => ["supported", "partly_supported", "not_supported", "explained"],
     };
-    let status =
-        error.map_or(StatusCode::OK, |e| StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST));
+    let status = error.map_or(StatusCode::OK, views::status_of);
     page(web, status, "case.html", Some(staff), ctx)
 }
 

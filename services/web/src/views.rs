@@ -10,7 +10,7 @@ use minijinja::{Environment, Value as Jinja};
 use serde_json::Value;
 use xinfang_shared::access::Role;
 use xinfang_shared::config::Settings;
-use xinfang_shared::error::{ApiError, ErrorCode};
+use xinfang_shared::error::ApiError;
 
 use crate::auth::Staff;
 use crate::Web;
@@ -95,13 +95,14 @@ pub fn page(web: &Web, status: StatusCode, template: &str, staff: Option<&Staff>
 
 /// A refusal as a page: what was wrong (the wire error's message and field), with its status.
 pub fn refused(web: &Web, staff: Option<&Staff>, e: &ApiError) -> Response {
-    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = status_of(e);
     let ctx = minijinja::context! { code => e.code.as_str(), field => e.field.clone(), message => e.message.clone() };
     page(web, status, "error.html", staff, ctx)
 }
 
-pub fn unavailable() -> ApiError {
-    ApiError::general(ErrorCode::Unavailable, "系统暂时无法处理，请稍后再试")
+/// The HTTP status of a refusal.
+pub fn status_of(e: &ApiError) -> StatusCode {
+    StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
 pub async fn stylesheet() -> Response {
