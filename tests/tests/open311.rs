@@ -140,6 +140,37 @@ async fn a_hotline_files_through_open311_and_a_311_client_reads_it_back() {
     assert_eq!(v[0]["status"], "closed", "{v}");
     let r = reqwest::get(format!("{base}/open311/v2/tokens/{id}.json")).await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()[0]["service_request_id"], id.as_str());
+
+    // a second request is withdrawn (a final case): both are listed as closed, in the window
+    let (_, xml) = post(&base, &fms_form("路灯不亮")).await;
+    let withdrawn = xml_text(&xml, "service_request_id");
+    let (s, v) = node.act(&withdrawn, &serde_json::json!({"action": "withdraw", "reason": "已自行解决"})).await;
+    assert_eq!(s, 200, "{v}");
+    let list = |query: &'static str| {
+        let base = base.clone();
+        async move {
+            let r = reqwest::get(format!("{base}/open311/v2/requests.json?{query}")).await.unwrap();
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["service_request_id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut closed = Vec::new();
+    for _ in 0..50 {
+        closed = list("status=closed").await;
+        if closed.contains(&withdrawn) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(closed, vec![withdrawn.clone(), id.clone()], "newest first, the final case included");
+    assert!(list("status=open").await.is_empty());
+    assert!(list("end_date=2020-01-01T00:00:00%2B08:00").await.is_empty(), "outside the window");
+    assert_eq!(list("start_date=2020-01-01T00:00:00Z").await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

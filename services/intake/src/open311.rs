@@ -19,7 +19,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use xinfang_shared::access::{Caller, ListScope, Role};
+use xinfang_shared::access::{Caller, Role};
 use xinfang_shared::ids::CaseId;
 use xinfang_shared::open311::{self, Open311Error};
 
@@ -31,6 +31,9 @@ const KEY_PER_MINUTE: u32 = 600;
 
 /// The most requests one `GET requests` answers (the spec's default limit).
 const LIST_LIMIT: usize = 1000;
+
+/// The window `GET requests` covers when no `start_date` is given (the spec's 90 days).
+const DEFAULT_WINDOW_DAYS: i64 = 90;
 
 struct Open311 {
     intake: Arc<Intake>,
@@ -232,8 +235,10 @@ async fn view(intake: &Intake, id: &str) -> Result<Value, Open311Error> {
     Ok(open311::request_of(&item, &intake.settings))
 }
 
-/// `GET requests`: by `service_request_id` (comma-separated), else the node's open cases,
-/// filtered by `service_code`, `status`, `start_date`, `end_date` (RFC 3339).
+/// `GET requests`: by `service_request_id` (comma-separated), else the node's requests
+/// (open and closed) registered between `start_date` and `end_date` (RFC 3339; by the spec,
+/// the 90 days up to `end_date`, which defaults to now), filtered by `service_code` and
+/// `status`, newest first.
 async fn requests(intake: &Intake, params: &[(String, String)]) -> Result<Vec<Value>, Open311Error> {
     if let Some(ids) = param(params, "service_request_id") {
         let mut out = Vec::new();
@@ -255,32 +260,33 @@ async fn requests(intake: &Intake, params: &[(String, String)]) -> Result<Vec<Va
             })
             .transpose()
     };
-    let (start, end) = (date("start_date")?, date("end_date")?);
+    let now = intake.clock.now();
+    let end = date("end_date")?.unwrap_or(now);
+    let start = date("start_date")?.unwrap_or(end - chrono::Duration::days(DEFAULT_WINDOW_DAYS));
+    if start > end {
+        return Err(Open311Error::new(400, "start_date: after end_date"));
+    }
     let statuses: Vec<&str> =
         param(params, "status").map(|s| s.split(',').map(str::trim).collect()).unwrap_or_default();
     if let Some(bad) = statuses.iter().find(|s| !["open", "closed"].contains(s)) {
         return Err(Open311Error::new(400, format!("status: {bad} is not open or closed")));
     }
     let code = param(params, "service_code");
-    let (items, _) = crate::worklist::list(
+    let items = crate::worklist::registered_between(
         &intake.worklist,
-        &ListScope::Node,
-        &Default::default(),
+        (start, end),
         &intake.policy,
         &intake.calendar.get(),
-        intake.clock.now(),
+        now,
     )
     .map_err(|e| open311::from_api(&crate::register::unavailable(e)))?;
-    let mut out: Vec<Value> = items
+    Ok(items
         .into_iter()
         .filter(|i| code.is_none_or(|c| c == i.category))
         .filter(|i| statuses.is_empty() || statuses.contains(&open311::status(i.stage)))
-        .filter(|i| start.is_none_or(|s| i.registered_at >= s) && end.is_none_or(|e| i.registered_at <= e))
+        .take(LIST_LIMIT)
         .map(|i| open311::request_of(&i, &intake.settings))
-        .collect();
-    out.sort_by(|a, b| b["requested_datetime"].as_str().cmp(&a["requested_datetime"].as_str()));
-    out.truncate(LIST_LIMIT);
-    Ok(out)
+        .collect())
 }
 
 /// `GET requests/{id}.{fmt}`.

@@ -1,8 +1,10 @@
 //! The node's worklist (待办) as a sled projection of the ledger: the events that move each
 //! open case (`c/<case>`), an index of open cases by organ (`o/<organ>/<case>`), and counts
 //! of every case by stage and organ (`n/<stage>/<organ>`, final cases included) and of
-//! repeats (`r`). A case leaves the index when it reaches a final stage. Lines are computed
-//! when asked ([`shared::worklist::item`]), so a new holiday schedule moves their dues at once.
+//! repeats (`r`). A case that reaches a final stage leaves the index and its events move to
+//! `f/<case>`, where nothing moves them any more (Open311 lists closed requests from there).
+//! Lines are computed when asked ([`shared::worklist::item`]), so a new holiday schedule
+//! moves their dues at once.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,10 @@ pub const MAX_ITEMS: usize = 500;
 
 fn case_key(case: &str) -> Vec<u8> {
     format!("c/{case}").into_bytes()
+}
+
+fn final_key(case: &str) -> Vec<u8> {
+    format!("f/{case}").into_bytes()
 }
 
 fn organ_key(organ: &str, case: &str) -> Vec<u8> {
@@ -88,6 +94,7 @@ fn apply_one(p: &Projection, d: &Delivery) -> Result<Batch, StoreError> {
     }
     if after.stage.is_final() {
         batch.remove(case_key(case));
+        batch.insert(final_key(case), serde_json::to_vec(&events).expect("serializes"));
     } else {
         batch.insert(case_key(case), serde_json::to_vec(&events).expect("serializes"));
         if let Some(organ) = &after.organ {
@@ -134,6 +141,30 @@ pub fn list(
     let total = items.len();
     items.truncate(MAX_ITEMS);
     Ok((items, total))
+}
+
+/// Every case registered in `[from, to]`, open or final, newest first.
+pub fn registered_between(
+    p: &Projection,
+    (from, to): (Instant, Instant),
+    policy: &Policy,
+    cal: &Calendar,
+    now: Instant,
+) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    for prefix in [b"c/", b"f/"] {
+        for entry in p.tree().scan_prefix(prefix) {
+            let (_, v) = entry?;
+            let events: Vec<Envelope> = serde_json::from_slice(&v).unwrap_or_default();
+            if let Some(item) = worklist::item(&events, policy, cal, now) {
+                if item.registered_at >= from && item.registered_at <= to {
+                    items.push(item);
+                }
+            }
+        }
+    }
+    items.sort_by(|a, b| b.registered_at.cmp(&a.registered_at).then_with(|| a.case_id.cmp(&b.case_id)));
+    Ok(items)
 }
 
 /// The bureau's overview (本级): every case by stage and by organ, the open ones late or
