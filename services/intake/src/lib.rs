@@ -100,7 +100,12 @@ impl Intake {
         let repeats = xinfang_shared::projection::Projection::open(&settings.store.path, "repeats")
             .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
         let worklist =
-            xinfang_shared::projection::Projection::in_db(repeats.db(), "worklist").map_err(|e| e.to_string())?;
+            xinfang_shared::projection::Projection::in_db(repeats.db(), worklist::TREE).map_err(|e| e.to_string())?;
+        for old in worklist::OLD_TREES {
+            // an older layout is rebuilt from the ledger into the new tree (its consumer
+            // resumes after the new tree's last applied event: none)
+            repeats.db().drop_tree(old).map_err(|e| e.to_string())?;
+        }
         let sessions = SessionKv::open(&js, node.as_str(), settings.nats.replicas, settings.web.session_max()).await?;
         let gate = xinfang_shared::gate::Gate::new(&settings, Some(sessions))?;
         let keys = runtime::node_secret(&settings)?;

@@ -20,6 +20,12 @@ use xinfang_shared::time::Instant;
 use xinfang_shared::transfer::registered_of;
 use xinfang_shared::worklist::{self, Filter, Item, Urgency};
 
+/// The projection's tree; a new layout takes a new name, so it is rebuilt from the ledger.
+pub const TREE: &str = "worklist-2";
+
+/// Trees of older layouts, dropped at start (version 1 forgot final cases).
+pub const OLD_TREES: &[&str] = &["worklist"];
+
 /// The most lines one answer carries.
 pub const MAX_ITEMS: usize = 500;
 
