@@ -396,6 +396,28 @@ pub fn may_overview(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
+/// May `caller` keep the node's agenda — publish reception days, record receptions, open
+/// campaigns and mark their cases (`bureau`)?
+pub fn may_keep_agenda(caller: &Caller) -> Result<(), ApiError> {
+    let i = caller.staff()?;
+    if i.has(Role::Bureau) {
+        Ok(())
+    } else {
+        Err(forbidden(format!("{} may not keep the reception schedule or campaigns", i.name)))
+    }
+}
+
+/// May `caller` read the agenda's staff side — the bookings of a slot, a campaign's progress
+/// (`bureau`, `auditor`, and the city's `office`)?
+pub fn may_read_agenda(caller: &Caller) -> Result<(), ApiError> {
+    let i = caller.staff()?;
+    if i.has(Role::Bureau) || i.has(Role::Auditor) || i.has(Role::Office) {
+        Ok(())
+    } else {
+        Err(forbidden(format!("{} may not read the reception bookings or campaigns", i.name)))
+    }
+}
+
 /// May `caller` read the escalation inbox, and how much of the petitioners in the case
 /// snapshots? The `office` in full (the read is audited), `auditor`s masked.
 pub fn may_read_escalations(caller: &Caller) -> Result<Sight, ApiError> {

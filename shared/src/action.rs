@@ -32,6 +32,8 @@ fn fields(name: &str) -> &'static [&'static str] {
         "evaluate" => &["satisfaction"],
         "request_review" | "request_rereview" | "withdraw" => &["reason"],
         "accept" | "hearing_start" | "hearing_end" => &["note"],
+        "take_charge" => &["leader"],
+        "release_charge" => &["reason"],
         _ => &[],
     }
 }
@@ -125,6 +127,8 @@ pub fn parse(value: &Value, now: Instant) -> Result<ActionRequest, ApiError> {
         "hearing_start" => Action::StartHearing,
         "hearing_end" => Action::EndHearing,
         "withdraw" => Action::Withdraw { reason: text("reason")? },
+        "take_charge" => Action::TakeCharge { leader: crate::reception::Leader::parse(&obj, "leader")? },
+        "release_charge" => Action::ReleaseCharge { reason: text("reason")? },
         other => unreachable!("action {other} is in NAMES"),
     };
     Ok(ActionRequest { action, actor, at })

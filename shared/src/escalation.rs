@@ -244,6 +244,8 @@ mod tests {
             opinion_at: None,
             last_at: at(1),
             registered_at: at(1),
+            leader: None,
+            received_by: None,
         }
     }
 

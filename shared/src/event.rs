@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::ids::{CaseId, NodeCode, OrganId};
 use crate::petition::Petition;
+use crate::reception::Leader;
 use crate::time::Instant;
 
 /// Who did it.
@@ -360,6 +361,42 @@ pub enum EventData {
         #[serde(default)]
         from_node: Option<NodeCode>,
     },
+    /// 包案: a leader takes personal charge of the case (taking it over from `previous`).
+    LeaderInCharge {
+        leader: Leader,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<Leader>,
+    },
+    /// The leader in charge lets the case go.
+    LeaderReleased {
+        leader: Leader,
+        #[serde(default)]
+        reason: String,
+    },
+    /// 约访: the petitioner holds a seat at a leader's reception.
+    AppointmentBooked {
+        reception_id: String,
+        appointment_id: String,
+        leader: Leader,
+        starts_at: Instant,
+        ends_at: Instant,
+        place: String,
+    },
+    /// The clerk's record of the reception: whether the petitioner came, and what the leader
+    /// decided (the receiving leader is then on record).
+    ReceptionRecorded {
+        reception_id: String,
+        appointment_id: String,
+        leader: Leader,
+        attended: bool,
+        #[serde(default)]
+        outcome: String,
+    },
+    /// The case is part of a campaign (积案 / 突出问题).
+    CampaignMarked {
+        campaign_id: String,
+        name: String,
+    },
     Notified {
         cause_event_id: String,
         channel: String,
@@ -409,6 +446,11 @@ impl EventData {
         "escalated",
         "directive_received",
         "escalation_acknowledged",
+        "leader_in_charge",
+        "leader_released",
+        "appointment_booked",
+        "reception_recorded",
+        "campaign_marked",
         "notified",
         "notification_failed",
     ];

@@ -6,11 +6,13 @@
 //!   regulation's clock), [`dues`], [`indicators`] (the offices' counts), [`access`] (roles,
 //!   scopes, credentials checked, personal data masked), [`keyring`] (keyed hashes with the
 //!   node secret), [`worklist`] (what the inbox and overview show of a case), [`open311`] (GeoReport v2 services,
-//!   requests and errors), [`time`], [`error`] (wire errors),
+//!   requests and errors), [`reception`] (leaders' reception days and appointments),
+//!   [`campaign`] (攻坚化解: settled cases and progress), [`time`], [`error`] (wire errors),
 //!   [`subjects`]; [`fixtures`]:
 //!   ready-made events for the services' unit tests (always built, so a test build does not
 //!   compile this crate a second time with a feature on).
-//! - Plumbing: [`config`] (node file), [`ledger`] (JetStream append/read), [`links`] (cross-node streams),
+//! - Plumbing: [`config`] (node file), [`ledger`] (JetStream append/read), [`agenda`] (reception
+//!   slots, bookings and campaigns in their own stream), [`links`] (cross-node streams),
 //!   [`leaf_auth`] (leaf-link credentials), [`audit`] (staff reads of personal data), [`gate`] (the APIs' door: `Authorization` → caller,
 //!   the public's rate limit), [`sessions`] (staff sessions in JetStream KV), [`endpoints`] (NATS request/reply),
 //!   [`consumer`] (durable consumer loop), [`projection`] (sled), [`ops`] (metrics and
@@ -19,8 +21,10 @@
 
 pub mod access;
 pub mod action;
+pub mod agenda;
 pub mod audit;
 pub mod calendar;
+pub mod campaign;
 pub mod config;
 pub mod consumer;
 pub mod dues;
@@ -42,6 +46,7 @@ pub mod open311;
 pub mod ops;
 pub mod petition;
 pub mod projection;
+pub mod reception;
 pub mod routing;
 pub mod runtime;
 pub mod sessions;

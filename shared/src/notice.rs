@@ -90,6 +90,16 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "【督办通知】{{ organ_name }}：信访事项「{{ title }}」（案件编号 {{ case_id }}）{{ step }}已逾期，\
 依《信访工作条例》第四十条予以督办，请于{{ due }}前办结并报告结果。",
     ),
+    (
+        "leader_reminder",
+        "【包案提醒】{{ organ_name }}：请转报{{ leader }}——您包案的信访事项「{{ title }}」（案件编号 {{ case_id }}）\
+{{ step }}已逾期，已予督办，请于{{ due }}前督促办结。",
+    ),
+    (
+        "appointment_notice",
+        "【约访确认】{{ name }}：您已预约{{ leader }}于{{ starts_at }}在{{ place }}接访，预约编号 {{ appointment_id }}，\
+案件编号 {{ case_id }}。请携带身份证件按时到达。",
+    ),
 ];
 
 fn step_label(step: Step) -> &'static str {
@@ -223,7 +233,7 @@ pub fn plan(
             );
             vec![to_petitioner("reply_delivery", ctx)]
         }
-        EventData::Escalated { level, step, due_at, .. } => {
+        EventData::Escalated { level, step, due_at, to, .. } => {
             let Some(organ) = state.organ.clone() else { return vec![] };
             let step = step.map(step_label).unwrap_or("办理");
             let due = due_at.map(day).unwrap_or_default();
@@ -233,7 +243,23 @@ pub fn plan(
                 EscalationLevel::Supervision => "supervision_notice",
                 EscalationLevel::Parent => return vec![],
             };
-            to_organ(template, &organ, ctx).into_iter().collect()
+            let mut out: Vec<Planned> = to_organ(template, &organ, ctx.clone()).into_iter().collect();
+            // 包案: the bureau that supervises carries the reminder to the leader in charge
+            if let (EscalationLevel::Supervision, Some(leader), Ok(bureau)) =
+                (level, &state.leader, OrganId::parse(&to))
+            {
+                let ctx = with(&with(&ctx, organ_ctx(&bureau)), json!({"leader": leader.label()}));
+                out.extend(to_organ("leader_reminder", &bureau, ctx));
+            }
+            out
+        }
+        EventData::AppointmentBooked { appointment_id, leader, starts_at, place, .. } => {
+            let when = starts_at.format("%Y年%m月%d日 %H:%M").to_string();
+            let ctx = with(
+                &base,
+                json!({"appointment_id": appointment_id, "leader": leader.label(), "starts_at": when, "place": place}),
+            );
+            vec![to_petitioner("appointment_notice", ctx)]
         }
         _ => vec![],
     }
@@ -298,5 +324,67 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), TEMPLATES.len());
+    }
+
+    #[test]
+    fn a_breach_of_a_case_in_a_leaders_charge_reminds_the_leader_through_the_bureau() {
+        use crate::fixtures;
+        use crate::reception::Leader;
+        let registered = fixtures::registered("e0", fixtures::at(2, 9));
+        let routed = fixtures::routed(&registered, fixtures::at(2, 10));
+        let leader = Leader { name: "张明".into(), title: "区长".into() };
+        let charge = fixtures::event(
+            "e2",
+            fixtures::at(3, 9),
+            "bureau",
+            None,
+            EventData::LeaderInCharge { leader: leader.clone(), previous: None },
+        );
+        let escalated = fixtures::event(
+            "e3",
+            fixtures::at(20, 9),
+            "escalation",
+            None,
+            EventData::Escalated {
+                level: EscalationLevel::Supervision,
+                to: "320211-xfj".into(),
+                due_at: Some(fixtures::at(30, 9)),
+                step: Some(Step::Acceptance),
+                reason: String::new(),
+            },
+        );
+        let events = vec![registered, routed, charge, escalated.clone()];
+        let state = CaseState::fold(&events).unwrap();
+        let name = |o: &OrganId| o.to_string();
+        let planned = plan(&escalated, &events, &state, &name, &Default::default());
+        let templates: Vec<&str> = planned.iter().map(|p| p.template).collect();
+        assert_eq!(templates, ["supervision_notice", "leader_reminder"]);
+        assert_eq!(planned[1].recipient, Recipient::Organ(OrganId::parse("320211-xfj").unwrap()));
+        assert_eq!(planned[1].context["leader"], "张明（区长）");
+        // without a leader in charge, the supervision notice alone
+        let mut plain = events.clone();
+        plain.remove(2);
+        let state = CaseState::fold(&plain).unwrap();
+        assert_eq!(plan(&escalated, &plain, &state, &name, &Default::default()).len(), 1);
+
+        let booked = fixtures::event(
+            "e4",
+            fixtures::at(3, 10),
+            "intake",
+            None,
+            EventData::AppointmentBooked {
+                reception_id: "R20260310-abcdef01".into(),
+                appointment_id: "R20260310-abcdef01-001".into(),
+                leader,
+                starts_at: fixtures::at(10, 9),
+                ends_at: fixtures::at(10, 11),
+                place: "区信访局接待大厅".into(),
+            },
+        );
+        let events = vec![events[0].clone(), booked.clone()];
+        let state = CaseState::fold(&events).unwrap();
+        let planned = plan(&booked, &events, &state, &name, &Default::default());
+        assert_eq!((planned[0].template, &planned[0].recipient), ("appointment_notice", &Recipient::Petitioner));
+        assert_eq!(planned[0].context["starts_at"], "2026年03月10日 09:00");
     }
 }

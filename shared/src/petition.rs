@@ -383,6 +383,12 @@ impl<'a> Obj<'a> {
         parse(s).ok_or_else(|| self.invalid(key, format!("{s:?} is not one of: {allowed}")))
     }
 
+    /// A required object.
+    pub fn req_obj(&self, key: &str) -> Result<Obj<'a>, ApiError> {
+        let v = self.get(key).ok_or_else(|| self.missing(key))?;
+        self.child(v, &self.path(key))
+    }
+
     /// A required array with `min..=max` items.
     pub fn array(&self, key: &str, min: usize, max: usize) -> Result<&'a Vec<Value>, ApiError> {
         match self.get(key) {

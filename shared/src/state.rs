@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::calendar::{Calendar, Period};
 use crate::event::{Actor, ActorKind, Envelope, EventData, Outcome, RejectReason, Satisfaction};
 use crate::ids::{CaseId, OrganId};
+use crate::reception::Leader;
 use crate::time::Instant;
 
 /// Where a case stands.
@@ -98,6 +99,12 @@ pub struct CaseState {
     /// Effective time of the latest event.
     pub last_at: Instant,
     pub registered_at: Instant,
+    /// The leader in personal charge of the case (包案).
+    #[serde(default)]
+    pub leader: Option<Leader>,
+    /// The leader who received the petitioner at a reception.
+    #[serde(default)]
+    pub received_by: Option<Leader>,
 }
 
 impl CaseState {
@@ -113,6 +120,8 @@ impl CaseState {
             opinion_at: None,
             last_at: first.at,
             registered_at: first.at,
+            leader: None,
+            received_by: None,
         };
         match first.data() {
             Ok(Some(EventData::Registered(_))) => Some(fresh),
@@ -183,6 +192,9 @@ impl CaseState {
             D::HearingEnded {} => self.stage = Stage::RereviewRequested,
             D::Terminated {} => self.stage = Stage::Terminated,
             D::Closed { .. } => self.stage = Stage::Closed,
+            D::LeaderInCharge { leader, .. } => self.leader = Some(leader),
+            D::LeaderReleased { .. } => self.leader = None,
+            D::ReceptionRecorded { leader, attended: true, .. } => self.received_by = Some(leader),
             _ => {}
         }
     }
@@ -203,18 +215,53 @@ pub fn snapshot_events(snapshot: &[serde_json::Value]) -> Vec<Envelope> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Accept,
-    Reject { reason_code: RejectReason, note: String },
-    DeclineJurisdiction { suggested_organ_id: Option<OrganId>, note: String },
-    Extend { days: u32, reason: String, approved_by: String },
-    Reply { outcome: Outcome, summary: String },
-    Evaluate { satisfaction: Satisfaction },
-    RequestReview { reason: String },
-    ReplyReview { outcome: Outcome, summary: String },
-    RequestRereview { reason: String },
+    Reject {
+        reason_code: RejectReason,
+        note: String,
+    },
+    DeclineJurisdiction {
+        suggested_organ_id: Option<OrganId>,
+        note: String,
+    },
+    Extend {
+        days: u32,
+        reason: String,
+        approved_by: String,
+    },
+    Reply {
+        outcome: Outcome,
+        summary: String,
+    },
+    Evaluate {
+        satisfaction: Satisfaction,
+    },
+    RequestReview {
+        reason: String,
+    },
+    ReplyReview {
+        outcome: Outcome,
+        summary: String,
+    },
+    RequestRereview {
+        reason: String,
+    },
     StartHearing,
     EndHearing,
-    ReplyRereview { outcome: Outcome, summary: String },
-    Withdraw { reason: String },
+    ReplyRereview {
+        outcome: Outcome,
+        summary: String,
+    },
+    Withdraw {
+        reason: String,
+    },
+    /// 包案 by a leader (or handing the case over to another), by the bureau.
+    TakeCharge {
+        leader: Leader,
+    },
+    /// The leader in charge lets the case go, by the bureau.
+    ReleaseCharge {
+        reason: String,
+    },
 }
 
 impl Action {
@@ -234,6 +281,8 @@ impl Action {
             Self::EndHearing => "hearing_end",
             Self::ReplyRereview { .. } => "rereview_reply",
             Self::Withdraw { .. } => "withdraw",
+            Self::TakeCharge { .. } => "take_charge",
+            Self::ReleaseCharge { .. } => "release_charge",
         }
     }
 
@@ -252,6 +301,8 @@ impl Action {
         "hearing_end",
         "rereview_reply",
         "withdraw",
+        "take_charge",
+        "release_charge",
     ];
 
     pub fn by_petitioner(&self) -> bool {
@@ -365,6 +416,19 @@ pub fn decide(
         (Action::ReplyRereview { outcome, summary }, S::RereviewRequested) => {
             vec![D::RereviewReplied { outcome: *outcome, summary: non_blank(summary, "summary")? }, D::Terminated {}]
         }
+        (Action::TakeCharge { leader }, stage) if !stage.is_final() => {
+            if state.leader.as_ref() == Some(leader) {
+                return Err(Refusal::InvalidField {
+                    field: "leader",
+                    message: format!("{} is already in charge of this case", leader.label()),
+                });
+            }
+            vec![D::LeaderInCharge { leader: leader.clone(), previous: state.leader.clone() }]
+        }
+        (Action::ReleaseCharge { reason }, _) => match &state.leader {
+            Some(leader) => vec![D::LeaderReleased { leader: leader.clone(), reason: reason.clone() }],
+            None => return Err(refuse()),
+        },
         (Action::Withdraw { reason }, stage) if !stage.is_final() => {
             vec![D::Closed { reason: if reason.trim().is_empty() { "withdrawn".into() } else { reason.clone() } }]
         }
@@ -424,6 +488,12 @@ fn non_blank(s: &str, field: &'static str) -> Result<String, Refusal> {
 }
 
 fn authorize(state: &CaseState, action: &Action, actor: &Actor) -> Result<(), Refusal> {
+    if matches!(action, Action::TakeCharge { .. } | Action::ReleaseCharge { .. }) && actor.kind != ActorKind::Staff {
+        return Err(Refusal::Unauthorized(format!(
+            "{} is the bureau's, not an organ's or a petitioner's",
+            action.name()
+        )));
+    }
     match actor.kind {
         ActorKind::Staff => Ok(()),
         ActorKind::Petitioner if action.by_petitioner() => Ok(()),

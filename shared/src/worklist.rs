@@ -32,6 +32,8 @@ pub const TYPES: &[&str] = &[
     "hearing_ended",
     "terminated",
     "closed",
+    "leader_in_charge",
+    "leader_released",
 ];
 
 /// How pressing a case is.
@@ -66,6 +68,8 @@ pub struct Item {
     /// The time of the case's latest event.
     pub updated_at: Instant,
     pub repeat_of: Option<CaseId>,
+    /// The leader in charge of it (包案), as 张明（区长）.
+    pub leader: Option<String>,
     /// The step the case waits on (the earliest due of its open steps).
     pub step: Option<&'static str>,
     pub due_at: Option<Instant>,
@@ -106,6 +110,7 @@ pub fn item(events: &[Envelope], policy: &Policy, cal: &Calendar, now: Instant) 
         registered_at: state.registered_at,
         updated_at: state.last_at,
         repeat_of: registered.repeat_of.clone(),
+        leader: state.leader.as_ref().map(|l| l.label()),
         step: next.map(|(s, _, _)| s),
         due_at: next.map(|(_, _, d)| d),
         seconds_left: next.map(|(_, _, d)| (d - now).num_seconds()),

@@ -57,6 +57,8 @@ impl Intake {
             "organ_id": state.organ,
             "declines": state.declines,
             "extended": state.extended,
+            "leader": state.leader,
+            "received_by": state.received_by,
             "due": self.dues(&events, &state),
             "actions": state::organ_actions(&state),
             "events": events,
@@ -229,6 +231,8 @@ const PUBLIC_TYPES: &[&str] = &[
     "hearing_ended",
     "closed",
     "terminated",
+    "appointment_booked",
+    "reception_recorded",
 ];
 
 fn public_label(kind: &str) -> &'static str {
@@ -250,13 +254,15 @@ fn public_label(kind: &str) -> &'static str {
         "hearing_ended" => "听证结束",
         "closed" => "已办结",
         "terminated" => "已终结",
+        "appointment_booked" => "已预约领导接访",
+        "reception_recorded" => "领导接访已记录",
         _ => "",
     }
 }
 
 impl Intake {
     /// Does `code` (as the petitioner typed it) match the case's query code hash?
-    fn query_code_matches(&self, case: &CaseId, events: &[Envelope], code: &str) -> bool {
+    pub(crate) fn query_code_matches(&self, case: &CaseId, events: &[Envelope], code: &str) -> bool {
         let code = code.trim().to_ascii_uppercase();
         registered_of(events).is_some_and(|r| query_code_matches(&self.keys, case, &code, &r.query_code_hash))
     }

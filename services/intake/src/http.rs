@@ -32,6 +32,12 @@ pub fn router(intake: Arc<Intake>) -> Router {
         .route("/v1/cases/{id}", get(case))
         .route("/v1/cases/{id}/status", get(status))
         .route("/v1/cases/{id}/actions", post(act))
+        .route("/v1/receptions", get(receptions).post(publish_reception))
+        .route("/v1/receptions/{id}/appointments", get(appointments).post(book))
+        .route("/v1/receptions/{id}/appointments/{appointment}", post(record_reception))
+        .route("/v1/campaigns", get(campaigns).post(open_campaign))
+        .route("/v1/campaigns/{id}", get(campaign))
+        .route("/v1/campaigns/{id}/cases", post(mark_cases))
         .layer(axum::middleware::from_fn_with_state(gate, xinfang_shared::gate::layer))
         .with_state(intake)
 }
@@ -170,4 +176,102 @@ async fn act(
     .await
     .map(|v| (StatusCode::OK, v));
     reply(&intake, "case_act", started, result)
+}
+
+/// A JSON body read within the size limit.
+async fn json_body(body: Body) -> Result<Value, ApiError> {
+    let bytes = read_body(body).await?;
+    xinfang_shared::petition::parse_body(&bytes)
+}
+
+async fn receptions(State(intake): State<Arc<Intake>>) -> Response {
+    let started = Instant::now();
+    let result = intake.receptions().await.map(|v| (StatusCode::OK, v));
+    reply(&intake, "receptions", started, result)
+}
+
+async fn publish_reception(
+    State(intake): State<Arc<Intake>>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result = async { intake.publish_reception(&caller, &json_body(body).await?).await }
+        .await
+        .map(|v| (StatusCode::CREATED, v));
+    reply(&intake, "reception_publish", started, result)
+}
+
+async fn appointments(
+    State(intake): State<Arc<Intake>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let started = Instant::now();
+    let result = intake.appointments(&caller, &id).await.map(|v| (StatusCode::OK, v));
+    reply(&intake, "appointments", started, result)
+}
+
+async fn book(
+    State(intake): State<Arc<Intake>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result =
+        async { intake.book(&caller, &id, &json_body(body).await?).await }.await.map(|v| (StatusCode::CREATED, v));
+    reply(&intake, "appointment_book", started, result)
+}
+
+async fn record_reception(
+    State(intake): State<Arc<Intake>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, appointment)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result = async { intake.record_reception(&caller, &id, &appointment, &json_body(body).await?).await }
+        .await
+        .map(|v| (StatusCode::OK, v));
+    reply(&intake, "reception_record", started, result)
+}
+
+async fn campaigns(State(intake): State<Arc<Intake>>, Extension(caller): Extension<Caller>) -> Response {
+    let started = Instant::now();
+    let result = intake.campaign_list(&caller).await.map(|v| (StatusCode::OK, v));
+    reply(&intake, "campaigns", started, result)
+}
+
+async fn open_campaign(
+    State(intake): State<Arc<Intake>>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result =
+        async { intake.open_campaign(&caller, &json_body(body).await?).await }.await.map(|v| (StatusCode::CREATED, v));
+    reply(&intake, "campaign_open", started, result)
+}
+
+async fn campaign(
+    State(intake): State<Arc<Intake>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let started = Instant::now();
+    let result = intake.campaign_view(&caller, &id).await.map(|v| (StatusCode::OK, v));
+    reply(&intake, "campaign_get", started, result)
+}
+
+async fn mark_cases(
+    State(intake): State<Arc<Intake>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result =
+        async { intake.mark_cases(&caller, &id, &json_body(body).await?).await }.await.map(|v| (StatusCode::OK, v));
+    reply(&intake, "campaign_mark", started, result)
 }

@@ -12,12 +12,14 @@
 //!   GeoReport v2 endpoint for hotline platforms and 311 clients.
 #![forbid(unsafe_code)]
 
+pub mod campaigns;
 pub mod case_ids;
 pub mod cases;
 pub mod http;
 pub mod inbox;
 pub mod metrics;
 pub mod open311;
+pub mod receptions;
 pub mod register;
 pub mod repeats;
 pub mod service;
@@ -73,6 +75,8 @@ pub struct Intake {
     pub gate: Arc<xinfang_shared::gate::Gate>,
     /// Who read which petitioner's personal data.
     pub audit: xinfang_shared::audit::Audit,
+    /// Reception days, their bookings, and campaigns.
+    pub agenda: xinfang_shared::agenda::Agenda,
 }
 
 impl Intake {
@@ -110,7 +114,11 @@ impl Intake {
         let gate = xinfang_shared::gate::Gate::new(&settings, Some(sessions))?;
         let keys = runtime::node_secret(&settings)?;
         let audit = xinfang_shared::audit::Audit::open(&js, &node, settings.nats.replicas).await?;
+        let agenda = xinfang_shared::agenda::Agenda::open(js.clone(), node.clone(), settings.nats.replicas)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Self {
+            agenda,
             gate,
             audit,
             keys,

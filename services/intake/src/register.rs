@@ -89,10 +89,21 @@ impl Intake {
     /// online only, `integration` on its channel, `bureau` on any).
     pub async fn submit(&self, caller: &Caller, body: &[u8]) -> Result<Submitted, ApiError> {
         let value = petition::parse_body(body)?;
+        self.submit_value(caller, &value, |channel| access::may_submit(caller, channel)).await
+    }
+
+    /// [`Self::submit`] of a parsed body, the caller's right to its channel checked by `may`
+    /// (a booking at a leader's reception lets the public register on that channel).
+    pub(crate) async fn submit_value(
+        &self,
+        caller: &Caller,
+        value: &serde_json::Value,
+        may: impl FnOnce(Channel) -> Result<(), ApiError>,
+    ) -> Result<Submitted, ApiError> {
         let now = self.clock.now();
-        let submission = petition::validate(&value, &self.settings, now)?;
+        let submission = petition::validate(value, &self.settings, now)?;
         let channel = submission.petition.channel;
-        access::may_submit(caller, channel)?;
+        may(channel)?;
         // the staff who registered it (a clerk, a hotline's integration) is on record
         let by = match caller {
             Caller::Staff(i) => Some(i.as_staff()),

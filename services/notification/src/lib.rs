@@ -44,6 +44,7 @@ pub const TRIGGERS: &[&str] = &[
     "review_replied",
     "rereview_replied",
     "escalated",
+    "appointment_booked",
 ];
 
 /// How often the outbox is looked at for notices due an attempt.

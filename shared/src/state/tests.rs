@@ -385,3 +385,25 @@ fn a_report_notice_never_goes_to_the_organ_it_reports() {
     assert_eq!((r[0].template, &r[0].recipient), ("receipt", &Recipient::Petitioner));
     assert_eq!(r[0].context["case_id"], "320211-20260302-000001");
 }
+
+#[test]
+fn a_leader_takes_charge_hands_over_and_releases_by_the_bureau_only() {
+    let mut c = Case::routed();
+    let zhang = crate::reception::Leader { name: "张明".into(), title: "区长".into() };
+    let wang = crate::reception::Leader { name: "王强".into(), title: "副区长".into() };
+    let take = |l: &crate::reception::Leader| Action::TakeCharge { leader: l.clone() };
+    assert!(matches!(c.act(take(&zhang), organ("320211-zjj"), t0()), Err(Refusal::Unauthorized(_))));
+    assert!(matches!(
+        c.act(Action::ReleaseCharge { reason: String::new() }, staff(), t0()),
+        Err(Refusal::InvalidTransition { .. })
+    ));
+    c.act(take(&zhang), staff(), t0()).unwrap();
+    assert_eq!(c.state.leader.as_ref(), Some(&zhang));
+    assert!(matches!(c.act(take(&zhang), staff(), t0()), Err(Refusal::InvalidField { field: "leader", .. })));
+    let events = decide(&c.state, &take(&wang), &staff(), t0(), &c.cal, Windows::default()).unwrap();
+    assert_eq!(events, vec![EventData::LeaderInCharge { leader: wang.clone(), previous: Some(zhang) }]);
+    c.act(take(&wang), staff(), t0()).unwrap();
+    c.act(Action::ReleaseCharge { reason: "已化解".into() }, staff(), t0()).unwrap();
+    assert_eq!(c.state.leader, None);
+    assert_eq!(c.state.stage, Stage::WithOrgan, "包案 does not move the case");
+}
