@@ -127,8 +127,33 @@ pub fn open_steps(
         }
         _ => {}
     }
+    if state.stage != Stage::Forwarded {
+        reception_step(events, cal, &mut dues);
+    }
     ladder_steps(events, state, &mut dues);
     dues
+}
+
+/// A booked reception whose record is not in yet: the bureau records it within one working
+/// day after the slot ends (the earliest such slot, if several).
+fn reception_step(events: &[Envelope], cal: &Calendar, dues: &mut BTreeMap<&'static str, (Instant, Due)>) {
+    let recorded = |id: &str| {
+        events.iter().any(|e| {
+            matches!(e.data(), Ok(Some(EventData::ReceptionRecorded { appointment_id, .. })) if appointment_id == id)
+        })
+    };
+    let open = events
+        .iter()
+        .filter_map(|e| match e.data() {
+            Ok(Some(EventData::AppointmentBooked { appointment_id, ends_at, .. })) if !recorded(&appointment_id) => {
+                Some(ends_at)
+            }
+            _ => None,
+        })
+        .min();
+    if let Some(ends_at) = open {
+        dues.insert("reception", (ends_at, cal.due(ends_at, Period::WorkingDays(1))));
+    }
 }
 
 /// How long the finished hearings among `events` took.
@@ -195,4 +220,52 @@ fn handling_due(events: &[Envelope], accepted: &Envelope, policy: &Policy, cal: 
         }
     }
     due
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use crate::reception::Leader;
+
+    #[test]
+    fn a_booked_reception_is_due_for_its_record_a_working_day_after_the_slot() {
+        let registered = fixtures::registered("e0", fixtures::at(2, 9));
+        let leader = Leader { name: "张明".into(), title: "区长".into() };
+        // Friday 2026-03-06 09:00–11:00: recorded by the end of Monday 03-09
+        let booked = fixtures::event(
+            "e1",
+            fixtures::at(3, 9),
+            "intake",
+            None,
+            EventData::AppointmentBooked {
+                reception_id: "R1".into(),
+                appointment_id: "R1-001".into(),
+                leader: leader.clone(),
+                starts_at: fixtures::at(6, 9),
+                ends_at: fixtures::at(6, 11),
+                place: "接待大厅".into(),
+            },
+        );
+        let mut events = vec![registered, booked];
+        let cal = Calendar::shipped();
+        let state = CaseState::fold(&events).unwrap();
+        let dues = open_dues(&events, &state, &Policy::default(), &cal);
+        assert_eq!(dues["reception"].at.date_naive().to_string(), "2026-03-09");
+        events.push(fixtures::event(
+            "e2",
+            fixtures::at(6, 12),
+            "bureau",
+            None,
+            EventData::ReceptionRecorded {
+                reception_id: "R1".into(),
+                appointment_id: "R1-001".into(),
+                leader,
+                attended: false,
+                outcome: String::new(),
+            },
+        ));
+        let state = CaseState::fold(&events).unwrap();
+        assert!(!open_dues(&events, &state, &Policy::default(), &cal).contains_key("reception"));
+    }
 }

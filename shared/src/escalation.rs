@@ -98,6 +98,7 @@ fn step_label(step: Step) -> &'static str {
         Step::Rereview => "复核",
         Step::Supervision => "督办",
         Step::Directive => "上级督办单",
+        Step::Reception => "领导接访记录",
     }
 }
 
@@ -119,7 +120,8 @@ pub fn rung(cause: &Envelope, events: &[Envelope], state: &CaseState, ladder: &L
         EventData::DeadlineWarned { step, due_at, .. } if owed(step) => Some(Rung {
             id: id("reminder"),
             level: EscalationLevel::Reminder,
-            to: organ,
+            // the reception's record is the bureau's own duty
+            to: if step == Step::Reception { ladder.bureau.to_string() } else { organ },
             due_at: Some(due_at),
             step: Some(step),
             reason: format!("{}期限将至（{}），请抓紧办理", step_label(step), due_at.format("%Y-%m-%d %H:%M")),

@@ -173,6 +173,9 @@ pub enum Step {
     Supervision,
     /// A directive (督办单) from the parent node, due by its own date.
     Directive,
+    /// The record of a booked leader's reception, due from the bureau one working day after
+    /// the slot ends.
+    Reception,
 }
 
 impl Step {
@@ -189,6 +192,7 @@ impl Step {
             Self::Rereview => "rereview",
             Self::Supervision => "supervision",
             Self::Directive => "directive",
+            Self::Reception => "reception",
         }
     }
 }

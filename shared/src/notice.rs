@@ -114,6 +114,7 @@ fn step_label(step: Step) -> &'static str {
         Step::Rereview => "复核",
         Step::Supervision => "督办",
         Step::Directive => "督办单",
+        Step::Reception => "领导接访记录",
     }
 }
 
@@ -234,7 +235,15 @@ pub fn plan(
             vec![to_petitioner("reply_delivery", ctx)]
         }
         EventData::Escalated { level, step, due_at, to, .. } => {
-            let Some(organ) = state.organ.clone() else { return vec![] };
+            // the reception's record is the bureau's to make; every other step the organ's
+            let owner = match step {
+                Some(Step::Reception) => OrganId::parse(&to).ok(),
+                _ => state.organ.clone(),
+            };
+            let Some(organ) = owner else { return vec![] };
+            if step == Some(Step::Reception) {
+                base = with(&base, organ_ctx(&organ));
+            }
             let step = step.map(step_label).unwrap_or("办理");
             let due = due_at.map(day).unwrap_or_default();
             let ctx = with(&base, json!({"step": step, "due": due}));

@@ -128,6 +128,10 @@ async fn a_reception_day_from_the_schedule_to_a_settled_campaign_case() {
         call("POST", &format!("{base}/v1/receptions/R20990101-00000000/appointments"), None, Some(json!({}))).await;
     assert_eq!((s, field(&v).0), (404, "not_found"), "{v}");
 
+    // the record is due (a timer) until the clerk makes it
+    let (_, view) = call("GET", &format!("{base}/v1/cases/{case}"), staff(), None).await;
+    assert!(view["due"]["reception"]["due_at"].is_string(), "{view}");
+
     // the clerk records the reception: the receiving leader is on the case
     let record = format!("{book}/{appointment}");
     let (s, v) = call("POST", &record, staff(), Some(json!({"attended": true}))).await;
@@ -169,6 +173,7 @@ async fn a_reception_day_from_the_schedule_to_a_settled_campaign_case() {
     assert_eq!((s, field(&v)), (400, ("invalid_field", "leader")), "{v}");
     let (_, view) = call("GET", &format!("{base}/v1/cases/{case}"), staff(), None).await;
     assert_eq!((view["leader"]["name"].as_str(), view["received_by"]["name"].as_str()), (Some("张明"), Some("张明")));
+    assert!(view["due"].get("reception").is_none(), "recorded: {view}");
     let (_, inbox) = call("GET", &format!("{base}/v1/cases"), Some(ZJJ), None).await;
     let line = inbox["cases"].as_array().unwrap().iter().find(|c| c["case_id"] == case.as_str()).cloned();
     assert_eq!(line.map(|l| l["leader"].clone()), Some(json!("张明（区长）")), "{inbox}");

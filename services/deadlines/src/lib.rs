@@ -53,6 +53,8 @@ pub const TRIGGERS: &[&str] = &[
     "terminated",
     "escalated",
     "directive_received",
+    "appointment_booked",
+    "reception_recorded",
 ];
 
 /// How often due timers are looked for.

@@ -162,6 +162,11 @@ pub fn label(name: &str) -> Option<&'static str> {
         "due_recomputed" => "期限重算",
         "notified" => "已通知",
         "notification_failed" => "通知失败",
+        "leader_in_charge" => "领导包案",
+        "leader_released" => "解除包案",
+        "appointment_booked" => "预约领导接访",
+        "reception_recorded" => "领导接访记录",
+        "campaign_marked" => "列入攻坚化解",
         // steps
         "route" => "登记转送",
         "objection" => "管辖异议期",
@@ -173,6 +178,7 @@ pub fn label(name: &str) -> Option<&'static str> {
         "rereview" => "复核",
         "supervision" => "督办",
         "directive" => "督办单",
+        "reception" => "接访记录",
         // actions
         "accept" => "受理",
         "reject" => "不予受理",
@@ -187,6 +193,8 @@ pub fn label(name: &str) -> Option<&'static str> {
         "request_review" => "申请复查",
         "request_rereview" => "申请复核",
         "withdraw" => "撤回",
+        "take_charge" => "领导包案",
+        "release_charge" => "解除包案",
         // channels
         "letter" => "来信",
         "visit" => "来访",
