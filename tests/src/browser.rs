@@ -217,3 +217,35 @@ impl Drop for Browser {
         let _ = self.driver.wait();
     }
 }
+
+/// Reloads `url` until the element `css` holds `text` (projections trail the ledger by a
+/// moment).
+pub async fn until_listed(browser: &Browser, url: &str, css: &str, text: &str) {
+    for _ in 0..100 {
+        browser.goto(url).await;
+        if browser.count(css).await > 0 && browser.text(css).await.contains(text) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{url}: {css} never showed {text}");
+}
+
+/// Signs `login` in through the sign-in page (password [`crate::PASSWORD`]).
+pub async fn sign_in(browser: &Browser, base: &str, login: &str) {
+    browser.goto(&format!("{base}/login")).await;
+    browser.type_into("input[name=\"login\"]", login).await;
+    browser.type_into("input[name=\"password\"]", crate::PASSWORD).await;
+    browser.click("button[name=\"sign_in\"]").await;
+    let end = Instant::now() + Duration::from_secs(10);
+    while browser.count("#user").await == 0 {
+        assert!(Instant::now() < end, "{login} could not sign in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Signs out through the header's button.
+pub async fn sign_out(browser: &Browser) {
+    browser.click("button[name=\"logout\"]").await;
+    browser.await_text("h1", "工作人员登录").await;
+}

@@ -559,3 +559,26 @@ pub fn petition_by(who: u32) -> Value {
         "content": "小区3号楼电梯停运两个月，物业与住建部门均未处理，请求督促维修。"
     })
 }
+
+/// The password of every test user of the pages.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Node file lines with the pages' users — a clerk (bureau), two organs' staff, an auditor
+/// and the city office — after `extra`, and `[web]` with `web`.
+pub fn page_users(extra: &str, web: &str) -> String {
+    let hash = xinfang_shared::access::hash_password(PASSWORD);
+    let user = |login: &str, name: &str, rest: &str| {
+        format!("\n[[auth.users]]\nlogin = \"{login}\"\nname = \"{name}\"\n{rest}\npassword_hash = \"{hash}\"\n")
+    };
+    format!(
+        "{extra}\n[web]\n{web}\n{}",
+        [
+            user("clerk", "王丽", "roles = [\"bureau\"]"),
+            user("zjj", "住建局李明", "roles = [\"organ\"]\norgan_id = \"320211-zjj\""),
+            user("xfj", "信访局赵强", "roles = [\"organ\"]\norgan_id = \"320211-xfj\""),
+            user("audit", "审计员", "roles = [\"auditor\"]"),
+            user("office", "联席办周", "roles = [\"office\"]"),
+        ]
+        .concat()
+    )
+}

@@ -226,3 +226,94 @@ async fn a_reception_day_from_the_schedule_to_a_settled_campaign_case() {
     let text = status.to_string();
     assert!(text.contains("已预约领导接访") && !text.contains("两周内修复"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reception_day_is_published_booked_recorded_and_counted_in_chromium() {
+    use xinfang_tests::browser::{sign_in, sign_out, until_listed, Browser};
+    use xinfang_tests::{page_users, ServiceProcess};
+    let node = TestNode::start_services(&page_users("", ""), &["routing"]);
+    let web = ServiceProcess::start("web", &node.config, &node.nats.url, node.intake.dir.as_path());
+    let base = web.http.clone();
+    let browser = Browser::start().await;
+
+    // the clerk publishes a reception day
+    sign_in(&browser, &base, "clerk").await;
+    browser.goto(&format!("{base}/agenda")).await;
+    browser.type_into("input[name=\"leader.name\"]", "张明").await;
+    browser.type_into("input[name=\"leader.title\"]", "区长").await;
+    browser.set_value("input[name=\"date\"]", &in_days(3, 0)[..10]).await;
+    browser.set_value("input[name=\"starts\"]", "09:00").await;
+    browser.set_value("input[name=\"ends\"]", "11:30").await;
+    browser.type_into("input[name=\"place\"]", "区信访局接待大厅").await;
+    browser.type_into("input[name=\"topics\"]", "城乡建设、物业管理").await;
+    browser.click("button[name=\"publish\"]").await;
+    assert!(browser.text("#notice").await.starts_with("已发布：R"));
+    browser.screenshot("agenda").await;
+    sign_out(&browser).await;
+
+    // the public reads the schedule and books with a new petition
+    browser.goto(&format!("{base}/receptions")).await;
+    assert!(browser.text("#receptions").await.contains("张明（区长）"));
+    browser.screenshot("receptions").await;
+    browser.click("#receptions a").await;
+    browser.type_into("input[name=\"petitioners[0].name\"]", "李四").await;
+    browser.type_into("input[name=\"petitioners[0].phone\"]", "13912345678").await;
+    browser.type_into("input[name=\"title\"]", "老旧小区加装电梯补贴未兑现").await;
+    browser.type_into("textarea[name=\"content\"]", "去年申请的加装电梯补贴至今未兑现，请领导协调。").await;
+    browser.screenshot("book").await;
+    browser.click("button[name=\"book\"]").await;
+    let appointment = browser.text("#appointment_id").await;
+    let case = browser.text("#case_id").await;
+    let code = browser.text("#query_code").await;
+    assert!(appointment.ends_with("-001") && case.starts_with("320211-") && code.len() == 6, "{appointment} {case}");
+    browser.screenshot("booked").await;
+    let registered = node.wait_for(&case, "registered", Duration::from_secs(5)).await.expect("registered");
+    assert_eq!(registered.data["channel"], "leader_reception");
+
+    // the clerk records the reception, puts the leader in charge, and opens a campaign with it
+    sign_in(&browser, &base, "clerk").await;
+    browser.goto(&format!("{base}/agenda")).await;
+    browser.click("#receptions a").await;
+    browser
+        .type_into(
+            &format!("tr[data-appointment=\"{appointment}\"] input[name=\"outcome\"]"),
+            "责成区住建局一个月内兑现补贴",
+        )
+        .await;
+    browser.click(&format!("tr[data-appointment=\"{appointment}\"] button[name=\"record\"]")).await;
+    assert!(browser.text(".recorded").await.starts_with("已接待：责成区住建局"));
+    browser.screenshot("reception-record").await;
+    browser.goto(&format!("{base}/cases/{case}")).await;
+    browser.type_into("#act-take_charge input[name=\"leader.name\"]", "张明").await;
+    browser.type_into("#act-take_charge input[name=\"leader.title\"]", "区长").await;
+    browser.click("button[name=\"take_charge\"]").await;
+    browser.await_text("#leader", "张明（区长）").await;
+    assert_eq!(browser.text("#received_by").await, "张明（区长）");
+    browser.goto(&format!("{base}/campaigns")).await;
+    browser.type_into("input[name=\"name\"]", "信访突出问题攻坚化解").await;
+    browser.set_value("input[name=\"starts_on\"]", &in_days(-30, 0)[..10]).await;
+    browser.set_value("input[name=\"ends_on\"]", &in_days(300, 0)[..10]).await;
+    browser.click("button[name=\"open\"]").await;
+    browser.await_text("h1", "信访突出问题攻坚化解").await;
+    browser.type_into("textarea[name=\"case_ids\"]", &case).await;
+    browser.click("button[name=\"mark\"]").await;
+    browser.await_text("#cases", "1").await;
+    let campaign_url = browser.url().await.split('?').next().unwrap_or_default().to_string();
+    assert_eq!(browser.text("#settled").await, "0");
+
+    // the organ answers; the petitioner is satisfied; the campaign counts it settled
+    node.wait_for(&case, "routed", Duration::from_secs(15)).await.expect("routed");
+    node.act(&case, &json!({"action": "accept"})).await;
+    let (s, v) = node.act(&case, &json!({"action": "reply", "outcome": "supported", "summary": "补贴已兑现"})).await;
+    assert_eq!(s, 200, "{v}");
+    let evaluate = json!({"action": "evaluate", "satisfaction": "satisfied", "query_code": code});
+    assert_eq!(
+        call("POST", &format!("{}/v1/cases/{case}/actions", node.intake.http), None, Some(evaluate)).await.0,
+        200
+    );
+    until_listed(&browser, &campaign_url, "#settled", "1").await;
+    assert!(browser.text("#settled_rate").await.starts_with("100%"), "{}", browser.text("#settled_rate").await);
+    assert!(browser.text("#by_leader").await.contains("张明（区长）"));
+    browser.screenshot("campaign").await;
+    browser.quit().await;
+}

@@ -5,29 +5,8 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use xinfang_tests::{form_body, id_number, ServiceProcess, TestNode};
-
-/// The password of every test user.
-const PASSWORD: &str = "correct horse battery";
-
-/// The node file's users: a clerk (bureau), two organs' staff, an auditor and the city office.
-fn users(extra: &str, web: &str) -> String {
-    let hash = xinfang_shared::access::hash_password(PASSWORD);
-    let user = |login: &str, name: &str, rest: &str| {
-        format!("\n[[auth.users]]\nlogin = \"{login}\"\nname = \"{name}\"\n{rest}\npassword_hash = \"{hash}\"\n")
-    };
-    format!(
-        "{extra}\n[web]\n{web}\n{}",
-        [
-            user("clerk", "王丽", "roles = [\"bureau\"]"),
-            user("zjj", "住建局李明", "roles = [\"organ\"]\norgan_id = \"320211-zjj\""),
-            user("xfj", "信访局赵强", "roles = [\"organ\"]\norgan_id = \"320211-xfj\""),
-            user("audit", "审计员", "roles = [\"auditor\"]"),
-            user("office", "联席办周", "roles = [\"office\"]"),
-        ]
-        .concat()
-    )
-}
+use xinfang_tests::browser::{sign_in, until_listed};
+use xinfang_tests::{form_body, id_number, page_users as users, ServiceProcess, TestNode, PASSWORD};
 
 /// A browser-like client: no redirects followed, the session cookie carried by hand.
 struct Visitor {
@@ -322,30 +301,6 @@ async fn idle_sessions_end_and_lookups_from_one_address_are_rate_limited() {
     assert!(limited_at.is_some_and(|i| i < 49), "429 before the 50th: {limited_at:?}");
     let p = walker.post("/login", &[("login", "clerk"), ("password", "guess")]).await;
     assert_eq!(p.status, 429, "sign-in attempts count against the same limit");
-}
-
-/// Reloads `path` until the page holds `text` (projections trail the ledger by a moment).
-async fn until_listed(browser: &xinfang_tests::browser::Browser, url: &str, css: &str, text: &str) {
-    for _ in 0..100 {
-        browser.goto(url).await;
-        if browser.count(css).await > 0 && browser.text(css).await.contains(text) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{url}: {css} never showed {text}");
-}
-
-async fn sign_in(browser: &xinfang_tests::browser::Browser, base: &str, login: &str) {
-    browser.goto(&format!("{base}/login")).await;
-    browser.type_into("input[name=\"login\"]", login).await;
-    browser.type_into("input[name=\"password\"]", PASSWORD).await;
-    browser.click("button[name=\"sign_in\"]").await;
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    while browser.count("#user").await == 0 {
-        assert!(std::time::Instant::now() < end, "{login} could not sign in");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

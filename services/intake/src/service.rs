@@ -1,5 +1,7 @@
 //! The NATS service endpoints (async-nats service API, queue group): `xf.N.api.petition.submit`,
-//! `…case.get`, `…case.status`, `…case.act`, `…case.list`, `…node.overview`. Replies are JSON: the same bodies as over HTTP.
+//! `…case.get`, `…case.status`, `…case.act`, `…case.list`, `…node.overview`, and the agenda's
+//! `…reception.{publish,list,appointments,book,record}` and `…campaign.{open,list,get,mark}`
+//! (the path's ids as body fields). Replies are JSON: the same bodies as over HTTP.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +33,15 @@ pub async fn serve(
         ("case_act", "case.act"),
         ("case_list", "case.list"),
         ("node_overview", "node.overview"),
+        ("reception_publish", "reception.publish"),
+        ("reception_list", "reception.list"),
+        ("reception_appointments", "reception.appointments"),
+        ("reception_book", "reception.book"),
+        ("reception_record", "reception.record"),
+        ("campaign_open", "campaign.open"),
+        ("campaign_list", "campaign.list"),
+        ("campaign_get", "campaign.get"),
+        ("campaign_mark", "campaign.mark"),
     ]
     .into_iter()
     .map(|(name, endpoint)| Endpoint { name, subject: subjects::api(&node, endpoint) })
@@ -75,6 +86,13 @@ fn field<'a>(v: &'a Value, key: &str) -> Result<&'a str, ApiError> {
     }
 }
 
+/// Takes the id `key` (an HTTP path's id) out of a body.
+fn take(v: &mut Value, key: &str) -> Result<String, ApiError> {
+    let id = field(v, key)?.to_string();
+    v.as_object_mut().map(|o| o.remove(key));
+    Ok(id)
+}
+
 async fn handle(intake: &Intake, caller: &Caller, endpoint: &str, payload: &[u8]) -> Result<Value, ApiError> {
     match endpoint {
         "petition_submit" => {
@@ -99,6 +117,29 @@ async fn handle(intake: &Intake, caller: &Caller, endpoint: &str, payload: &[u8]
             intake.case_list(caller, &v).await
         }
         "node_overview" => intake.overview(caller).await,
+        "reception_publish" => intake.publish_reception(caller, &parse_body(payload)?).await,
+        "reception_list" => intake.receptions().await,
+        "campaign_list" => intake.campaign_list(caller).await,
+        "campaign_open" => intake.open_campaign(caller, &parse_body(payload)?).await,
+        "reception_appointments" => {
+            intake.appointments(caller, &take(&mut parse_body(payload)?, "reception_id")?).await
+        }
+        "reception_book" => {
+            let mut v = parse_body(payload)?;
+            let id = take(&mut v, "reception_id")?;
+            intake.book(caller, &id, &v).await
+        }
+        "reception_record" => {
+            let mut v = parse_body(payload)?;
+            let (id, appointment) = (take(&mut v, "reception_id")?, take(&mut v, "appointment_id")?);
+            intake.record_reception(caller, &id, &appointment, &v).await
+        }
+        "campaign_get" => intake.campaign_view(caller, &take(&mut parse_body(payload)?, "campaign_id")?).await,
+        "campaign_mark" => {
+            let mut v = parse_body(payload)?;
+            let id = take(&mut v, "campaign_id")?;
+            intake.mark_cases(caller, &id, &v).await
+        }
         _ => Err(ApiError::general(ErrorCode::NotFound, "no such endpoint")),
     }
 }

@@ -1,7 +1,7 @@
 //! xinfang web (页面): the pages people work in, server-rendered, usable without JavaScript —
 //! login (登录), registration (登记) for the bureau's clerks, an organ's inbox (待办) and case
-//! page, the bureau's overview (本级), the city office's escalations (督办件), and the
-//! public status page (查询). It keeps no case data: every page calls intake's and
+//! page, the bureau's overview (本级), the city office's escalations (督办件), reception days
+//! (领导接访日) and campaigns (攻坚化解), and the public status page (查询). It keeps no case data: every page calls intake's and
 //! escalation's NATS endpoints on the signed-in user's behalf (`Authorization: Session <id>`),
 //! so the scope of each role is decided where the data is, once (`shared::access`).
 //!
@@ -10,9 +10,11 @@
 //!   user, and the guard that refuses cross-site posts.
 //! - [`calls`]: the NATS requests to intake and escalation.
 //! - [`views`]: templates (minijinja) and the Chinese labels they use.
-//! - [`staff`], [`office`], [`public`]: the pages of each audience.
+//! - [`staff`], [`office`], [`public`]: the pages of each audience; [`agenda`]: reception
+//!   days (the public schedule and booking, the bureau's records) and campaigns.
 #![forbid(unsafe_code)]
 
+pub mod agenda;
 pub mod auth;
 pub mod calls;
 pub mod office;
@@ -52,6 +54,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .merge(staff::routes())
         .merge(office::routes())
         .merge(public::routes())
+        .merge(agenda::routes())
         .route("/static/style.css", get(views::stylesheet))
         .fallback(views::not_found)
         .layer(axum::middleware::from_fn(auth::same_origin))

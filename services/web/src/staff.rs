@@ -229,12 +229,18 @@ async fn case(
     case_page(&web, &staff, &id, notice.as_deref(), None).await
 }
 
-/// The action JSON of an action form: empty inputs left out, `days` a number.
+/// The action JSON of an action form: empty inputs left out, `days` a number, `leader.name`
+/// and `leader.title` one `leader`.
 pub fn action_of(form: &BTreeMap<String, String>) -> Value {
     let mut body = Map::new();
     for (key, value) in form {
         let value = value.trim();
         if value.is_empty() {
+            continue;
+        }
+        if let Some(part) = key.strip_prefix("leader.") {
+            let leader = body.entry("leader").or_insert_with(|| json!({}));
+            leader[part] = json!(value);
             continue;
         }
         let v = match key.as_str() {

@@ -28,6 +28,13 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("escalations.html", include_str!("../templates/escalations.html")),
     ("escalation.html", include_str!("../templates/escalation.html")),
     ("error.html", include_str!("../templates/error.html")),
+    ("receptions.html", include_str!("../templates/receptions.html")),
+    ("book.html", include_str!("../templates/book.html")),
+    ("booked.html", include_str!("../templates/booked.html")),
+    ("agenda.html", include_str!("../templates/agenda.html")),
+    ("slot.html", include_str!("../templates/slot.html")),
+    ("campaigns.html", include_str!("../templates/campaigns.html")),
+    ("campaign.html", include_str!("../templates/campaign.html")),
 ];
 
 const STYLE: &str = include_str!("../static/style.css");
@@ -59,6 +66,7 @@ impl Views {
         env.add_filter("label", |v: &str| label(v).unwrap_or(v).to_string());
         env.add_filter("when", when);
         env.add_filter("left", left);
+        env.add_filter("percent", percent);
         env.add_filter("summary", |e: Jinja| summary(&serde_json::to_value(&e).unwrap_or_default()));
         env.add_global("node_code", settings.node.code.clone());
         env.add_global("node_name", settings.node.name.clone());
@@ -80,6 +88,7 @@ pub fn page(web: &Web, status: StatusCode, template: &str, staff: Option<&Staff>
             overview => has(Role::Bureau) || has(Role::Auditor),
             escalations => has(Role::Office) || has(Role::Auditor),
             bureau => has(Role::Bureau),
+            campaigns => has(Role::Bureau) || has(Role::Auditor) || has(Role::Office),
         }
     });
     let ctx = minijinja::context! { user, ..ctx };
@@ -118,6 +127,12 @@ fn when(v: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(v)
         .map(|t| xinfang_shared::time::to_cst(t).format("%Y-%m-%d %H:%M").to_string())
         .unwrap_or_else(|_| v.to_string())
+}
+
+/// A rate → `90%`, `33.3%`.
+fn percent(rate: f64) -> String {
+    let p = format!("{:.1}", rate * 100.0);
+    format!("{}%", p.strip_suffix(".0").unwrap_or(&p))
 }
 
 /// Seconds left → `剩 3 天 2 小时`, or `逾期 1 天 4 小时`.
@@ -256,6 +271,27 @@ fn summary(e: &Value) -> String {
         "extended" => format!("延期 {} 天：{}（{} 批准）", d["days"], s("reason"), s("approved_by")),
         "directive_received" => format!("{}（限 {}）", s("text"), when(d["due_at"].as_str().unwrap_or_default())),
         "jurisdiction_declined" => s("note"),
+        "leader_in_charge" => {
+            let previous = d["previous"]["name"].as_str().map(|p| format!("（接替 {p}）")).unwrap_or_default();
+            format!(
+                "{} {}{previous}",
+                d["leader"]["name"].as_str().unwrap_or_default(),
+                d["leader"]["title"].as_str().unwrap_or_default()
+            )
+        }
+        "leader_released" => format!("{} {}", d["leader"]["name"].as_str().unwrap_or_default(), s("reason")),
+        "appointment_booked" => format!(
+            "{} {}，{}（{}）",
+            d["leader"]["name"].as_str().unwrap_or_default(),
+            when(d["starts_at"].as_str().unwrap_or_default()),
+            s("place"),
+            s("appointment_id")
+        ),
+        "reception_recorded" if d["attended"] == true => {
+            format!("{} 接待：{}", d["leader"]["name"].as_str().unwrap_or_default(), s("outcome"))
+        }
+        "reception_recorded" => "信访人未到".to_string(),
+        "campaign_marked" => s("name"),
         _ => String::new(),
     }
 }
@@ -269,6 +305,7 @@ mod tests {
         assert_eq!(left(3 * 86_400 + 2 * 3600 + 5), "剩 3 天 2 小时");
         assert_eq!(left(-(86_400 + 4 * 3600)), "逾期 1 天 4 小时");
         assert_eq!(left(600), "剩 10 分钟");
+        assert_eq!((percent(1.0), percent(0.333), percent(0.9)), ("100%".into(), "33.3%".into(), "90%".into()));
     }
 
     #[test]
