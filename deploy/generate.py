@@ -282,6 +282,22 @@ def city_dashboard():
     b.panel("timeseries", "市级收到 Received by the city", "Escalations reaching a parent's inbox, by child and level",
             "ops", [('sum by (child, level) (rate(xf_escalation_received_total{node=~"$node"}[$__rate_interval]))',
                      "{{child}} {{level}}")])
+    # every intake replica exports the same figures: one series each before summing
+    b.row("攻坚化解与领导接访 Campaigns and receptions")
+    one = lambda metric, by: f'max by (node, {by}) ({metric}{{node=~"$node"}})'  # noqa: E731
+    b.panel("timeseries", "化解率 Settled rate", "Settled (化解) cases of the campaigns over their cases, per node",
+            "percentunit",
+            [(f'sum by (node) ({one("xf_campaign_settled", "campaign, district")})'
+              f' / (sum by (node) ({one("xf_campaign_cases", "campaign, district")}) > 0)', "{{node}}")], maximum=1)
+    b.panel("timeseries", "满意率 Satisfaction", "Satisfied or basically satisfied among the campaigns' rated cases, "
+            "per node", "percentunit",
+            [(f'sum by (node) ({one("xf_campaign_satisfied", "campaign")})'
+              f' / (sum by (node) ({one("xf_campaign_rated", "campaign")}) > 0)', "{{node}}")], maximum=1)
+    b.panel("timeseries", "接访 Receptions", "Leaders' reception bookings by node, year and outcome "
+            "(attended, absent, pending)", "short",
+            [(one("xf_reception_appointments", "year, outcome"), "{{node}} {{year}} {{outcome}}")])
+    b.panel("timeseries", "接访领导 Leaders receiving", "Leaders holding reception slots, by node and year", "short",
+            [(one("xf_reception_leaders", "year"), "{{node}} {{year}}")])
     return b.json()
 
 

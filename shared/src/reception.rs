@@ -167,6 +167,41 @@ pub fn public_view(r: &Reception, booked: u32) -> Value {
     })
 }
 
+/// A year's reception figures at a node (the seed's "129 leaders received 1,010 batches").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Figures {
+    /// Slots published.
+    pub slots: u64,
+    /// Leaders with at least one slot.
+    pub leaders: u64,
+    /// Appointments booked, and of them: received, absent, not yet recorded.
+    pub booked: u64,
+    pub attended: u64,
+    pub absent: u64,
+    pub pending: u64,
+}
+
+/// The figures of `slots`, each with the record of each of its bookings (`Some(attended)`,
+/// `None` while not recorded).
+pub fn figures<'a>(slots: impl IntoIterator<Item = (&'a Reception, &'a [Option<bool>])>) -> Figures {
+    let mut f = Figures::default();
+    let mut leaders = std::collections::BTreeSet::new();
+    for (r, records) in slots {
+        f.slots += 1;
+        leaders.insert(&r.leader.name);
+        for record in records {
+            f.booked += 1;
+            match record {
+                Some(true) => f.attended += 1,
+                Some(false) => f.absent += 1,
+                None => f.pending += 1,
+            }
+        }
+    }
+    f.leaders = leaders.len() as u64;
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +259,15 @@ mod tests {
         assert_eq!(late.field.as_deref(), Some("reception"));
         assert!(late.message.contains("已开始"), "{}", late.message);
         assert_eq!(appointment_id(&r.reception_id, 2), format!("{}-002", r.reception_id));
+    }
+
+    #[test]
+    fn figures_count_slots_leaders_and_what_became_of_each_booking() {
+        let a = parse(&body(), &node(), now()).unwrap();
+        let mut b = a.clone();
+        b.reception_id = "other".into();
+        let (ra, rb) = (vec![Some(true), Some(false), None], vec![Some(true)]);
+        let f = figures([(&a, ra.as_slice()), (&b, rb.as_slice())]);
+        assert_eq!(f, Figures { slots: 2, leaders: 1, booked: 4, attended: 2, absent: 1, pending: 1 });
     }
 }

@@ -161,6 +161,38 @@ const INDICATORS: &[(&str, &str, &[&str], &str)] = &[
     ("repeat_petitions", "petitions", &["repeat"], "petitions"),
 ];
 
+async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
+    let r = http.post(&url).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or_default();
+    assert!(status < 300, "{url}: {status} {v}");
+    v
+}
+
+/// A campaign holding `cases` (its figures set by reading it) and a reception day with a
+/// booking recorded as received, for the city dashboard's campaign and reception panels.
+async fn campaign_and_reception(http: &reqwest::Client, base: &str, cases: &[&str]) {
+    let today = chrono::Utc::now().with_timezone(&xinfang_shared::time::cst()).date_naive();
+    let campaign = json!({"name": "攻坚化解", "starts_on": today.to_string(), "ends_on": (today + chrono::Duration::days(90)).to_string()});
+    let cid = post(http, format!("{base}/v1/campaigns"), campaign).await["campaign_id"].as_str().unwrap().to_string();
+    post(http, format!("{base}/v1/campaigns/{cid}/cases"), json!({"case_ids": cases})).await;
+    let progress: Value = http.get(format!("{base}/v1/campaigns/{cid}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(progress["progress"]["cases"], 2, "{progress}");
+    let day = today + chrono::Duration::days(3);
+    let slot = json!({"leader": {"name": "张明", "title": "区长"}, "starts_at": format!("{day}T09:00:00+08:00"),
+                      "ends_at": format!("{day}T11:00:00+08:00"), "place": "接待大厅", "capacity": 5});
+    let rid = post(http, format!("{base}/v1/receptions"), slot).await["reception_id"].as_str().unwrap().to_string();
+    let booked =
+        post(http, format!("{base}/v1/receptions/{rid}/appointments"), json!({"petition": petition_by(7)})).await;
+    let appointment = booked["appointment_id"].as_str().unwrap();
+    post(
+        http,
+        format!("{base}/v1/receptions/{rid}/appointments/{appointment}"),
+        json!({"attended": true, "outcome": "责成住建局办理"}),
+    )
+    .await;
+}
+
 async fn act(http: &reqwest::Client, base: &str, case: &str, action: Value) {
     let r = http.post(format!("{base}/v1/cases/{case}/actions")).json(&action).send().await.unwrap();
     let status = r.status();
@@ -286,6 +318,7 @@ async fn every_rule_and_panel_has_data_and_the_indicators_are_the_ledgers() {
     }
     act(&http, &base, &a, json!({"action": "evaluate", "actor": me, "satisfaction": "satisfied"})).await;
     act(&http, &base, &b, json!({"action": "evaluate", "actor": me, "satisfaction": "unsatisfied"})).await;
+    campaign_and_reception(&http, &base, &[&a, &b]).await;
     let repeat = wait_until(Duration::from_secs(30), "a repeat linked", || async {
         let r = http.post(format!("{base}/v1/petitions")).json(&petition_by(4)).send().await.unwrap();
         let v: Value = r.json().await.unwrap_or_default();

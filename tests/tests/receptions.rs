@@ -221,6 +221,24 @@ async fn a_reception_day_from_the_schedule_to_a_settled_campaign_case() {
     assert_eq!(p["by_district"]["320211"]["cases"], 1, "{v}");
     assert_eq!(v["cases"][0]["settled"], true);
 
+    // the figures for the dashboards: the campaign's, and this year's receptions
+    let metrics =
+        |base: String| async move { reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap() };
+    let text = metrics(base.clone()).await;
+    assert!(text.contains(&format!("xf_campaign_settled{{campaign=\"{cid}\",district=\"320211\"}} 1")), "{text}");
+    // the booked slot's year (the begun one's may differ at the turn of a year)
+    let year = &in_days(3, 9)[..4];
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = metrics(base.clone()).await;
+        if seen.contains(&format!("xf_reception_appointments{{outcome=\"attended\",year=\"{year}\"}} 1")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.contains(&format!("xf_reception_appointments{{outcome=\"pending\",year=\"{year}\"}} 1")), "{seen}");
+    assert!(seen.contains(&format!("xf_reception_slots{{year=\"{year}\"}}")), "{seen}");
+
     // the public timeline shows the booking, never the leader's decision text
     let (_, status) = call("GET", &format!("{base}/v1/cases/{case}/status?query_code={code}"), None, None).await;
     let text = status.to_string();
@@ -294,7 +312,7 @@ async fn a_reception_day_is_published_booked_recorded_and_counted_in_chromium() 
     browser.set_value("input[name=\"starts_on\"]", &in_days(-30, 0)[..10]).await;
     browser.set_value("input[name=\"ends_on\"]", &in_days(300, 0)[..10]).await;
     browser.click("button[name=\"open\"]").await;
-    browser.await_text("h1", "信访突出问题攻坚化解").await;
+    browser.await_text("#campaign", "信访突出问题攻坚化解").await;
     browser.type_into("textarea[name=\"case_ids\"]", &case).await;
     browser.click("button[name=\"mark\"]").await;
     browser.await_text("#cases", "1").await;

@@ -84,7 +84,7 @@ impl Intake {
     }
 
     /// The histories of the cases marked for campaign `id`.
-    async fn marked_cases(&self, id: &str) -> Result<Vec<Vec<Envelope>>, ApiError> {
+    pub(crate) async fn marked_cases(&self, id: &str) -> Result<Vec<Vec<Envelope>>, ApiError> {
         let marks = self
             .ledger
             .read_filtered(subjects::case_type_filter(self.ledger.node(), "campaign_marked"))
@@ -111,6 +111,7 @@ impl Intake {
         let c = self.campaign(id).await?;
         let histories = self.marked_cases(id).await?;
         let progress = campaign::progress(histories.iter().map(Vec::as_slice));
+        crate::figures::set_campaign(&self.metrics, &c, &progress);
         let cases: Vec<Value> = histories
             .iter()
             .filter_map(|events| {

@@ -8,6 +8,8 @@
 //! - [`case_ids`]: restart-proof per-day case id sequence.
 //! - [`cases`]: staff view, public status view, actions.
 //! - [`worklist`]: the open cases by organ and the node's counts (待办, 本级), from the ledger.
+//! - [`receptions`], [`campaigns`]: leaders' reception days and bookings (约访), campaigns
+//!   (攻坚化解) kept in the agenda stream; [`figures`]: their figures as metrics.
 //! - [`http`] and [`service`]: the two transports over the same operations; [`open311`]: the
 //!   GeoReport v2 endpoint for hotline platforms and 311 clients.
 #![forbid(unsafe_code)]
@@ -15,6 +17,7 @@
 pub mod campaigns;
 pub mod case_ids;
 pub mod cases;
+pub mod figures;
 pub mod http;
 pub mod inbox;
 pub mod metrics;
@@ -77,6 +80,8 @@ pub struct Intake {
     pub audit: xinfang_shared::audit::Audit,
     /// Reception days, their bookings, and campaigns.
     pub agenda: xinfang_shared::agenda::Agenda,
+    /// Told when the agenda changed, so the figures are recomputed soon ([`figures::run`]).
+    pub figures_due: Arc<tokio::sync::Notify>,
 }
 
 impl Intake {
@@ -119,6 +124,7 @@ impl Intake {
             .map_err(|e| e.to_string())?;
         Ok(Self {
             agenda,
+            figures_due: Arc::new(tokio::sync::Notify::new()),
             gate,
             audit,
             keys,
@@ -197,6 +203,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let (registered, endpoints_up) = tokio::sync::oneshot::channel();
     let nats = tokio::spawn(service::serve(client.clone(), intake.clone(), shutdown.clone(), registered));
     tokio::spawn(runtime::follow_calendar(intake.settings.clone(), intake.calendar.clone(), shutdown.clone()));
+    tokio::spawn(figures::run(intake.clone(), shutdown.clone()));
     let repeats = {
         let spec = Spec {
             stream: intake.ledger.stream_name().to_string(),

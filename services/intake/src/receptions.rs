@@ -37,6 +37,21 @@ fn booked_in(events: &[Envelope], reception_id: &str) -> Option<String> {
     })
 }
 
+/// The clerk's record of `appointment` among a case's events: attended, the outcome, when.
+pub(crate) fn record_of(
+    events: &[Envelope],
+    appointment: &str,
+) -> Option<(bool, String, xinfang_shared::time::Instant)> {
+    events.iter().find_map(|e| match e.data() {
+        Ok(Some(EventData::ReceptionRecorded { appointment_id, attended, outcome, .. }))
+            if appointment_id == appointment =>
+        {
+            Some((attended, outcome, e.at))
+        }
+        _ => None,
+    })
+}
+
 impl Intake {
     fn actor_of(caller: &Caller) -> Actor {
         match caller {
@@ -55,6 +70,7 @@ impl Intake {
         let now = self.clock.now();
         let r = reception::parse(body, self.ledger.node(), now)?;
         self.agenda.publish(&r, Self::actor_of(caller), now).await.map_err(unavailable)?;
+        self.figures_due.notify_one();
         Ok(json!({"ok": true, "reception_id": r.reception_id}))
     }
 
@@ -77,14 +93,8 @@ impl Intake {
         let mut lines = Vec::new();
         for (appointment, seat, case) in &slot.bookings {
             let events = self.ledger.events(case).await.map_err(unavailable)?;
-            let record = events.iter().find_map(|e| match e.data() {
-                Ok(Some(EventData::ReceptionRecorded { appointment_id, attended, outcome, .. }))
-                    if appointment_id == *appointment =>
-                {
-                    Some(json!({"attended": attended, "outcome": outcome, "at": rfc3339(e.at)}))
-                }
-                _ => None,
-            });
+            let record = record_of(&events, appointment)
+                .map(|(attended, outcome, at)| json!({"attended": attended, "outcome": outcome, "at": rfc3339(at)}));
             let title = xinfang_shared::transfer::registered_of(&events).map(|r| r.petition.title.clone());
             lines.push(json!({"appointment_id": appointment, "seat": seat, "case_id": case, "title": title,
                               "recorded": record}));
@@ -120,6 +130,7 @@ impl Intake {
             }
         };
         let appointment = self.take_seat(caller, slot, &case).await?;
+        self.figures_due.notify_one();
         let mut answer = json!({"ok": true, "appointment_id": appointment, "case_id": case});
         if let Some(code) = query_code {
             answer["query_code"] = json!(code);
@@ -262,6 +273,7 @@ impl Intake {
         let event =
             Envelope::new(event_id, case.clone(), self.ledger.node().clone(), at, Self::actor_of(caller), None, data);
         self.ledger.append(&event, Expect::Any).await.map_err(unavailable)?;
+        self.figures_due.notify_one();
         Ok(json!({"ok": true, "case_id": case, "appointment_id": appointment}))
     }
 }
