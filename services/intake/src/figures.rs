@@ -33,6 +33,9 @@ pub fn set_campaign(m: &Metrics, c: &Campaign, p: &Progress) {
     m.campaign_target.with_label_values(&[id]).set(c.target_settled_rate);
 }
 
+/// A slot with the record of each booking (`Some(attended)`, `None` while not recorded).
+type SlotRecords<'a> = (&'a Reception, Vec<Option<bool>>);
+
 /// Recomputes every figure once.
 pub async fn refresh(intake: &Intake) -> Result<(), ApiError> {
     for c in intake.agenda.campaigns().await.map_err(unavailable)? {
@@ -41,7 +44,7 @@ pub async fn refresh(intake: &Intake) -> Result<(), ApiError> {
         set_campaign(&intake.metrics, &c, &progress);
     }
     let slots = intake.agenda.slots().await.map_err(unavailable)?;
-    let mut by_year: BTreeMap<i32, Vec<(&Reception, Vec<Option<bool>>)>> = BTreeMap::new();
+    let mut by_year: BTreeMap<i32, Vec<SlotRecords>> = BTreeMap::new();
     for slot in &slots {
         let mut records = Vec::new();
         for (appointment, _, case) in &slot.bookings {
