@@ -100,6 +100,12 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "【约访确认】{{ name }}：您已预约{{ leader }}于{{ starts_at }}在{{ place }}接访，预约编号 {{ appointment_id }}，\
 案件编号 {{ case_id }}。请携带身份证件按时到达。",
     ),
+    (
+        "reception_notice",
+        "【领导接访】{{ name }}：{% if attended %}{{ leader }}已于{{ at_day }}接待您，就信访事项（案件编号 {{ case_id }}）\
+的意见：{{ outcome }}。事项将继续依法办理，请凭查询码查询进度。{% else %}您预约的{{ leader }}接访（预约编号 \
+{{ appointment_id }}）未到场，信访事项（案件编号 {{ case_id }}）继续依法办理；如需再次约访，请关注领导接访日安排。{% endif %}",
+    ),
 ];
 
 fn step_label(step: Step) -> &'static str {
@@ -270,6 +276,14 @@ pub fn plan(
             );
             vec![to_petitioner("appointment_notice", ctx)]
         }
+        EventData::ReceptionRecorded { appointment_id, leader, attended, outcome, .. } => {
+            let ctx = with(
+                &base,
+                json!({"appointment_id": appointment_id, "leader": leader.label(), "attended": attended,
+                       "outcome": outcome, "at_day": day(cause.at)}),
+            );
+            vec![to_petitioner("reception_notice", ctx)]
+        }
         _ => vec![],
     }
 }
@@ -395,5 +409,25 @@ mod tests {
         let planned = plan(&booked, &events, &state, &name, &Default::default());
         assert_eq!((planned[0].template, &planned[0].recipient), ("appointment_notice", &Recipient::Petitioner));
         assert_eq!(planned[0].context["starts_at"], "2026年03月10日 09:00");
+        let recorded = fixtures::event(
+            "e5",
+            fixtures::at(10, 11),
+            "bureau",
+            None,
+            EventData::ReceptionRecorded {
+                reception_id: "R20260310-abcdef01".into(),
+                appointment_id: "R20260310-abcdef01-001".into(),
+                leader: Leader { name: "张明".into(), title: "区长".into() },
+                attended: true,
+                outcome: "责成住建局一个月内办结".into(),
+            },
+        );
+        let events = vec![events[0].clone(), booked, recorded.clone()];
+        let state = CaseState::fold(&events).unwrap();
+        let planned = plan(&recorded, &events, &state, &name, &Default::default());
+        assert_eq!(
+            (planned[0].template, planned[0].context["outcome"].as_str()),
+            ("reception_notice", Some("责成住建局一个月内办结"))
+        );
     }
 }

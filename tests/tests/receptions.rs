@@ -53,7 +53,7 @@ fn field(v: &Value) -> (&str, &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reception_day_from_the_schedule_to_a_settled_campaign_case() {
-    let node = TestNode::start_services(&tokens(), &["routing"]);
+    let node = TestNode::start_services(&tokens(), &["routing", "notification"]);
     let base = node.intake.http.clone();
 
     // the bureau publishes a slot; publishing it again is the same slot
@@ -145,6 +145,13 @@ async fn a_reception_day_from_the_schedule_to_a_settled_campaign_case() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["appointments"][0]["recorded"]["attended"], true, "{v}");
     assert!(v["appointments"][1]["recorded"].is_null(), "{v}");
+
+    // the petitioner was told of the appointment and of the reception (the file sink here)
+    for template in ["appointment_notice", "reception_notice"] {
+        let told = |e: &xinfang_shared::event::Envelope| e.data["template"] == template;
+        let notified = node.wait_for_where(&case, "notified", Duration::from_secs(15), told).await;
+        assert!(notified.is_some(), "{template} delivered");
+    }
 
     // routed, accepted and answered by the organ
     node.wait_for(&case, "routed", Duration::from_secs(15)).await.expect("routed");

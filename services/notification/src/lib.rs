@@ -45,6 +45,7 @@ pub const TRIGGERS: &[&str] = &[
     "rereview_replied",
     "escalated",
     "appointment_booked",
+    "reception_recorded",
 ];
 
 /// How often the outbox is looked at for notices due an attempt.
