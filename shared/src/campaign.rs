@@ -114,7 +114,7 @@ pub fn district_of(events: &[Envelope]) -> Option<String> {
 }
 
 /// Cases and settled cases in one group.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
     pub cases: u64,
     pub settled: u64,
@@ -138,7 +138,7 @@ fn ratio(n: u64, d: u64) -> f64 {
 }
 
 /// A campaign's progress (`GET /v1/campaigns/{id}`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub cases: u64,
     pub settled: u64,

@@ -460,6 +460,44 @@ pub async fn read_direct(js: &Context, name: &str, filter: &str) -> Result<Vec<S
     }
 }
 
+/// The last stored message of each subject under `filter` in stream `name` (subject, bytes),
+/// read with one batched direct get (`multi_last`, ADR-31; nats-server ≥ 2.11): the latest
+/// state each sender reported, without a consumer or a projection.
+pub async fn last_by_subject(js: &Context, name: &str, filter: &str) -> Result<Vec<(String, bytes::Bytes)>, ReadError> {
+    let client = js.client();
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await.map_err(|e| ReadError(e.to_string()))?;
+    let request = serde_json::json!({ "multi_last": [filter], "batch": DIRECT_BATCH });
+    client
+        .publish_with_reply(format!("$JS.API.DIRECT.GET.{name}"), inbox, request.to_string().into())
+        .await
+        .map_err(|e| ReadError(e.to_string()))?;
+    let mut out = Vec::new();
+    loop {
+        let msg = match tokio::time::timeout(DIRECT_WAIT, answers.next()).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Err(ReadError("the connection closed during a read".into())),
+            Err(_) => return Err(ReadError(format!("{name} did not answer a read of the last messages"))),
+        };
+        match msg.status.map(|s| s.as_u16()) {
+            None => {
+                let subject = msg.headers.as_ref().and_then(|h| h.get("Nats-Subject")).map(|v| v.as_str().to_string());
+                match subject {
+                    Some(subject) => out.push((subject, msg.payload.clone())),
+                    None => return Err(ReadError("a direct get answer without its subject".into())),
+                }
+            }
+            Some(204) | Some(404) => break,
+            Some(code) => {
+                let why = msg.description.clone().unwrap_or_default();
+                return Err(ReadError(format!("direct get answered {code} {why}")));
+            }
+        }
+    }
+    let _ = answers.unsubscribe().await;
+    Ok(out)
+}
+
 /// The headers of every ledger and outbox message: the id JetStream deduplicates by, the
 /// type, and the trace context derived from the id.
 pub fn headers(event_id: &str, kind: &str) -> HeaderMap {

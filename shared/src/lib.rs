@@ -7,7 +7,8 @@
 //!   scopes, credentials checked, personal data masked), [`keyring`] (keyed hashes with the
 //!   node secret), [`worklist`] (what the inbox and overview show of a case), [`open311`] (GeoReport v2 services,
 //!   requests and errors), [`reception`] (leaders' reception days and appointments),
-//!   [`campaign`] (攻坚化解: settled cases and progress), [`time`], [`error`] (wire errors),
+//!   [`campaign`] (攻坚化解: settled cases and progress), [`city_view`] (the figures a node
+//!   reports to its parent), [`time`], [`error`] (wire errors),
 //!   [`subjects`]; [`fixtures`]:
 //!   ready-made events for the services' unit tests (always built, so a test build does not
 //!   compile this crate a second time with a feature on).
@@ -25,6 +26,7 @@ pub mod agenda;
 pub mod audit;
 pub mod calendar;
 pub mod campaign;
+pub mod city_view;
 pub mod config;
 pub mod consumer;
 pub mod dues;

@@ -168,7 +168,7 @@ pub fn public_view(r: &Reception, booked: u32) -> Value {
 }
 
 /// A year's reception figures at a node (the seed's "129 leaders received 1,010 batches").
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Figures {
     /// Slots published.
     pub slots: u64,

@@ -3,7 +3,8 @@
 //! repeat, a breach, a late acceptance and reply, a supervision and an escalation to the city;
 //! then every recording rule's expression and every dashboard panel's query is evaluated
 //! against that Prometheus: each returns data, and the indicators equal what the test counts
-//! in the ledgers. Every service's `/metrics` passes `promtool check metrics`.
+//! in the ledgers. Every service's `/metrics` passes `promtool check metrics`. The city office's
+//! view (`GET /v1/city/figures` on the hub) shows a district's campaign and reception figures.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -319,6 +320,22 @@ async fn every_rule_and_panel_has_data_and_the_indicators_are_the_ledgers() {
     act(&http, &base, &a, json!({"action": "evaluate", "actor": me, "satisfaction": "satisfied"})).await;
     act(&http, &base, &b, json!({"action": "evaluate", "actor": me, "satisfaction": "unsatisfied"})).await;
     campaign_and_reception(&http, &base, &[&a, &b]).await;
+    // the city view: the hub's office reads each district's figures as reported up
+    let hub = city.hub.http();
+    wait_until(Duration::from_secs(60), "the district's figures at the city", || async {
+        let Ok(r) = http.get(format!("{hub}/v1/city/figures")).send().await else { return false };
+        let v: Value = r.json().await.unwrap_or_default();
+        let nodes: Vec<&str> =
+            v["nodes"].as_array().map(|n| n.iter().filter_map(|x| x["node"].as_str()).collect()).unwrap_or_default();
+        let binhu =
+            v["nodes"].as_array().and_then(|n| n.iter().find(|x| x["node"] == "320211")).cloned().unwrap_or_default();
+        let attended: u64 = binhu["receptions"]
+            .as_object()
+            .map(|y| y.values().filter_map(|f| f["attended"].as_u64()).sum())
+            .unwrap_or(0);
+        nodes == ["320200", "320211", "320213"] && binhu["campaigns"][0]["progress"]["cases"] == 2 && attended == 1
+    })
+    .await;
     let repeat = wait_until(Duration::from_secs(30), "a repeat linked", || async {
         let r = http.post(format!("{base}/v1/petitions")).json(&petition_by(4)).send().await.unwrap();
         let v: Value = r.json().await.unwrap_or_default();

@@ -340,5 +340,10 @@ async fn a_reception_day_is_published_booked_recorded_and_counted_in_chromium() 
     assert!(browser.text("#settled_rate").await.starts_with("100%"), "{}", browser.text("#settled_rate").await);
     assert!(browser.text("#by_leader").await.contains("张明（区长）"));
     browser.screenshot("campaign").await;
+    // the view of every district's figures (this node alone here: no district reports to it)
+    browser.goto(&format!("{base}/city")).await;
+    let row = browser.text("#city_campaigns tr[data-node=\"320211\"]").await;
+    assert!(row.contains("信访突出问题攻坚化解") && row.contains("100%"), "{row}");
+    assert!(browser.text("#city_receptions").await.contains("测试区（320211）"));
     browser.quit().await;
 }

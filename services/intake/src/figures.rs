@@ -1,6 +1,7 @@
-//! The campaign and reception figures as metrics for the dashboards (the city dashboard shows
-//! them for every district): recomputed from the agenda and the cases' events every
-//! [`EVERY`] and soon after the agenda changes, and a campaign's whenever its page is read.
+//! The campaign and reception figures: as metrics for the dashboards, and as the report a
+//! district sends its parent for the city view (市级视图, [`city_view`]): recomputed from the
+//! agenda and the cases' events every [`EVERY`] and soon after the agenda changes (a
+//! campaign's metrics also whenever its page is read), and sent up when they changed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +9,15 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use chrono::Datelike;
+use serde_json::{json, Value};
+use xinfang_shared::access::{self, Caller};
 use xinfang_shared::campaign::{Campaign, Progress};
+use xinfang_shared::city_view::{self, CampaignFigures, Report, FIGURES};
 use xinfang_shared::error::ApiError;
+use xinfang_shared::ids::NodeCode;
+use xinfang_shared::ledger::{headers, last_by_subject};
 use xinfang_shared::reception::{self, Reception};
+use xinfang_shared::subjects;
 use xinfang_shared::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -36,12 +43,14 @@ pub fn set_campaign(m: &Metrics, c: &Campaign, p: &Progress) {
 /// A slot with the record of each booking (`Some(attended)`, `None` while not recorded).
 type SlotRecords<'a> = (&'a Reception, Vec<Option<bool>>);
 
-/// Recomputes every figure once.
-pub async fn refresh(intake: &Intake) -> Result<(), ApiError> {
-    for c in intake.agenda.campaigns().await.map_err(unavailable)? {
-        let histories = intake.marked_cases(&c.campaign_id).await?;
+/// Recomputes every figure once; returns the node's report (the city view).
+pub async fn refresh(intake: &Intake) -> Result<Report, ApiError> {
+    let mut campaigns = Vec::new();
+    for campaign in intake.agenda.campaigns().await.map_err(unavailable)? {
+        let histories = intake.marked_cases(&campaign.campaign_id).await?;
         let progress = xinfang_shared::campaign::progress(histories.iter().map(Vec::as_slice));
-        set_campaign(&intake.metrics, &c, &progress);
+        set_campaign(&intake.metrics, &campaign, &progress);
+        campaigns.push(CampaignFigures { campaign, progress });
     }
     let slots = intake.agenda.slots().await.map_err(unavailable)?;
     let mut by_year: BTreeMap<i32, Vec<SlotRecords>> = BTreeMap::new();
@@ -54,6 +63,7 @@ pub async fn refresh(intake: &Intake) -> Result<(), ApiError> {
         by_year.entry(slot.reception.starts_at.year()).or_default().push((&slot.reception, records));
     }
     let m = &intake.metrics;
+    let mut receptions = BTreeMap::new();
     for (year, of_year) in by_year {
         let f = reception::figures(of_year.iter().map(|(r, records)| (*r, records.as_slice())));
         let year = year.to_string();
@@ -62,15 +72,66 @@ pub async fn refresh(intake: &Intake) -> Result<(), ApiError> {
         for (outcome, n) in [("attended", f.attended), ("absent", f.absent), ("pending", f.pending)] {
             m.reception_appointments.with_label_values(&[&year, outcome]).set(n as i64);
         }
+        receptions.insert(year, f);
     }
+    let node = intake.ledger.node().clone();
+    let name = intake.settings.node.name.clone();
+    Ok(Report { node, name, at: intake.clock.now(), campaigns, receptions })
+}
+
+/// Sends the report to the parent through the outbox when it changed since the last one sent
+/// (an unchanged report has the same message id: sent again, it is one message).
+async fn send_up(intake: &Intake, report: &Report, last_sent: &mut Option<String>) -> Result<(), String> {
+    let Some(parent) = intake.settings.node.parent.as_deref().and_then(|p| NodeCode::parse(p).ok()) else {
+        return Ok(());
+    };
+    let id = report.id();
+    if last_sent.as_deref() == Some(id.as_str()) {
+        return Ok(());
+    }
+    let subject = subjects::outbox(intake.ledger.node(), &parent, FIGURES);
+    let payload = serde_json::to_vec(report).expect("reports serialize");
+    let js = intake.ledger.jetstream();
+    js.publish_with_headers(subject, headers(&id, FIGURES), payload.into())
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    *last_sent = Some(id);
     Ok(())
+}
+
+/// `GET /v1/city/figures` (`city.figures`; bureau, auditor, office): this node's figures and
+/// the latest each node below it reported.
+pub async fn city_view(intake: &Intake, caller: &Caller) -> Result<Value, ApiError> {
+    access::may_read_agenda(caller)?;
+    let own = refresh(intake).await?;
+    let node = intake.ledger.node();
+    let filter = format!("xf.*.out.{node}.{FIGURES}");
+    let inbox = subjects::inbox_stream(node);
+    let received = last_by_subject(intake.ledger.jetstream(), &inbox, &filter).await.map_err(unavailable)?;
+    let reports = received
+        .into_iter()
+        .filter_map(|(subject, bytes)| {
+            let sender = NodeCode::parse(subject.split('.').nth(1)?).ok()?;
+            let report = serde_json::from_slice::<Report>(&bytes).ok()?;
+            Some((sender, report))
+        })
+        .collect();
+    Ok(json!({"ok": true, "nodes": city_view::view(own, reports)}))
 }
 
 /// Recomputes the figures every [`EVERY`] until `shutdown`.
 pub async fn run(intake: Arc<Intake>, shutdown: CancellationToken) {
+    let mut last_sent = None;
     loop {
-        if let Err(e) = refresh(&intake).await {
-            tracing::warn!(error = %e.message, "campaign and reception figures not refreshed");
+        match refresh(&intake).await {
+            Ok(report) => {
+                if let Err(e) = send_up(&intake, &report, &mut last_sent).await {
+                    tracing::warn!(error = %e, "figures not sent to the parent; retried at the next refresh");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e.message, "campaign and reception figures not refreshed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

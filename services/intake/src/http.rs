@@ -38,6 +38,7 @@ pub fn router(intake: Arc<Intake>) -> Router {
         .route("/v1/campaigns", get(campaigns).post(open_campaign))
         .route("/v1/campaigns/{id}", get(campaign))
         .route("/v1/campaigns/{id}/cases", post(mark_cases))
+        .route("/v1/city/figures", get(city_figures))
         .layer(axum::middleware::from_fn_with_state(gate, xinfang_shared::gate::layer))
         .with_state(intake)
 }
@@ -274,4 +275,10 @@ async fn mark_cases(
     let result =
         async { intake.mark_cases(&caller, &id, &json_body(body).await?).await }.await.map(|v| (StatusCode::OK, v));
     reply(&intake, "campaign_mark", started, result)
+}
+
+async fn city_figures(State(intake): State<Arc<Intake>>, Extension(caller): Extension<Caller>) -> Response {
+    let started = Instant::now();
+    let result = crate::figures::city_view(&intake, &caller).await.map(|v| (StatusCode::OK, v));
+    reply(&intake, "city_figures", started, result)
 }

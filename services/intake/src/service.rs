@@ -1,6 +1,7 @@
 //! The NATS service endpoints (async-nats service API, queue group): `xf.N.api.petition.submit`,
 //! `…case.get`, `…case.status`, `…case.act`, `…case.list`, `…node.overview`, and the agenda's
-//! `…reception.{publish,list,appointments,book,record}` and `…campaign.{open,list,get,mark}`
+//! `…reception.{publish,list,appointments,book,record}`, `…campaign.{open,list,get,mark}` and
+//! `…city.figures`
 //! (the path's ids as body fields). Replies are JSON: the same bodies as over HTTP.
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub async fn serve(
         ("campaign_list", "campaign.list"),
         ("campaign_get", "campaign.get"),
         ("campaign_mark", "campaign.mark"),
+        ("city_figures", "city.figures"),
     ]
     .into_iter()
     .map(|(name, endpoint)| Endpoint { name, subject: subjects::api(&node, endpoint) })
@@ -120,6 +122,7 @@ async fn handle(intake: &Intake, caller: &Caller, endpoint: &str, payload: &[u8]
         "reception_publish" => intake.publish_reception(caller, &parse_body(payload)?).await,
         "reception_list" => intake.receptions().await,
         "campaign_list" => intake.campaign_list(caller).await,
+        "city_figures" => crate::figures::city_view(intake, caller).await,
         "campaign_open" => intake.open_campaign(caller, &parse_body(payload)?).await,
         "reception_appointments" => {
             intake.appointments(caller, &take(&mut parse_body(payload)?, "reception_id")?).await

@@ -1,7 +1,8 @@
 //! Reception days and campaigns on the pages (DESIGN.md §14): the public schedule of leaders'
 //! reception days (领导接访日) and its booking form (约访); the bureau's schedule keeping
-//! (publish a slot, record who came and what the leader decided); and the campaigns (攻坚化解):
-//! open one, mark its cases, follow its progress by district and by leader.
+//! (publish a slot, record who came and what the leader decided); the campaigns (攻坚化解):
+//! open one, mark its cases, follow its progress by district and by leader; and the city view
+//! (各区县) of every district's figures.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/campaigns", get(campaigns).post(open_campaign))
         .route("/campaigns/{id}", get(campaign))
         .route("/campaigns/{id}/cases", post(mark))
+        .route("/city", get(city))
 }
 
 const KINDS: &[&str] = &["appeal_request", "complaint_report", "suggestion"];
@@ -311,6 +313,16 @@ async fn mark(
     match web.calls.call(As::Session(&staff.session_id), "campaign.mark", &body).await {
         Ok(v) => Redirect::to(&format!("/campaigns/{id}?marked={}", v["marked"])).into_response(),
         Err(e) => campaign_page(&web, &staff, &id, None, Some(&e)).await,
+    }
+}
+
+/// `GET /city` (各区县): every district's campaign and reception figures, as reported up.
+async fn city(State(web): State<Arc<Web>>, staff: Staff) -> Response {
+    match web.calls.call(As::Session(&staff.session_id), "city.figures", &json!({})).await {
+        Ok(v) => {
+            page(&web, StatusCode::OK, "city.html", Some(&staff), minijinja::context! { nodes => v["nodes"].clone() })
+        }
+        Err(e) => views::refused(&web, Some(&staff), &e),
     }
 }
 

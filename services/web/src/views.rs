@@ -35,6 +35,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("slot.html", include_str!("../templates/slot.html")),
     ("campaigns.html", include_str!("../templates/campaigns.html")),
     ("campaign.html", include_str!("../templates/campaign.html")),
+    ("city.html", include_str!("../templates/city.html")),
 ];
 
 const STYLE: &str = include_str!("../static/style.css");
