@@ -7,13 +7,15 @@
 //! (`Nats-Expected-Last-Subject-Sequence` over `xf.N.agenda.reception.<id>.>`), so a slot
 //! never holds more bookings than its capacity, whatever the number of intake replicas.
 
-use async_nats::jetstream::{self, stream, Context};
+use async_nats::jetstream::{stream, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::campaign::Campaign;
 use crate::event::Actor;
 use crate::ids::{CaseId, NodeCode};
-use crate::ledger::{duplicate_window, ensure_stream, headers, scan_stream, AppendError, ReadError};
+use crate::ledger::{
+    duplicate_window, ensure_stream, headers, publish_acked, scan_stream, AppendError, Outgoing, ReadError,
+};
 use crate::reception::Reception;
 use crate::time::Instant;
 
@@ -103,18 +105,8 @@ impl Agenda {
             h.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
             h.insert("Nats-Expected-Last-Subject-Sequence-Subject", filter.as_str());
         }
-        let payload = serde_json::to_vec(record).expect("records serialize");
-        let ack = self
-            .js
-            .publish_with_headers(subject, h, payload.into())
-            .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?
-            .await
-            .map_err(|e| match e.kind() {
-                jetstream::context::PublishErrorKind::WrongLastSequence => AppendError::Conflict,
-                _ => AppendError::Unavailable(e.to_string()),
-            })?;
-        Ok(ack.sequence)
+        let payload = serde_json::to_vec(record).expect("records serialize").into();
+        publish_acked(&self.js, Outgoing { subject, headers: h, payload }).await
     }
 
     /// Every record under `filter` (a subject below `xf.N.agenda.`), oldest first, with its

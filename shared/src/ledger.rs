@@ -275,17 +275,7 @@ impl Ledger {
     /// Publishes one rendered event and waits until JetStream has stored it; returns its
     /// stream sequence (the original's for a duplicate).
     async fn publish(&self, event: Outgoing) -> Result<u64, AppendError> {
-        let ack = self
-            .js
-            .publish_with_headers(event.subject, event.headers, event.payload)
-            .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?
-            .await
-            .map_err(|e| match e.kind() {
-                jetstream::context::PublishErrorKind::WrongLastSequence => AppendError::Conflict,
-                _ => AppendError::Unavailable(e.to_string()),
-            })?;
-        Ok(ack.sequence)
+        publish_acked(&self.js, event).await
     }
 
     /// Writes a cross-node message to this node's outbox (`xf.<me>.out.<to>.<kind>`), with the
@@ -334,6 +324,22 @@ impl Ledger {
             Err(e) => Err(ReadError(e.to_string())),
         }
     }
+}
+
+/// Publishes one message and waits until JetStream has stored it; its stream sequence (the
+/// original's for a duplicate id), [`AppendError::Conflict`] when an expected-last-sequence
+/// header does not hold.
+pub async fn publish_acked(js: &Context, message: Outgoing) -> Result<u64, AppendError> {
+    let ack = js
+        .publish_with_headers(message.subject, message.headers, message.payload)
+        .await
+        .map_err(|e| AppendError::Unavailable(e.to_string()))?
+        .await
+        .map_err(|e| match e.kind() {
+            jetstream::context::PublishErrorKind::WrongLastSequence => AppendError::Conflict,
+            _ => AppendError::Unavailable(e.to_string()),
+        })?;
+    Ok(ack.sequence)
 }
 
 /// Every stored message of stream `name` under `filter` (empty: all), oldest first, as events

@@ -15,7 +15,7 @@ use xinfang_shared::campaign::{Campaign, Progress};
 use xinfang_shared::city_view::{self, CampaignFigures, Report, FIGURES};
 use xinfang_shared::error::ApiError;
 use xinfang_shared::ids::NodeCode;
-use xinfang_shared::ledger::{headers, last_by_subject};
+use xinfang_shared::ledger::{headers, last_by_subject, publish_acked, Outgoing};
 use xinfang_shared::reception::{self, Reception};
 use xinfang_shared::subjects;
 use xinfang_shared::CancellationToken;
@@ -89,14 +89,12 @@ async fn send_up(intake: &Intake, report: &Report, last_sent: &mut Option<String
     if last_sent.as_deref() == Some(id.as_str()) {
         return Ok(());
     }
-    let subject = subjects::outbox(intake.ledger.node(), &parent, FIGURES);
-    let payload = serde_json::to_vec(report).expect("reports serialize");
-    let js = intake.ledger.jetstream();
-    js.publish_with_headers(subject, headers(&id, FIGURES), payload.into())
-        .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
+    let message = Outgoing {
+        subject: subjects::outbox(intake.ledger.node(), &parent, FIGURES),
+        headers: headers(&id, FIGURES),
+        payload: serde_json::to_vec(report).expect("reports serialize").into(),
+    };
+    publish_acked(intake.ledger.jetstream(), message).await.map_err(|e| e.to_string())?;
     *last_sent = Some(id);
     Ok(())
 }

@@ -130,10 +130,7 @@ async fn book(
 async fn agenda_page(web: &Web, staff: &Staff, status: StatusCode, form: Value, error: Option<&ApiError>) -> Response {
     match upcoming(web).await {
         Ok(receptions) => {
-            let error = error.map(|e| match &e.field {
-                Some(f) => format!("{}（{f}）", e.message),
-                None => e.message.clone(),
-            });
+            let error = error.map(views::message_of);
             page(web, status, "agenda.html", Some(staff), minijinja::context! { receptions, form, error })
         }
         Err(e) => views::refused(web, Some(staff), &e),
@@ -222,10 +219,7 @@ async fn campaigns_page(
 ) -> Response {
     match web.calls.call(As::Session(&staff.session_id), "campaign.list", &json!({})).await {
         Ok(v) => {
-            let error = error.map(|e| match &e.field {
-                Some(f) => format!("{}（{f}）", e.message),
-                None => e.message.clone(),
-            });
+            let error = error.map(views::message_of);
             let ctx = minijinja::context! { campaigns => v["campaigns"].clone(), form, error };
             page(web, status, "campaigns.html", Some(staff), ctx)
         }
@@ -275,10 +269,7 @@ async fn campaign_page(
     match web.calls.call(As::Session(&staff.session_id), "campaign.get", &json!({"campaign_id": id})).await {
         Ok(v) => {
             let status = error.map_or(StatusCode::OK, views::status_of);
-            let error = error.map(|e| match &e.field {
-                Some(f) => format!("{}（{f}）", e.message),
-                None => e.message.clone(),
-            });
+            let error = error.map(views::message_of);
             let ctx = minijinja::context! {
                 c => v["campaign"].clone(), p => v["progress"].clone(), cases => v["cases"].clone(), notice, error,
             };

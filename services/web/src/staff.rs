@@ -206,10 +206,7 @@ async fn case_page(web: &Web, staff: &Staff, id: &str, notice: Option<&str>, err
     let may_act = staff.has(xinfang_shared::access::Role::Bureau) || staff.has(xinfang_shared::access::Role::Organ);
     let actions = if may_act { case["actions"].clone() } else { json!([]) };
     let ctx = minijinja::context! {
-        petition => petition(&events), case, dues, actions, notice, error => error.map(|e| match &e.field {
-            Some(f) => format!("{}（{f}）", e.message),
-            None => e.message.clone(),
-        }),
+        petition => petition(&events), case, dues, actions, notice, error => error.map(views::message_of),
         organs => organs(web),
         reject_reasons => ["litigation_channel", "same_matter_in_progress", "terminated_matter", "not_a_petition", "other"],
         outcomes => ["supported", "partly_supported", "not_supported", "explained"],

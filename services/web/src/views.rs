@@ -110,6 +110,14 @@ pub fn refused(web: &Web, staff: Option<&Staff>, e: &ApiError) -> Response {
     page(web, status, "error.html", staff, ctx)
 }
 
+/// A refusal as one line for a page's error banner: the message, and the field it names.
+pub fn message_of(e: &ApiError) -> String {
+    match &e.field {
+        Some(f) => format!("{}（{f}）", e.message),
+        None => e.message.clone(),
+    }
+}
+
 /// The HTTP status of a refusal.
 pub fn status_of(e: &ApiError) -> StatusCode {
     StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
