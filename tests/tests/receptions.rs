@@ -105,6 +105,8 @@ async fn a_reception_day_from_the_schedule_to_a_settled_campaign_case() {
     assert!(v["error"]["message"].as_str().unwrap().contains("已约满"), "{v}");
     let (_, v) = call("GET", &format!("{base}/v1/receptions"), None, None).await;
     assert_eq!(v["receptions"][0]["seats_left"], 0);
+    let (s, retry) = call("POST", &book, None, Some(json!({"petition": petition_by(501)}))).await;
+    assert_eq!((s, retry["appointment_id"].as_str()), (201, Some(&*appointment)), "a retry keeps its seat: {retry}");
 
     // a slot that has begun takes no booking
     let soon = chrono::Utc::now().with_timezone(&xinfang_shared::time::cst()) + chrono::Duration::seconds(2);

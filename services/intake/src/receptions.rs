@@ -52,6 +52,22 @@ pub(crate) fn record_of(
     })
 }
 
+/// The petition of a booking for slot `reception_id`: on the `leader_reception` channel, with
+/// an idempotency key from its content and the slot unless it brings one (the same petition
+/// for the same slot is the same case).
+fn booking_petition(reception_id: &str, petition: &Value) -> Result<Value, ApiError> {
+    let mut petition = petition.clone();
+    let Some(p) = petition.as_object_mut() else {
+        return Err(ApiError::field(ErrorCode::InvalidField, "petition", "must be an object"));
+    };
+    p.insert("channel".into(), json!(Channel::LeaderReception.as_str()));
+    if !p.contains_key("idempotency_key") {
+        let digest = Sha256::digest(serde_json::to_vec(&*p).expect("serializes"));
+        p.insert("idempotency_key".into(), json!(format!("booking:{reception_id}:{}", &hex::encode(digest)[..32])));
+    }
+    Ok(petition)
+}
+
 impl Intake {
     fn actor_of(caller: &Caller) -> Actor {
         match caller {
@@ -113,9 +129,14 @@ impl Intake {
         let now = self.clock.now();
         let (case, query_code) = match obj.get("petition") {
             Some(petition) => {
-                // a seat is checked before the petition is registered: a full slot registers nothing
-                next_seat(&slot.reception, slot.bookings.len() as u32, now)?;
-                let receipt = self.register_for(caller, id, petition).await?;
+                let petition = booking_petition(id, petition)?;
+                // a seat is checked before a new petition is registered (a full slot registers
+                // nothing); a retry goes on to find the seat its case holds
+                let key = petition["idempotency_key"].as_str().unwrap_or_default();
+                if !self.submitted_before(key).await? {
+                    next_seat(&slot.reception, slot.bookings.len() as u32, now)?;
+                }
+                let receipt = self.register_for(caller, &petition).await?;
                 (receipt.case_id, Some(receipt.query_code))
             }
             None => {
@@ -138,31 +159,14 @@ impl Intake {
         Ok(answer)
     }
 
-    /// Registers the petition of a booking on the `leader_reception` channel, idempotently
-    /// (the same petition for the same slot is the same case).
-    async fn register_for(
-        &self,
-        caller: &Caller,
-        reception_id: &str,
-        petition: &Value,
-    ) -> Result<crate::register::Receipt, ApiError> {
-        let mut petition = petition.clone();
-        let Some(p) = petition.as_object_mut() else {
-            return Err(ApiError::field(ErrorCode::InvalidField, "petition", "must be an object"));
-        };
-        p.insert("channel".into(), json!(Channel::LeaderReception.as_str()));
-        if !p.contains_key("idempotency_key") {
-            let digest = Sha256::digest(serde_json::to_vec(&*p).expect("serializes"));
-            p.insert("idempotency_key".into(), json!(format!("booking:{reception_id}:{}", &hex::encode(digest)[..32])));
-        }
+    /// Registers the petition of a booking ([`booking_petition`]).
+    async fn register_for(&self, caller: &Caller, petition: &Value) -> Result<crate::register::Receipt, ApiError> {
         let submitted = self
-            .submit_value(caller, &petition, |c| match c {
+            .submit_value(caller, petition, |c| match c {
                 Channel::LeaderReception => Ok(()),
-                _ => Err(ApiError::field(
-                    ErrorCode::InvalidField,
-                    "petition.channel",
-                    "a booking registers on leader_reception",
-                )),
+                _ => {
+                    Err(ApiError::field(ErrorCode::InvalidField, "channel", "a booking registers on leader_reception"))
+                }
             })
             .await
             .map_err(|mut e| {

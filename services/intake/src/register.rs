@@ -168,6 +168,11 @@ impl Intake {
         }
     }
 
+    /// Whether a submission with idempotency key `key` was already made (a retry).
+    pub(crate) async fn submitted_before(&self, key: &str) -> Result<bool, ApiError> {
+        Ok(self.remembered(&hex::encode(Sha256::digest(key.as_bytes()))).await?.is_some())
+    }
+
     async fn remembered(&self, slot: &str) -> Result<Option<Remembered>, ApiError> {
         let Some(bytes) = self.idempotency.get(slot).await.map_err(unavailable)? else {
             return Ok(None);
