@@ -349,3 +349,37 @@ async fn a_reception_day_is_published_booked_recorded_and_counted_in_chromium() 
     assert!(browser.text("#city_receptions").await.contains("测试区（320211）"));
     browser.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_whose_booking_a_crash_left_unrecorded_is_recorded_on_its_case_once() {
+    use xinfang_shared::agenda::Agenda;
+    use xinfang_shared::event::Actor;
+    use xinfang_shared::ids::{CaseId, NodeCode};
+    let node = TestNode::start_with("");
+    let base = node.intake.http.clone();
+    let slot = json!({"leader": leader(), "starts_at": in_days(3, 9), "ends_at": in_days(3, 11),
+                      "place": "区信访局接待大厅", "capacity": 5});
+    let (_, v) = call("POST", &format!("{base}/v1/receptions"), staff(), Some(slot)).await;
+    let rid = v["reception_id"].as_str().unwrap().to_string();
+    let (_, receipt) = call("POST", &format!("{base}/v1/petitions"), None, Some(petition_by(601))).await;
+    let case = receipt["case_id"].as_str().unwrap().to_string();
+
+    // the seat in the agenda, nothing on the case: an intake killed between the two writes
+    let agenda = Agenda::open(node.nats.jetstream().await, NodeCode::parse("320211").unwrap(), 0).await.unwrap();
+    let held = agenda.slot(&rid).await.unwrap().expect("published");
+    let appointment = xinfang_shared::reception::appointment_id(&rid, 1);
+    let now = xinfang_shared::time::now_cst();
+    agenda.book(&held, &appointment, 1, &CaseId::parse(&case).unwrap(), Actor::system("test"), now).await.unwrap();
+    assert!(node.events(&case).await.iter().all(|e| e.kind != "appointment_booked"));
+
+    // the next refresh of the figures (here forced by reading the city view) records it, once
+    for _ in 0..2 {
+        assert_eq!(call("GET", &format!("{base}/v1/city/figures"), staff(), None).await.0, 200);
+    }
+    let booked = node.wait_for(&case, "appointment_booked", Duration::from_secs(5)).await.expect("recorded");
+    assert_eq!(booked.data["appointment_id"], appointment.as_str());
+    let count = node.events(&case).await.iter().filter(|e| e.kind == "appointment_booked").count();
+    assert_eq!(count, 1);
+    let (_, v) = call("GET", &format!("{base}/v1/receptions"), None, None).await;
+    assert_eq!(v["receptions"][0]["seats_left"], 4);
+}

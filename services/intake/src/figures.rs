@@ -1,7 +1,8 @@
 //! The campaign and reception figures: as metrics for the dashboards, and as the report a
 //! district sends its parent for the city view (市级视图, [`city_view`]): recomputed from the
 //! agenda and the cases' events every [`EVERY`] and soon after the agenda changes (a
-//! campaign's metrics also whenever its page is read), and sent up when they changed.
+//! campaign's metrics also whenever its page is read), and sent up when they changed. Each
+//! refresh also records on its case any seat whose booking a crash left unrecorded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use xinfang_shared::access::{self, Caller};
 use xinfang_shared::campaign::{Campaign, Progress};
 use xinfang_shared::city_view::{self, CampaignFigures, Report, FIGURES};
 use xinfang_shared::error::ApiError;
+use xinfang_shared::event::Actor;
 use xinfang_shared::ids::NodeCode;
 use xinfang_shared::ledger::{headers, last_by_subject, publish_acked, Outgoing};
 use xinfang_shared::reception::{self, Reception};
@@ -58,6 +60,8 @@ pub async fn refresh(intake: &Intake) -> Result<Report, ApiError> {
         let mut records = Vec::new();
         for (appointment, _, case) in &slot.bookings {
             let events = intake.ledger.events(case).await.map_err(unavailable)?;
+            // a seat taken by a process that died before recording it on the case
+            intake.record_booking(slot, appointment, case, &events, Actor::system("intake")).await?;
             records.push(record_of(&events, appointment).map(|(attended, _, _)| attended));
         }
         by_year.entry(slot.reception.starts_at.year()).or_default().push((&slot.reception, records));

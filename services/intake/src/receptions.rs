@@ -209,30 +209,39 @@ impl Intake {
             }
         };
         let events = self.ledger.events(case).await.map_err(unavailable)?;
-        if booked_in(&events, &rid).is_none() {
-            let r = &slot.reception;
-            let data = EventData::AppointmentBooked {
-                reception_id: rid.clone(),
-                appointment_id: appointment.clone(),
-                leader: r.leader.clone(),
-                starts_at: r.starts_at,
-                ends_at: r.ends_at,
-                place: r.place.clone(),
-            };
-            let now = self.clock.now();
-            let at = now.max(events.last().map_or(now, |e| e.at));
-            let event = Envelope::new(
-                format!("{appointment}:appointment_booked"),
-                case.clone(),
-                self.ledger.node().clone(),
-                at,
-                actor,
-                None,
-                data,
-            );
-            self.ledger.append(&event, Expect::Any).await.map_err(unavailable)?;
-        }
+        self.record_booking(&slot, &appointment, case, &events, actor).await?;
         Ok(appointment)
+    }
+
+    /// Records a seat's booking on its case (`appointment_booked`, its id derived from the
+    /// appointment) unless the case's `events` hold it already: after the booking itself, and
+    /// again by [`crate::figures::refresh`] for a seat whose booking a crash left unrecorded.
+    pub(crate) async fn record_booking(
+        &self,
+        slot: &Slot,
+        appointment: &str,
+        case: &CaseId,
+        events: &[Envelope],
+        actor: Actor,
+    ) -> Result<(), ApiError> {
+        let r = &slot.reception;
+        if booked_in(events, &r.reception_id).is_some() {
+            return Ok(());
+        }
+        let data = EventData::AppointmentBooked {
+            reception_id: r.reception_id.clone(),
+            appointment_id: appointment.to_string(),
+            leader: r.leader.clone(),
+            starts_at: r.starts_at,
+            ends_at: r.ends_at,
+            place: r.place.clone(),
+        };
+        let now = self.clock.now();
+        let at = now.max(events.last().map_or(now, |e| e.at));
+        let id = format!("{appointment}:appointment_booked");
+        let event = Envelope::new(id, case.clone(), self.ledger.node().clone(), at, actor, None, data);
+        self.ledger.append(&event, Expect::Any).await.map_err(unavailable)?;
+        Ok(())
     }
 
     /// `POST /v1/receptions/{id}/appointments/{appointment}` (bureau): the clerk's record of
