@@ -120,8 +120,7 @@ pub fn rung(cause: &Envelope, events: &[Envelope], state: &CaseState, ladder: &L
         EventData::DeadlineWarned { step, due_at, .. } if owed(step) => Some(Rung {
             id: id("reminder"),
             level: EscalationLevel::Reminder,
-            // the reception's record is the bureau's own duty
-            to: if step == Step::Reception { ladder.bureau.to_string() } else { organ },
+            to: if step.owed_by_bureau() { ladder.bureau.to_string() } else { organ },
             due_at: Some(due_at),
             step: Some(step),
             reason: format!("{}期限将至（{}），请抓紧办理", step_label(step), due_at.format("%Y-%m-%d %H:%M")),

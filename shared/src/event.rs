@@ -179,6 +179,12 @@ pub enum Step {
 }
 
 impl Step {
+    /// Whether the node's petition bureau owes the step itself (a reception's record), not the
+    /// organ the case is with: its reminders go to the bureau.
+    pub fn owed_by_bureau(self) -> bool {
+        matches!(self, Self::Reception)
+    }
+
     /// The wire name (`route`, `acceptance`, …).
     pub fn name(self) -> &'static str {
         match self {

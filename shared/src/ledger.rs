@@ -419,47 +419,22 @@ const DIRECT_WAIT: Duration = Duration::from_secs(5);
 /// consumer is made, so a read is one request and its answers. The server ends each batch with
 /// a `204` carrying how many matching messages remain, and answers `404` when none match.
 pub async fn read_direct(js: &Context, name: &str, filter: &str) -> Result<Vec<Stored>, ReadError> {
-    let client = js.client();
-    let api = format!("$JS.API.DIRECT.GET.{name}");
     let mut out = Vec::new();
     let mut from = 1u64;
     loop {
-        let inbox = client.new_inbox();
-        let mut answers = client.subscribe(inbox.clone()).await.map_err(|e| ReadError(e.to_string()))?;
         let request = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": DIRECT_BATCH });
-        client
-            .publish_with_reply(api.clone(), inbox, request.to_string().into())
-            .await
-            .map_err(|e| ReadError(e.to_string()))?;
-        let remaining = loop {
-            let msg = match tokio::time::timeout(DIRECT_WAIT, answers.next()).await {
-                Ok(Some(msg)) => msg,
-                Ok(None) => return Err(ReadError("the connection closed during a history read".into())),
-                Err(_) => return Err(ReadError("the ledger did not answer a history read".into())),
+        let remaining = direct_batch(js, name, request, |msg| {
+            let Some(seq) = header_u64(msg, "Nats-Sequence") else {
+                return Err(ReadError("a direct get answer without its sequence".into()));
             };
-            let header = |name: &str| {
-                msg.headers.as_ref().and_then(|h| h.get(name)).and_then(|v| v.as_str().parse::<u64>().ok())
-            };
-            match msg.status.map(|s| s.as_u16()) {
-                None => {
-                    let Some(seq) = header("Nats-Sequence") else {
-                        return Err(ReadError("a direct get answer without its sequence".into()));
-                    };
-                    from = seq + 1;
-                    match Envelope::from_slice(&msg.payload) {
-                        Ok(event) => out.push(Stored { seq, event }),
-                        Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry"),
-                    }
-                }
-                Some(204) => break header("Nats-Num-Pending").unwrap_or(0),
-                Some(404) => break 0,
-                Some(code) => {
-                    let why = msg.description.clone().unwrap_or_default();
-                    return Err(ReadError(format!("direct get answered {code} {why}")));
-                }
+            from = seq + 1;
+            match Envelope::from_slice(&msg.payload) {
+                Ok(event) => out.push(Stored { seq, event }),
+                Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry"),
             }
-        };
-        let _ = answers.unsubscribe().await;
+            Ok(())
+        })
+        .await?;
         if remaining == 0 {
             return Ok(out);
         }
@@ -470,38 +445,56 @@ pub async fn read_direct(js: &Context, name: &str, filter: &str) -> Result<Vec<S
 /// read with one batched direct get (`multi_last`, ADR-31; nats-server ≥ 2.11): the latest
 /// state each sender reported, without a consumer or a projection.
 pub async fn last_by_subject(js: &Context, name: &str, filter: &str) -> Result<Vec<(String, bytes::Bytes)>, ReadError> {
+    let mut out = Vec::new();
+    let request = serde_json::json!({ "multi_last": [filter], "batch": DIRECT_BATCH });
+    direct_batch(js, name, request, |msg| {
+        let subject = msg.headers.as_ref().and_then(|h| h.get("Nats-Subject")).map(|v| v.as_str().to_string());
+        let subject = subject.ok_or_else(|| ReadError("a direct get answer without its subject".into()))?;
+        out.push((subject, msg.payload.clone()));
+        Ok(())
+    })
+    .await?;
+    Ok(out)
+}
+
+fn header_u64(msg: &async_nats::Message, name: &str) -> Option<u64> {
+    msg.headers.as_ref().and_then(|h| h.get(name)).and_then(|v| v.as_str().parse::<u64>().ok())
+}
+
+/// Sends one batched direct get (`$JS.API.DIRECT.GET.<stream>`, ADR-31) and hands each
+/// message answered to `each`; returns how many matching messages remain after the batch (the
+/// server ends it with a `204` telling so, or answers `404` when none match).
+async fn direct_batch(
+    js: &Context,
+    name: &str,
+    request: serde_json::Value,
+    mut each: impl FnMut(&async_nats::Message) -> Result<(), ReadError>,
+) -> Result<u64, ReadError> {
     let client = js.client();
     let inbox = client.new_inbox();
     let mut answers = client.subscribe(inbox.clone()).await.map_err(|e| ReadError(e.to_string()))?;
-    let request = serde_json::json!({ "multi_last": [filter], "batch": DIRECT_BATCH });
     client
         .publish_with_reply(format!("$JS.API.DIRECT.GET.{name}"), inbox, request.to_string().into())
         .await
         .map_err(|e| ReadError(e.to_string()))?;
-    let mut out = Vec::new();
-    loop {
+    let remaining = loop {
         let msg = match tokio::time::timeout(DIRECT_WAIT, answers.next()).await {
             Ok(Some(msg)) => msg,
-            Ok(None) => return Err(ReadError("the connection closed during a read".into())),
-            Err(_) => return Err(ReadError(format!("{name} did not answer a read of the last messages"))),
+            Ok(None) => return Err(ReadError(format!("the connection closed during a read of {name}"))),
+            Err(_) => return Err(ReadError(format!("{name} did not answer a read"))),
         };
         match msg.status.map(|s| s.as_u16()) {
-            None => {
-                let subject = msg.headers.as_ref().and_then(|h| h.get("Nats-Subject")).map(|v| v.as_str().to_string());
-                match subject {
-                    Some(subject) => out.push((subject, msg.payload.clone())),
-                    None => return Err(ReadError("a direct get answer without its subject".into())),
-                }
-            }
-            Some(204) | Some(404) => break,
+            None => each(&msg)?,
+            Some(204) => break header_u64(&msg, "Nats-Num-Pending").unwrap_or(0),
+            Some(404) => break 0,
             Some(code) => {
                 let why = msg.description.clone().unwrap_or_default();
                 return Err(ReadError(format!("direct get answered {code} {why}")));
             }
         }
-    }
+    };
     let _ = answers.unsubscribe().await;
-    Ok(out)
+    Ok(remaining)
 }
 
 /// The headers of every ledger and outbox message: the id JetStream deduplicates by, the

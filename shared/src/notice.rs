@@ -241,13 +241,11 @@ pub fn plan(
             vec![to_petitioner("reply_delivery", ctx)]
         }
         EventData::Escalated { level, step, due_at, to, .. } => {
-            // the reception's record is the bureau's to make; every other step the organ's
-            let owner = match step {
-                Some(Step::Reception) => OrganId::parse(&to).ok(),
-                _ => state.organ.clone(),
-            };
+            // a step the bureau owes is reminded to the bureau the rung names; others to the organ
+            let bureaus = step.is_some_and(Step::owed_by_bureau);
+            let owner = if bureaus { OrganId::parse(&to).ok() } else { state.organ.clone() };
             let Some(organ) = owner else { return vec![] };
-            if step == Some(Step::Reception) {
+            if bureaus {
                 base = with(&base, organ_ctx(&organ));
             }
             let step = step.map(step_label).unwrap_or("办理");

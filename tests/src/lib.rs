@@ -582,3 +582,18 @@ pub fn page_users(extra: &str, web: &str) -> String {
         .concat()
     )
 }
+
+/// One HTTP call with bearer `token` (or none); the status and the JSON body (null if none).
+pub async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+    let mut req = http.request(method.parse().expect("method"), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}

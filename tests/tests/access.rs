@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use xinfang_shared::access::token_sha256;
-use xinfang_tests::{petition_by, staff_headers, TestNode, STAFF_TOKEN};
+use xinfang_tests::{call, petition_by, staff_headers, TestNode, STAFF_TOKEN};
 
 const ZJJ: &str = "test-zjj-token";
 const XFJ_DESK: &str = "test-xfj-desk-token";
@@ -23,21 +23,6 @@ fn tokens() -> String {
         entry("hotline", HOTLINE, "roles = [\"integration\"]\nchannel = \"hotline_12345\""),
     ]
     .concat()
-}
-
-/// One HTTP call with `token` (or none); status and JSON body.
-async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-    let mut req = http.request(method.parse().unwrap(), url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.expect("request");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn nats(node: &TestNode, subject: &str, token: Option<&str>, body: Value) -> Value {

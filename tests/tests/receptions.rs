@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use xinfang_shared::access::token_sha256;
-use xinfang_tests::{petition_by, TestNode};
+use xinfang_tests::{call, petition_by, TestNode};
 
 const ZJJ: &str = "test-receptions-zjj-token";
 
@@ -17,20 +17,6 @@ fn tokens() -> String {
         "\n[[auth.tokens]]\nname = \"zjj-desk\"\nroles = [\"organ\"]\norgan_id = \"320211-zjj\"\nsha256 = \"{}\"\n",
         token_sha256(ZJJ)
     )
-}
-
-async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let mut r = client.request(method.parse().unwrap(), url);
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let r = r.send().await.expect("request");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 fn staff() -> Option<&'static str> {

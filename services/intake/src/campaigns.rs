@@ -3,6 +3,8 @@
 //! history), and reads its progress — computed from the marked cases' events
 //! ([`xinfang_shared::campaign::progress`]).
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 use xinfang_shared::access::{self, Caller};
 use xinfang_shared::campaign::{self, Campaign};
@@ -83,24 +85,31 @@ impl Intake {
         Ok(json!({"ok": true, "marked": marked, "already": already}))
     }
 
-    /// The histories of the cases marked for campaign `id`.
-    pub(crate) async fn marked_cases(&self, id: &str) -> Result<Vec<Vec<Envelope>>, ApiError> {
+    /// The cases marked for each campaign, in the order they were marked (one read of every
+    /// `campaign_marked` of the node).
+    pub(crate) async fn marks(&self) -> Result<BTreeMap<String, Vec<CaseId>>, ApiError> {
         let marks = self
             .ledger
             .read_filtered(subjects::case_type_filter(self.ledger.node(), "campaign_marked"))
             .await
             .map_err(unavailable)?;
-        let mut cases: Vec<CaseId> = Vec::new();
+        let mut by_campaign: BTreeMap<String, Vec<CaseId>> = BTreeMap::new();
         for m in marks {
             if let Ok(Some(EventData::CampaignMarked { campaign_id, .. })) = m.event.data() {
-                if campaign_id == id && !cases.contains(&m.event.case_id) {
+                let cases = by_campaign.entry(campaign_id).or_default();
+                if !cases.contains(&m.event.case_id) {
                     cases.push(m.event.case_id);
                 }
             }
         }
+        Ok(by_campaign)
+    }
+
+    /// The histories of `cases`.
+    pub(crate) async fn histories(&self, cases: &[CaseId]) -> Result<Vec<Vec<Envelope>>, ApiError> {
         let mut out = Vec::new();
         for case in cases {
-            out.push(self.ledger.events(&case).await.map_err(unavailable)?);
+            out.push(self.ledger.events(case).await.map_err(unavailable)?);
         }
         Ok(out)
     }
@@ -109,7 +118,8 @@ impl Intake {
     pub async fn campaign_view(&self, caller: &Caller, id: &str) -> Result<Value, ApiError> {
         access::may_read_agenda(caller)?;
         let c = self.campaign(id).await?;
-        let histories = self.marked_cases(id).await?;
+        let marked = self.marks().await?.remove(id).unwrap_or_default();
+        let histories = self.histories(&marked).await?;
         let progress = campaign::progress(histories.iter().map(Vec::as_slice));
         crate::figures::set_campaign(&self.metrics, &c, &progress);
         let cases: Vec<Value> = histories

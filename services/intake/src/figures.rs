@@ -48,8 +48,10 @@ type SlotRecords<'a> = (&'a Reception, Vec<Option<bool>>);
 /// Recomputes every figure once; returns the node's report (the city view).
 pub async fn refresh(intake: &Intake) -> Result<Report, ApiError> {
     let mut campaigns = Vec::new();
+    let mut marks = intake.marks().await?;
     for campaign in intake.agenda.campaigns().await.map_err(unavailable)? {
-        let histories = intake.marked_cases(&campaign.campaign_id).await?;
+        let marked = marks.remove(&campaign.campaign_id).unwrap_or_default();
+        let histories = intake.histories(&marked).await?;
         let progress = xinfang_shared::campaign::progress(histories.iter().map(Vec::as_slice));
         set_campaign(&intake.metrics, &campaign, &progress);
         campaigns.push(CampaignFigures { campaign, progress });

@@ -169,13 +169,8 @@ async fn act(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = async {
-        let bytes = read_body(body).await?;
-        let value = xinfang_shared::petition::parse_body(&bytes)?;
-        intake.act_counted(&caller, &id, &value).await
-    }
-    .await
-    .map(|v| (StatusCode::OK, v));
+    let result =
+        async { intake.act_counted(&caller, &id, &json_body(body).await?).await }.await.map(|v| (StatusCode::OK, v));
     reply(&intake, "case_act", started, result)
 }
 

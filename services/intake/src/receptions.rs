@@ -183,12 +183,12 @@ impl Intake {
     async fn take_seat(&self, caller: &Caller, mut slot: Slot, case: &CaseId) -> Result<String, ApiError> {
         let actor = Self::actor_of(caller);
         let rid = slot.reception.reception_id.clone();
+        let events = self.ledger.events(case).await.map_err(unavailable)?;
         let mut attempts = 0;
         let appointment = loop {
             if let Some((held, _, _)) = slot.bookings.iter().find(|(_, _, c)| c == case) {
                 break held.clone();
             }
-            let events = self.ledger.events(case).await.map_err(unavailable)?;
             if let Some(held) = booked_in(&events, &rid) {
                 break held;
             }
@@ -208,7 +208,6 @@ impl Intake {
                 Err(e) => return Err(unavailable(e)),
             }
         };
-        let events = self.ledger.events(case).await.map_err(unavailable)?;
         self.record_booking(&slot, &appointment, case, &events, actor).await?;
         Ok(appointment)
     }

@@ -18,7 +18,7 @@ use xinfang_shared::error::ApiError;
 
 use crate::auth::Staff;
 use crate::calls::As;
-use crate::views::{self, page};
+use crate::views::{self, field, page};
 use crate::Web;
 
 pub fn routes() -> Router<Arc<Web>> {
@@ -32,12 +32,6 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/campaigns/{id}", get(campaign))
         .route("/campaigns/{id}/cases", post(mark))
         .route("/city", get(city))
-}
-
-const KINDS: &[&str] = &["appeal_request", "complaint_report", "suggestion"];
-
-fn field<'a>(form: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    form.get(key).map(|s| s.trim()).unwrap_or_default()
 }
 
 /// The upcoming slots (the public list).
@@ -63,9 +57,7 @@ fn book_form(
     error: Option<String>,
 ) -> Response {
     let ctx = minijinja::context! {
-        slot, form, errors, error, kinds => KINDS,
-        divisions => web.settings.divisions.iter().map(|d| json!({"code": d.code, "name": d.name})).collect::<Vec<_>>(),
-        categories => web.settings.categories.iter().map(|c| json!({"code": c.code, "name": c.name})).collect::<Vec<_>>(),
+        slot, form, errors, error, ..views::petition_choices(web),
     };
     page(web, status, "book.html", None, ctx)
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use xinfang_shared::error::{ApiError, ErrorCode};
 
 use crate::calls::As;
-use crate::views::{self, page};
+use crate::views::{self, field, page};
 use crate::Web;
 
 pub fn routes() -> Router<Arc<Web>> {
@@ -27,10 +27,6 @@ const SATISFACTIONS: &[&str] = &["satisfied", "basically_satisfied", "unsatisfie
 
 async fn query_page(State(web): State<Arc<Web>>) -> Response {
     page(&web, StatusCode::OK, "query.html", None, minijinja::context! { case_id => "" })
-}
-
-fn field<'a>(form: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    form.get(key).map(|s| s.trim()).unwrap_or_default()
 }
 
 /// The status page of a case, or the query form again with why not.

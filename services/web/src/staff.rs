@@ -29,8 +29,6 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/cases/{id}/act", post(act))
 }
 
-const KINDS: &[&str] = &["appeal_request", "complaint_report", "suggestion"];
-
 /// Every stage with its label, in the order of a case's life.
 fn stages() -> Vec<(&'static str, &'static str)> {
     [
@@ -68,10 +66,8 @@ fn register_form(
     let ctx = minijinja::context! {
         form, errors, error,
         channels => Channel::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-        kinds => KINDS,
-        divisions => web.settings.divisions.iter().map(|d| json!({"code": d.code, "name": d.name})).collect::<Vec<_>>(),
-        categories => web.settings.categories.iter().map(|c| json!({"code": c.code, "name": c.name})).collect::<Vec<_>>(),
         organs => organs(web),
+        ..views::petition_choices(web),
     };
     page(web, status, "register.html", Some(staff), ctx)
 }

@@ -110,6 +110,24 @@ pub fn refused(web: &Web, staff: Option<&Staff>, e: &ApiError) -> Response {
     page(web, status, "error.html", staff, ctx)
 }
 
+/// The kinds of petition (性质) the forms offer.
+const KINDS: &[&str] = &["appeal_request", "complaint_report", "suggestion"];
+
+/// What a petition form chooses from: kinds, the node's divisions and categories.
+pub fn petition_choices(web: &Web) -> Jinja {
+    let s = &web.settings;
+    minijinja::context! {
+        kinds => KINDS,
+        divisions => s.divisions.iter().map(|d| serde_json::json!({"code": d.code, "name": d.name})).collect::<Vec<_>>(),
+        categories => s.categories.iter().map(|c| serde_json::json!({"code": c.code, "name": c.name})).collect::<Vec<_>>(),
+    }
+}
+
+/// A form field's value, trimmed ("" when absent).
+pub fn field<'a>(form: &'a std::collections::BTreeMap<String, String>, key: &str) -> &'a str {
+    form.get(key).map(|s| s.trim()).unwrap_or_default()
+}
+
 /// A refusal as one line for a page's error banner: the message, and the field it names.
 pub fn message_of(e: &ApiError) -> String {
     match &e.field {
