@@ -200,6 +200,23 @@ pub fn default_domain(code: &str) -> String {
 pub struct StoreSection {
     #[serde(default = "default_store")]
     pub path: PathBuf,
+    /// Which process this is when a service runs as several on one node (issue 18: replicas):
+    /// each keeps its own store (`path`) and its projections' consumers are its own
+    /// (`<durable>-<replica>`), while the work consumers are shared. Empty: the only one, or
+    /// the first.
+    #[serde(default)]
+    pub replica: String,
+}
+
+impl StoreSection {
+    /// The durable name of a projection's consumer for this process.
+    pub fn projection_durable(&self, durable: &str) -> String {
+        if self.replica.is_empty() {
+            durable.to_string()
+        } else {
+            format!("{durable}-{}", self.replica)
+        }
+    }
 }
 
 fn default_store() -> PathBuf {
@@ -208,7 +225,7 @@ fn default_store() -> PathBuf {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self { path: default_store() }
+        Self { path: default_store(), replica: String::new() }
     }
 }
 
@@ -575,6 +592,10 @@ impl Settings {
             if !u.starts_with("nats-leaf://") && !u.starts_with("nats://") && !u.starts_with("tls://") {
                 return bad(&format!("nats.parent_urls[{i}]"), format!("{u:?}: expected nats-leaf://host:port"));
             }
+        }
+        let replica = &self.store.replica;
+        if replica.len() > 16 || !replica.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return bad("store.replica", format!("{replica:?}: up to 16 letters, digits, '-' or '_'"));
         }
         if !(1..=5).contains(&self.nats.replicas) {
             return bad("nats.replicas", format!("{}: JetStream keeps 1 to 5 replicas", self.nats.replicas));

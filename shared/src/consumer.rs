@@ -182,19 +182,10 @@ where
                 // a transient failure is retried in place, never by a nak that lets later
                 // events through first: a projection records the highest sequence it applied
                 // and would take the late redelivery for done (found by the fault campaign)
-                let mut delivered = delivered;
-                let outcome = loop {
-                    match handler(Delivery { seq, delivered, event: event.clone() }).await {
-                        Outcome::Retry(why) if delivered < spec.max_deliver => {
-                            metrics.processed.with_label_values(&["retry"]).inc();
-                            tracing::warn!(consumer = %spec.durable, seq, delivered, %why, "will retry");
-                            if !wait_in_progress(&msg, backoff(delivered), shutdown).await {
-                                return Ok(());
-                            }
-                            delivered += 1;
-                        }
-                        outcome => break outcome,
-                    }
+                let Some(outcome) =
+                    handle_in_place(&msg, seq, delivered, event, spec, metrics, shutdown, handler).await
+                else {
+                    return Ok(());
                 };
                 settle(&msg, outcome, spec, metrics, seq).await?;
                 if let Some(p) = position.as_mut() {
@@ -210,6 +201,161 @@ where
         // still owed (a crash before an ack, a retry) keep `num_ack_pending` above zero.
         if pending == 0 && !*caught_up.borrow() && nothing_left(consumer.info().await.map_err(|e| e.to_string())?) {
             caught_up.send_replace(true);
+        }
+    }
+}
+
+/// Like [`run`] for a consumer that feeds no projection (`spec.resume_after` is `None`):
+/// deliveries are handled `lanes` at a time, each case's in order in one lane (the lane is
+/// chosen by the case id), so a handler's round trips to the ledger overlap instead of adding
+/// up (issue 18: routing kept pace with intake only this way). A lane that retries holds only
+/// its own cases. Several processes may share the durable consumer: the server hands each
+/// delivery to one of them.
+pub async fn run_in_lanes<H, F>(
+    js: Context,
+    spec: Spec,
+    metrics: ConsumerMetrics,
+    shutdown: CancellationToken,
+    lanes: usize,
+    handler: H,
+) where
+    H: FnMut(Delivery) -> F + Clone + Send + 'static,
+    F: Future<Output = Outcome> + Send + 'static,
+{
+    assert!(spec.resume_after.is_none(), "a projection's consumer handles its events in order, one at a time");
+    let mut attempt = 0u32;
+    while !shutdown.is_cancelled() {
+        match consume_in_lanes(&js, &spec, &metrics, &shutdown, lanes.max(1), &handler).await {
+            Ok(()) => return,
+            Err(e) => {
+                attempt += 1;
+                let wait = backoff(attempt.min(6).into());
+                tracing::warn!(consumer = %spec.durable, error = %e, ?wait, "consumer interrupted; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn consume_in_lanes<H, F>(
+    js: &Context,
+    spec: &Spec,
+    metrics: &ConsumerMetrics,
+    shutdown: &CancellationToken,
+    lanes: usize,
+    handler: &H,
+) -> Result<(), String>
+where
+    H: FnMut(Delivery) -> F + Clone + Send + 'static,
+    F: Future<Output = Outcome> + Send + 'static,
+{
+    let consumer = open(js, spec, None).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(max_ack_pending(spec).min(256) as usize)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    let (senders, workers): (Vec<_>, Vec<_>) = (0..lanes)
+        .map(|_| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<(async_nats::jetstream::Message, u64, i64, Envelope)>(64);
+            let (mut handler, spec, metrics, shutdown) =
+                (handler.clone(), spec.clone(), metrics.clone(), shutdown.clone());
+            let worker = tokio::spawn(async move {
+                while let Some((msg, seq, delivered, event)) = rx.recv().await {
+                    let Some(outcome) =
+                        handle_in_place(&msg, seq, delivered, event, &spec, &metrics, &shutdown, &mut handler).await
+                    else {
+                        return;
+                    };
+                    // a failed ack is redelivered after `ack_wait`; handlers are idempotent
+                    if let Err(e) = settle(&msg, outcome, &spec, &metrics, seq).await {
+                        tracing::warn!(consumer = %spec.durable, seq, error = %e, "ack not confirmed; it will be redelivered");
+                    }
+                }
+            });
+            (tx, worker)
+        })
+        .unzip();
+    let result = loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            next = messages.next() => next,
+        };
+        let msg = match next {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => break Err(e.to_string()),
+            None => break Err("message stream ended".into()),
+        };
+        let info = match msg.info() {
+            Ok(info) => (info.stream_sequence, info.delivered, info.pending),
+            Err(e) => break Err(e.to_string()),
+        };
+        let (seq, delivered, pending) = info;
+        metrics.pending.set(pending as i64);
+        match Envelope::from_slice(&msg.payload) {
+            Ok(event) => {
+                let lane = lane_of(event.case_id.as_str(), lanes);
+                if senders[lane].send((msg, seq, delivered, event)).await.is_err() {
+                    break Ok(()); // the lane stopped: shutting down
+                }
+            }
+            Err(e) => {
+                dead_letter(metrics, &spec.durable, seq, "unreadable", &e.to_string());
+                if let Err(e) = msg.double_ack_with(AckKind::Term).await {
+                    break Err(e.to_string());
+                }
+            }
+        }
+    };
+    drop(senders);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    result
+}
+
+/// The lane of a case: the same case always in the same lane.
+fn lane_of(case: &str, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    case.hash(&mut h);
+    (h.finish() % lanes as u64) as usize
+}
+
+/// Runs the handler on one delivery, retrying a transient failure in place; `None` when shut
+/// down while waiting to retry.
+#[allow(clippy::too_many_arguments)]
+async fn handle_in_place<H, F>(
+    msg: &async_nats::jetstream::Message,
+    seq: u64,
+    mut delivered: i64,
+    event: Envelope,
+    spec: &Spec,
+    metrics: &ConsumerMetrics,
+    shutdown: &CancellationToken,
+    handler: &mut H,
+) -> Option<Outcome>
+where
+    H: FnMut(Delivery) -> F,
+    F: Future<Output = Outcome>,
+{
+    loop {
+        match handler(Delivery { seq, delivered, event: event.clone() }).await {
+            Outcome::Retry(why) if delivered < spec.max_deliver => {
+                metrics.processed.with_label_values(&["retry"]).inc();
+                tracing::warn!(consumer = %spec.durable, seq, delivered, %why, "will retry");
+                if !wait_in_progress(msg, backoff(delivered), shutdown).await {
+                    return None;
+                }
+                delivered += 1;
+            }
+            outcome => return Some(outcome),
         }
     }
 }

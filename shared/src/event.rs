@@ -225,8 +225,13 @@ pub struct RegisteredDue {
 pub struct Registered {
     #[serde(flatten)]
     pub petition: Petition,
-    /// SHA-256 of the query code; the code itself is never stored.
+    /// Keyed hash of the query code; the code itself is never stored in the clear.
     pub query_code_hash: String,
+    /// The query code sealed with the node secret (`s1.…`), for the receipt notice: kept in
+    /// the event so that a registration is one durable write (cases from before it have the
+    /// sealed code in KV `XF_CODES_N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_code_sealed: Option<String>,
     #[serde(default)]
     pub repeat_of: Option<CaseId>,
     /// 集体访: headcount ≥ 5.

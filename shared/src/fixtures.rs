@@ -53,6 +53,7 @@ pub fn registered(id: &str, at: Instant) -> Envelope {
     let data = Registered {
         petition,
         query_code_hash: String::new(),
+        query_code_sealed: None,
         repeat_of: None,
         group: false,
         urgent: false,

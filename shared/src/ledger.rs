@@ -416,13 +416,20 @@ const DIRECT_WAIT: Duration = Duration::from_secs(5);
 
 /// Every stored message of stream `name` under `filter`, oldest first, as events, read with
 /// batched direct gets (`$JS.API.DIRECT.GET.<stream>` with `next_by_subj`, ADR-31): no
-/// consumer is made, so a read is one request and its answers. The server ends each batch with
-/// a `204` carrying how many matching messages remain, and answers `404` when none match.
+/// consumer is made. The server ends each batch with a `204` carrying how many matching
+/// messages remain, and answers `404` when none match.
+///
+/// The first request asks for one message, the next ones for exactly as many as remain: a
+/// batch larger than what matches makes the server look for more to the end of the stream,
+/// and that search, not the messages, was the whole cost of a read (issue 18:
+/// `tests/examples/direct_probe.rs` measured 980 reads/s of two-event cases in a 12,000-message
+/// stream with a batch of 1024, 36,000/s with a batch of 1).
 pub async fn read_direct(js: &Context, name: &str, filter: &str) -> Result<Vec<Stored>, ReadError> {
     let mut out = Vec::new();
     let mut from = 1u64;
+    let mut ask = 1;
     loop {
-        let request = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": DIRECT_BATCH });
+        let request = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": ask });
         let remaining = direct_batch(js, name, request, |msg| {
             let Some(seq) = header_u64(msg, "Nats-Sequence") else {
                 return Err(ReadError("a direct get answer without its sequence".into()));
@@ -438,6 +445,7 @@ pub async fn read_direct(js: &Context, name: &str, filter: &str) -> Result<Vec<S
         if remaining == 0 {
             return Ok(out);
         }
+        ask = remaining.min(DIRECT_BATCH as u64) as usize;
     }
 }
 

@@ -87,7 +87,7 @@ pub struct NatsServer {
     pub url: String,
     pub dir: TempDir,
     port: u16,
-    sync_always: bool,
+    pub sync_always: bool,
 }
 
 impl NatsServer {
@@ -299,15 +299,22 @@ pub struct ServiceProcess {
     config: PathBuf,
     nats_url: String,
     listen: String,
+    replica: String,
 }
 
 impl ServiceProcess {
     /// Starts `xinfang-<name>` with the node file and waits for its ready line.
     pub fn start(name: &str, config: &Path, nats_url: &str, dir: &Path) -> Self {
-        Self::start_on(name, config, nats_url, dir, "127.0.0.1:0")
+        Self::start_on(name, config, nats_url, dir, "127.0.0.1:0", "")
     }
 
-    fn start_on(name: &str, config: &Path, nats_url: &str, dir: &Path, listen: &str) -> Self {
+    /// Starts one more process of a service already running on the node (`store.replica`),
+    /// with its own store under `dir`.
+    pub fn start_replica(name: &str, config: &Path, nats_url: &str, dir: &Path, replica: &str) -> Self {
+        Self::start_on(name, config, nats_url, dir, "127.0.0.1:0", replica)
+    }
+
+    fn start_on(name: &str, config: &Path, nats_url: &str, dir: &Path, listen: &str, replica: &str) -> Self {
         let key = match name {
             "intake" => "XF__HTTP__LISTEN",
             "web" => "XF__WEB__LISTEN",
@@ -320,6 +327,7 @@ impl ServiceProcess {
             .env("XF__STORE__PATH", dir.join(name))
             .env("XF__AUTH__SECRET_FILE", dir.join("node.key"))
             .env(key, listen)
+            .env("XF__STORE__REPLICA", replica)
             .env("XF_LOG", SERVICE_LOG_LEVEL)
             .stdout(Stdio::piped())
             .stderr(service_log(name))
@@ -343,6 +351,7 @@ impl ServiceProcess {
             name: name.to_string(),
             config: config.to_path_buf(),
             nats_url: nats_url.to_string(),
+            replica: replica.to_string(),
         }
     }
 
@@ -367,6 +376,7 @@ impl ServiceProcess {
             &self.nats_url.clone(),
             &self.dir.clone(),
             &self.listen.clone(),
+            &self.replica.clone(),
         );
     }
 }

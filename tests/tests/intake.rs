@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use xinfang_shared::ids::CaseId;
 use xinfang_shared::subjects;
-use xinfang_tests::{petition, TestNode};
+use xinfang_tests::{petition, ServiceProcess, TestNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_receipt_means_the_petition_is_in_the_ledger_even_after_sigkill() {
@@ -171,18 +171,37 @@ async fn one_idempotency_key_makes_one_case_under_concurrency() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn case_ids_keep_counting_across_restarts() {
+async fn case_ids_keep_counting_across_restarts_and_replicas() {
     let mut node = TestNode::start();
-    let mut ids = Vec::new();
+    let mut runs = Vec::new();
     for _ in 0..3 {
+        let mut ids = Vec::new();
         for _ in 0..3 {
             let (_, r) = node.submit(&petition()).await;
             ids.push(r["case_id"].as_str().unwrap().to_string());
         }
+        runs.push(ids.iter().map(|id| id[16..].parse::<u32>().unwrap()).collect::<Vec<_>>());
         node.intake.restart();
     }
-    let seqs: Vec<u32> = ids.iter().map(|id| id[16..].parse().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    // one process hands out its block in order; a restart skips the rest of it (issue 18:
+    // ids are reserved a block at a time, so a registration writes only its event)
+    let block = xinfang_intake::case_ids::BLOCK;
+    for (i, run) in runs.iter().enumerate() {
+        assert!(run.windows(2).all(|w| w[1] == w[0] + 1), "{runs:?}");
+        assert_eq!(run[0], 1 + i as u32 * block, "each process starts at a fresh block: {runs:?}");
+    }
+    // a second intake on the same node (its own store) takes disjoint blocks
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = ServiceProcess::start_replica("intake", &node.config, &node.nats.url, other_dir.path(), "2");
+    let http = xinfang_tests::staff_http(std::time::Duration::from_secs(10));
+    let mut seen = HashSet::new();
+    for i in 0..2 * block {
+        let base = if i % 2 == 0 { &node.intake.http } else { &other.http };
+        let r = http.post(format!("{base}/v1/petitions")).json(&petition()).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let r: serde_json::Value = r.json().await.unwrap();
+        assert!(seen.insert(r["case_id"].as_str().unwrap().to_string()), "a case id handed out twice: {r}");
+    }
 }
 
 async fn routed_case(node: &TestNode) -> String {

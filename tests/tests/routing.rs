@@ -1,15 +1,19 @@
-//! Routing across processes: SIGKILL during a burst leaves every case routed exactly once;
+//! Routing across processes: SIGKILL during a burst, with a second routing process sharing
+//! the work, leaves every case routed exactly once;
 //! a rule change is picked up without a restart, and a bad one is refused.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use xinfang_shared::subjects;
-use xinfang_tests::{petition, petition_by, TestNode};
+use xinfang_tests::{petition, petition_by, ServiceProcess, TestNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_a_burst_routes_every_case_exactly_once() {
     let mut node = TestNode::start_services("", &["routing"]);
+    // a second routing process shares the work (issue 18: replicas): still exactly once
+    let second_dir = tempfile::tempdir().unwrap();
+    let _second = ServiceProcess::start_replica("routing", &node.config, &node.nats.url, second_dir.path(), "2");
     let url = format!("{}/v1/petitions", node.intake.http);
     let submit = |n: usize| {
         let (client, url) = (node.http.clone(), url.clone());

@@ -58,8 +58,6 @@ pub struct Intake {
     pub ledger: Ledger,
     pub case_ids: CaseIds,
     pub idempotency: kv::Store,
-    /// Case id → query code, for the receipt notice (the ledger holds only the hash).
-    pub codes: kv::Store,
     pub calendar: LiveCalendar,
     pub policy: Policy,
     pub windows: Windows,
@@ -100,9 +98,6 @@ impl Intake {
         let idempotency =
             register::idempotency_bucket(&js, node.as_str(), settings.intake.idempotency_hours, settings.nats.replicas)
                 .await?;
-        let codes = xinfang_shared::ledger::query_code_bucket(&js, &node, settings.nats.replicas)
-            .await
-            .map_err(|e| e.to_string())?;
         let calendar = LiveCalendar::new(settings.calendar().map_err(|e| e.to_string())?);
         let policy = Policy::from_settings(&settings);
         let windows = Windows { review: policy.review_window, rereview: policy.rereview_window };
@@ -133,7 +128,6 @@ impl Intake {
             ledger,
             case_ids,
             idempotency,
-            codes,
             calendar,
             policy,
             windows,
@@ -207,7 +201,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let repeats = {
         let spec = Spec {
             stream: intake.ledger.stream_name().to_string(),
-            durable: "intake-repeats".into(),
+            durable: intake.settings.store.projection_durable("intake-repeats"),
             filter_subjects: repeats::TYPES.iter().map(|t| subjects::case_type_filter(&node, t)).collect(),
             max_deliver: 20,
             resume_after: Some(intake.repeats.last_applied()),
@@ -222,7 +216,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let worklist = {
         let spec = Spec {
             stream: intake.ledger.stream_name().to_string(),
-            durable: "intake-worklist".into(),
+            durable: intake.settings.store.projection_durable("intake-worklist"),
             filter_subjects: xinfang_shared::worklist::TYPES
                 .iter()
                 .map(|t| subjects::case_type_filter(&node, t))

@@ -1,5 +1,6 @@
-//! Registering a petition (登记, Arts. 21–22): validate, allocate the case id and query code,
-//! append `registered`, and only then hand out the receipt. With an idempotency key the
+//! Registering a petition (登记, Arts. 21–22): validate, allocate the case id (from a block
+//! reserved ahead) and query code, append `registered` — the one durable write, with the
+//! code sealed inside it for the receipt notice — and only then hand out the receipt. With an idempotency key the
 //! first receipt is kept (KV `XF_IDEM_N`, with a time-to-live) and every retry gets it back.
 
 use std::time::Duration;
@@ -124,9 +125,6 @@ impl Intake {
     ) -> Result<Receipt, ApiError> {
         for _ in 0..5 {
             let (receipt, event) = self.prepare(&submission, now, by).await?;
-            if !self.keep_code(&receipt).await? {
-                continue; // the id is taken (a restored sequence, say): take the next one
-            }
             match self.append_retrying(&event, Expect::NewCase).await {
                 Ok(()) => return Ok(receipt),
                 // the id already has events (a restored sequence, say): take the next one
@@ -161,7 +159,6 @@ impl Intake {
             }
             Err(e) => return Err(unavailable(e)),
         }
-        self.keep_code(&receipt).await?;
         match self.append_retrying(&event, Expect::NewCase).await {
             Ok(()) => Ok((receipt, false)),
             Err(e) => Err(unavailable(e)),
@@ -195,26 +192,9 @@ impl Intake {
     async fn replay(&self, first: Remembered) -> Result<(Receipt, bool), ApiError> {
         let known = self.ledger.has(&first.event.case_id, "registered").await.map_err(unavailable)?;
         if !known {
-            self.keep_code(&first.receipt).await?;
             self.append_retrying(&first.event, Expect::Any).await.map_err(unavailable)?;
         }
         Ok((first.receipt, true))
-    }
-
-    /// Keeps the receipt's query code (sealed) for the receipt notice, before the case is
-    /// registered.
-    /// `false` when the case id already has a code (it is taken); the same code again is fine.
-    async fn keep_code(&self, receipt: &Receipt) -> Result<bool, ApiError> {
-        let key = receipt.case_id.as_str();
-        let sealed = self.keys.seal(&receipt.query_code, rand::random());
-        match self.codes.create(key, sealed.into_bytes().into()).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                let Some(kept) = self.codes.get(key).await.map_err(unavailable)? else { return Ok(false) };
-                Ok(self.unseal_code(&String::from_utf8_lossy(&kept))? == receipt.query_code)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
     }
 
     /// Appends, retrying with the same event id while JetStream does not confirm; the
@@ -261,6 +241,7 @@ impl Intake {
         let data = Registered {
             petition: p.clone(),
             query_code_hash: query_code_hash(&self.keys, &case_id, &query_code),
+            query_code_sealed: Some(self.keys.seal(&query_code, rand::random())),
             repeat_of: repeat.as_ref().map(|r| r.case_id.clone()),
             terminated_matter: repeat.as_ref().is_some_and(|r| r.terminated),
             group,

@@ -128,6 +128,22 @@ impl Outbox {
         }
     }
 
+    /// The case's query code for its receipt: sealed in its `registered` event, or for a case
+    /// registered before that, sealed (or plaintext, older still) in KV `XF_CODES_N`.
+    async fn query_code(&self, case: &CaseId, events: &[Envelope]) -> Result<Option<String>, String> {
+        if let Some(sealed) = registered_of(events).and_then(|r| r.query_code_sealed) {
+            return Ok(self.keys.open(&sealed));
+        }
+        let kept = self.codes.get(case.as_str()).await.map_err(|e| e.to_string())?;
+        Ok(kept.map(|c| String::from_utf8_lossy(&c).to_string()).and_then(|kept| {
+            if kept.starts_with("s1.") {
+                self.keys.open(&kept)
+            } else {
+                Some(kept)
+            }
+        }))
+    }
+
     /// Puts the notices an event calls for in the outbox.
     pub async fn plan(&self, d: Delivery) -> Outcome {
         let case = d.event.case_id.clone();
@@ -166,15 +182,7 @@ impl Outbox {
     ) -> Result<Pending, String> {
         let mut context = p.context.clone();
         if p.template == "receipt" {
-            let code = self.codes.get(case.as_str()).await.map_err(|e| e.to_string())?;
-            let code = code.map(|c| String::from_utf8_lossy(&c).to_string()).and_then(|kept| {
-                // sealed, or plaintext from before sealing
-                if kept.starts_with("s1.") {
-                    self.keys.open(&kept)
-                } else {
-                    Some(kept)
-                }
-            });
+            let code = self.query_code(case, events).await?;
             context["query_code"] = code.unwrap_or_else(|| "（请向登记机关索取）".into()).into();
         }
         let channel = self.channels.for_kind(p.recipient.kind()).to_string();

@@ -31,6 +31,10 @@ use crate::rules::Rules;
 pub const TRIGGERS: &[&str] =
     &["registered", "jurisdiction_declined", "transferred_in", "review_requested", "rereview_requested"];
 
+/// Cases routed at once (each case's events in order): a decision waits on the ledger twice
+/// (the case read and the append), so overlapping them is what keeps routing at intake's pace.
+pub const LANES: usize = 32;
+
 /// Runs routing until `shutdown`. `config_path` is watched for rule changes.
 pub async fn run(settings: Settings, config_path: Option<PathBuf>, shutdown: CancellationToken) -> Result<(), String> {
     let node = settings.node_code();
@@ -56,7 +60,7 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>, shutdown: Can
     ready.set(true);
     println!("{}", ops::ready_line("routing", &format!("http://{addr}")));
     tracing::info!(%node, %addr, "routing ready");
-    consumer::run(js, spec, consumer_metrics, shutdown.clone(), move |d| {
+    consumer::run_in_lanes(js, spec, consumer_metrics, shutdown.clone(), LANES, move |d| {
         let routing = routing.clone();
         async move { routing.handle(d).await }
     })

@@ -110,27 +110,51 @@ async fn routed_end_to_end(nats: &NatsServer, n: usize, c: usize) -> f64 {
     std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
     let intake = ServiceProcess::start("intake", &config, &nats.url, dir.path());
     let routing = ServiceProcess::start("routing", &config, &nats.url, dir.path());
-    let js = nats.jetstream().await;
-    let count_routed = || async {
-        let stream = js.get_stream("XF_CASES_320211").await.expect("stream");
-        let info = stream
-            .info_with_subjects("xf.320211.case.*.routed")
-            .await
-            .expect("info")
-            .try_fold(0usize, |acc, (_, n)| async move { Ok(acc + n) })
-            .await
-            .expect("subjects");
-        info
-    };
     let started = Instant::now();
     let _ = intake_http(&intake.http, n, c).await;
-    while count_routed().await < n {
+    while count_of(nats, "XF_CASES_320211", "xf.320211.case.*.routed").await < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     drop(routing);
     drop(intake);
     rate
+}
+
+/// Routing alone on a backlog: `n` petitions registered while routing is down, then routing
+/// started; cases per second from its start until the last is routed (the catch-up after an
+/// outage, and routing's own rate without intake beside it).
+/// On a fresh nats-server with the same fsync setting as `like`.
+async fn routing_backlog(like: &NatsServer, n: usize, c: usize, replicas: usize) -> f64 {
+    let nats = &NatsServer::start(like.sync_always);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
+    let intake = ServiceProcess::start("intake", &config, &nats.url, dir.path());
+    let _ = intake_http(&intake.http, n, c).await;
+    drop(intake);
+    let started = Instant::now();
+    let routing: Vec<ServiceProcess> =
+        (0..replicas).map(|_| ServiceProcess::start("routing", &config, &nats.url, dir.path())).collect();
+    while count_of(nats, "XF_CASES_320211", "xf.320211.case.*.routed").await < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    drop(routing);
+    rate
+}
+
+/// Messages of `stream` on subjects matching `filter`.
+async fn count_of(nats: &NatsServer, stream: &str, filter: &str) -> usize {
+    let js = nats.jetstream().await;
+    let stream = js.get_stream(stream).await.expect("stream");
+    stream
+        .info_with_subjects(filter)
+        .await
+        .expect("info")
+        .try_fold(0usize, |acc, (_, n)| async move { Ok(acc + n) })
+        .await
+        .expect("subjects")
 }
 
 /// Reading one case's history, as every service does per event: through an ephemeral consumer
@@ -205,14 +229,21 @@ async fn main() {
         drop(intake);
     }
     println!();
-    println!("| nats-server fsync | raw JetStream acked publishes/s | routed cases/s end to end (submit → `routed` in the ledger) | cases |");
-    println!("| --- | --- | --- | --- |");
+    println!("| nats-server fsync | raw JetStream acked publishes/s | routed cases/s end to end (submit → `routed` in the ledger) | routing alone on a backlog of as many, cases/s | cases |");
+    println!("| --- | --- | --- | --- | --- |");
     let mut reads = None;
     for sync_always in [true, false] {
         let nats = NatsServer::start(sync_always);
         let raw = raw_publish(&nats, a.petitions, event_size, a.concurrency).await;
         let routed = routed_end_to_end(&nats, a.petitions, a.concurrency).await;
-        println!("| {} | {raw:.0} | {routed:.0} | {} |", if sync_always { "always" } else { "default" }, a.petitions);
+        let alone = routing_backlog(&nats, a.petitions, a.concurrency, 1).await;
+        let two = routing_backlog(&nats, a.petitions, a.concurrency, 2).await;
+        println!("two: {two:.0}");
+        println!(
+            "| {} | {raw:.0} | {routed:.0} | {alone:.0} | {} |",
+            if sync_always { "always" } else { "default" },
+            a.petitions
+        );
         if !sync_always {
             reads = Some(history_reads(&nats, 1000.min(a.petitions)).await);
         }
