@@ -247,13 +247,16 @@ async fn codes_and_id_numbers_are_kept_keyed_or_sealed_and_staff_reads_are_audit
     let registered = node.wait_for(case, "registered", Duration::from_secs(5)).await.expect("registered");
     assert!(registered.data["query_code_hash"].as_str().unwrap().starts_with("h1."), "{:?}", registered.data);
     assert!(registered.data["petitioner_keys"][0].as_str().unwrap().starts_with("h1."));
-    for bucket in ["KV_XF_IDEM_320211", "KV_XF_CODES_320211"] {
-        let texts = stream_texts(&js, bucket).await;
-        assert!(!texts.is_empty(), "{bucket} has the record");
+    // the code for the receipt notice is sealed in the event itself (issue 18: one write)
+    assert!(registered.data["query_code_sealed"].as_str().unwrap().starts_with("s1."), "{:?}", registered.data);
+    for stream in ["KV_XF_IDEM_320211", "XF_CASES_320211"] {
+        let texts = stream_texts(&js, stream).await;
+        assert!(!texts.is_empty(), "{stream} has the record");
         for t in texts {
-            assert!(!t.contains(query_code), "{bucket} holds the plaintext code: {t}");
+            assert!(!t.contains(query_code), "{stream} holds the plaintext code: {t}");
         }
     }
+    assert!(js.get_stream("KV_XF_CODES_320211").await.is_err(), "no second write of the code");
     let status = format!("{}/v1/cases/{case}/status?query_code={}", node.intake.http, query_code.to_lowercase());
     assert_eq!(call("GET", &status, None, None).await.0, 200, "the code verifies against its keyed hash");
     // a repeat by the same petitioner is still found through the keyed petitioner key

@@ -82,3 +82,54 @@ async fn rules_reload_without_restart_and_bad_rules_are_refused() {
     let ev = node.wait_for(r["case_id"].as_str().unwrap(), "routed", Duration::from_secs(15)).await.expect("routed");
     assert_eq!(ev.data["organ_id"], "320211-xfj", "new rules in force: {}", ev.data);
 }
+
+/// Art. 19 ¶3: a repeat of an open case goes to the organ already handling it, even where the
+/// rules would send it elsewhere. Routing reads the original as the latest event of each type
+/// (issue 18); a reroute after the first routing must be what counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_goes_to_the_organ_handling_the_original() {
+    use xinfang_shared::event::{Actor, Envelope, EventData, RouteMode};
+    use xinfang_shared::ids::{CaseId, OrganId};
+    let extra =
+        "[[organs]]\nid = \"320211-gaj\"\nname = \"测试区公安分局\"\nrole = \"department\"\nnode = \"320211\"\n";
+    let node = TestNode::start_with(extra);
+    let (_, first) = node.submit(&petition()).await;
+    let original = first["case_id"].as_str().unwrap().to_string();
+    // routed by hand, twice: the rules' organ first, then (as after a decline) the police
+    let ledger = node.ledger().await;
+    for organ in ["320211-zjj", "320211-gaj"] {
+        let routed = Envelope::new(
+            ulid::Ulid::new().to_string(),
+            CaseId::parse(&original).unwrap(),
+            node.node.clone(),
+            xinfang_shared::time::now_cst(),
+            Actor::system("test-routing"),
+            None,
+            EventData::Routed {
+                organ_id: OrganId::parse(organ).unwrap(),
+                organ_name: organ.into(),
+                level: "county".into(),
+                mode: RouteMode::Transfer,
+                assigned_due: None,
+                rule_id: "by-hand".into(),
+                reason: "test".into(),
+            },
+        );
+        ledger.append(&routed, xinfang_shared::ledger::Expect::Any).await.unwrap();
+    }
+    let routing_dir = tempfile::tempdir().unwrap();
+    let _routing = ServiceProcess::start("routing", &node.config, &node.nats.url, routing_dir.path());
+    let mut repeat = String::new();
+    for _ in 0..50 {
+        let (_, r) = node.submit(&petition()).await;
+        if r["repeat_of"] == original.as_str() {
+            repeat = r["case_id"].as_str().unwrap().to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!repeat.is_empty(), "a repeat of {original} was registered");
+    let routed = node.wait_for(&repeat, "routed", Duration::from_secs(10)).await.expect("the repeat is routed");
+    assert_eq!(routed.data["organ_id"], "320211-gaj", "{:?}", routed.data);
+    assert_eq!(routed.data["rule_id"], "repeat", "{:?}", routed.data);
+}

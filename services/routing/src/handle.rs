@@ -49,7 +49,9 @@ impl Routing {
                 let mut history = history_of(&events);
                 history.named = named_organ(&cause);
                 if let (Some(original), false) = (&registered.repeat_of, registered.terminated_matter) {
-                    history.repeat_organ = match self.ledger.history(original).await {
+                    // only the original's stage and organ matter: the latest event of each type
+                    // gives them, without scanning the ledger between its events
+                    history.repeat_organ = match self.ledger.latest_of_each_type(original).await {
                         Ok(h) => CaseState::fold(h.iter().map(|s| &s.event))
                             .filter(|s| !s.stage.is_final())
                             .and_then(|s| s.organ),

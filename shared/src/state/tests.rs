@@ -258,7 +258,61 @@ fn arb_action() -> impl Strategy<Value = Action> {
     ]
 }
 
+/// The latest event of each type, in ledger order: what `Ledger::latest_of_each_type` reads.
+fn latest_of_each_type(events: &[Envelope]) -> Vec<Envelope> {
+    events
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| events[i + 1..].iter().all(|l| l.kind != e.kind))
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
 proptest! {
+    /// Issue 18: routing reads a repeat's original case as the latest event of each type;
+    /// folded, that must give the stage and organ the whole history gives.
+    #[test]
+    fn the_latest_event_of_each_type_gives_the_stage_and_organ_of_the_whole_history(
+        actions in prop::collection::vec(arb_action(), 1..40)
+    ) {
+        let mut c = Case::routed();
+        let mut t = t0();
+        let mut events = vec![registered(t), routed(1, t)];
+        for action in actions {
+            if c.state.stage == Stage::AwaitingRoute {
+                c.n += 1;
+                // each reroute to another organ, so that an older organ would show
+                let r = env(
+                    c.n,
+                    t,
+                    EventData::Routed {
+                        organ_id: OrganId::parse(&format!("320211-o{}", c.n)).unwrap(),
+                        organ_name: "局".into(),
+                        level: "district".into(),
+                        mode: RouteMode::Transfer,
+                        assigned_due: None,
+                        rule_id: "r".into(),
+                        reason: "test".into(),
+                    },
+                );
+                c.state.apply(&r);
+                events.push(r);
+            }
+            t += Duration::hours(5);
+            if let Ok(recorded) = decide(&c.state, &action, &staff(), t, &c.cal, Windows::default()) {
+                for data in recorded {
+                    c.n += 1;
+                    let e = env(c.n, t, data);
+                    c.state.apply(&e);
+                    events.push(e);
+                }
+            }
+            let whole = CaseState::fold(&events).unwrap();
+            let latest = CaseState::fold(&latest_of_each_type(&events)).unwrap();
+            prop_assert_eq!((whole.stage, &whole.organ), (latest.stage, &latest.organ));
+        }
+    }
+
     #[test]
     fn accepted_sequences_are_exactly_the_legal_ones(actions in prop::collection::vec(arb_action(), 1..40)) {
         let mut c = Case::routed();

@@ -68,16 +68,21 @@ async fn raw_publish(nats: &NatsServer, n: usize, size: usize, window: usize) ->
 
 /// Intake over HTTP: `n` petitions, `c` clients; returns (petitions/s, sorted latencies).
 async fn intake_http(base: &str, n: usize, c: usize) -> (f64, Vec<Duration>) {
+    intake_http_on(&[base.to_string()], n, c).await
+}
+
+/// [`intake_http`] with the clients spread over several intake processes.
+async fn intake_http_on(bases: &[String], n: usize, c: usize) -> (f64, Vec<Duration>) {
     let client = xinfang_tests::staff_http(Duration::from_secs(30));
-    let url = format!("{base}/v1/petitions");
     // 1000 different petitioners, as at a real bureau (a petitioner's earlier cases are
     // looked up for repeats at every submission)
     let bodies: Arc<Vec<Vec<u8>>> =
         Arc::new((0..1000).map(|i| serde_json::to_vec(&petition_by(i)).expect("json")).collect());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
-    let workers = (0..c).map(|_| {
-        let (client, url, bodies, next) = (client.clone(), url.clone(), bodies.clone(), next.clone());
+    let workers = (0..c).map(|w| {
+        let url = format!("{}/v1/petitions", bases[w % bases.len()]);
+        let (client, bodies, next) = (client.clone(), bodies.clone(), next.clone());
         tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -124,9 +129,10 @@ async fn routed_end_to_end(nats: &NatsServer, n: usize, c: usize) -> f64 {
 /// Routing alone on a backlog: `n` petitions registered while routing is down, then routing
 /// started; cases per second from its start until the last is routed (the catch-up after an
 /// outage, and routing's own rate without intake beside it).
-/// On a fresh nats-server with the same fsync setting as `like`.
-async fn routing_backlog(like: &NatsServer, n: usize, c: usize, replicas: usize) -> f64 {
-    let nats = &NatsServer::start(like.sync_always);
+/// On a fresh nats-server (fsync always when `sync_always`), with `replicas` routing processes
+/// sharing the work.
+async fn routing_backlog(sync_always: bool, n: usize, c: usize, replicas: usize) -> f64 {
+    let nats = &NatsServer::start(sync_always);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("node.toml");
     std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
@@ -134,8 +140,12 @@ async fn routing_backlog(like: &NatsServer, n: usize, c: usize, replicas: usize)
     let _ = intake_http(&intake.http, n, c).await;
     drop(intake);
     let started = Instant::now();
-    let routing: Vec<ServiceProcess> =
-        (0..replicas).map(|_| ServiceProcess::start("routing", &config, &nats.url, dir.path())).collect();
+    let dirs: Vec<_> = (0..replicas).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let routing: Vec<ServiceProcess> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| ServiceProcess::start_replica("routing", &config, &nats.url, d.path(), &format!("{}", i + 1)))
+        .collect();
     while count_of(nats, "XF_CASES_320211", "xf.320211.case.*.routed").await < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -190,6 +200,106 @@ async fn history_reads(nats: &NatsServer, cases: usize) -> (f64, f64, f64, f64) 
     (raw, consumer, direct, events as f64 / ids.len() as f64)
 }
 
+/// `replicas` intake processes on one node (each its own store and `store.replica`), the
+/// clients spread over them; returns the processes (the first is the usual one).
+fn intakes(config: &std::path::Path, nats: &NatsServer, dirs: &[tempfile::TempDir]) -> Vec<ServiceProcess> {
+    dirs.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let replica = if i == 0 { String::new() } else { format!("{}", i + 1) };
+            ServiceProcess::start_replica("intake", config, &nats.url, d.path(), &replica)
+        })
+        .collect()
+}
+
+/// Intake as `replicas` processes on a fresh nats-server (fsync always), with its own raw
+/// baseline first: (raw publishes/s, petitions/s).
+async fn intake_replicas(n: usize, c: usize, replicas: usize, event_size: usize) -> (f64, f64) {
+    let nats = NatsServer::start(true);
+    let raw = raw_publish(&nats, n, event_size, c).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
+    let dirs: Vec<_> = (0..replicas).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let processes = intakes(&config, &nats, &dirs);
+    let bases: Vec<String> = processes.iter().map(|p| p.http.clone()).collect();
+    let _ = intake_http_on(&bases, 200, c).await;
+    let (rate, _) = intake_http_on(&bases, n, c).await;
+    (raw, rate)
+}
+
+/// Submissions at a steady `rate` per second (each on its own task, whatever the answers
+/// take: an open loop, as a hotline's traffic arrives); returns the sorted latencies.
+async fn paced(base: &str, n: usize, rate: f64) -> Vec<Duration> {
+    let client = xinfang_tests::staff_http(Duration::from_secs(30));
+    let url = format!("{base}/v1/petitions");
+    let bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..1000).map(|i| serde_json::to_vec(&petition_by(i)).expect("json")).collect());
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        ticks.tick().await;
+        let (client, url, body) = (client.clone(), url.clone(), bodies[i % bodies.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client.post(&url).header("content-type", "application/json").body(body).send().await.expect("send");
+            assert_eq!(r.status().as_u16(), 201, "submit failed");
+            let _: Value = r.json().await.expect("json");
+            t.elapsed()
+        }));
+    }
+    let mut all: Vec<Duration> = join_all(tasks).await.into_iter().map(|r| r.expect("task")).collect();
+    all.sort();
+    all
+}
+
+/// Intake (and routing, when `with_routing`) running on a fresh nats-server with fsync
+/// always, `n` petitions at a steady `rate` after 200 to warm up: the submit latencies and,
+/// with routing, per case registered → routed (the two events' own times), both sorted.
+async fn paced_node(n: usize, rate: f64, with_routing: bool) -> (Vec<Duration>, Vec<Duration>) {
+    use std::collections::HashMap;
+    use xinfang_shared::ids::NodeCode;
+    use xinfang_shared::{ledger, subjects};
+    const WARM: usize = 200;
+    let nats = NatsServer::start(true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
+    let intake = ServiceProcess::start("intake", &config, &nats.url, dir.path());
+    let routing = with_routing.then(|| ServiceProcess::start("routing", &config, &nats.url, dir.path()));
+    let _ = paced(&intake.http, WARM, rate).await;
+    let submits = paced(&intake.http, n, rate).await;
+    if routing.is_none() {
+        return (submits, Vec::new());
+    }
+    while count_of(&nats, "XF_CASES_320211", "xf.320211.case.*.routed").await < n + WARM {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(routing);
+    drop(intake);
+    let js = nats.jetstream().await;
+    let node = NodeCode::parse("320211").expect("node");
+    let all = ledger::read_stream(&js, &subjects::case_stream(&node), String::new()).await.expect("ledger");
+    let mut registered = HashMap::new();
+    let mut lags = Vec::new();
+    for s in &all {
+        match s.event.kind.as_str() {
+            "registered" => {
+                let order = registered.len();
+                registered.insert(s.event.case_id.clone(), (order, s.event.at));
+            }
+            "routed" => match registered.get(&s.event.case_id) {
+                Some((order, at)) if *order >= WARM => lags.push((s.event.at - *at).to_std().unwrap_or_default()),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    lags.sort();
+    (submits, lags)
+}
+
 /// Raw sled: `n` inserts of 64-byte values, one flush at the end.
 fn raw_sled(n: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -209,6 +319,7 @@ async fn main() {
     let event_size = serde_json::to_vec(&petition()).expect("json").len() + 600;
     println!("| nats-server fsync | raw JetStream acked publishes/s ({event_size} B, window {}) | intake petitions/s (HTTP, {} clients) | submit p50 ms | submit p99 ms | petitions |", a.concurrency, a.concurrency);
     println!("| --- | --- | --- | --- | --- | --- |");
+    let (mut intake_rate, mut routed_rate) = (0.0, 0.0);
     for sync_always in [true, false] {
         let nats = NatsServer::start(sync_always);
         let raw = raw_publish(&nats, a.petitions, event_size, a.concurrency).await;
@@ -219,6 +330,9 @@ async fn main() {
         // warm up connections and buckets
         let _ = intake_http(&intake.http, 200, a.concurrency).await;
         let (rate, lat) = intake_http(&intake.http, a.petitions, a.concurrency).await;
+        if sync_always {
+            intake_rate = rate;
+        }
         println!(
             "| {} | {raw:.0} | {rate:.0} | {} | {} | {} |",
             if sync_always { "always (as `xinfang up` runs it)" } else { "default (every 2 min)" },
@@ -236,9 +350,10 @@ async fn main() {
         let nats = NatsServer::start(sync_always);
         let raw = raw_publish(&nats, a.petitions, event_size, a.concurrency).await;
         let routed = routed_end_to_end(&nats, a.petitions, a.concurrency).await;
-        let alone = routing_backlog(&nats, a.petitions, a.concurrency, 1).await;
-        let two = routing_backlog(&nats, a.petitions, a.concurrency, 2).await;
-        println!("two: {two:.0}");
+        let alone = routing_backlog(sync_always, a.petitions, a.concurrency, 1).await;
+        if sync_always {
+            routed_rate = routed;
+        }
         println!(
             "| {} | {raw:.0} | {routed:.0} | {alone:.0} | {} |",
             if sync_always { "always" } else { "default" },
@@ -253,6 +368,44 @@ async fn main() {
         println!("| raw: one consumer reads the whole ledger, events/s | a case's history through an ephemeral consumer, reads/s | the same with batched direct gets, reads/s | events per case |");
         println!("| --- | --- | --- | --- |");
         println!("| {raw:.0} | {consumer:.0} | {direct:.0} | {per_case:.1} |");
+    }
+    println!();
+    println!("At half load (fsync always, a steady rate, each on a fresh nats-server):");
+    println!();
+    println!("| load | petitions/s offered | submit p50 ms | submit p99 ms | registered → routed p50 ms | p99 ms | max ms | petitions |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let half = intake_rate / 2.0;
+    let (submits, _) = paced_node(a.petitions, half, false).await;
+    println!(
+        "| half of intake's rate above, intake alone | {half:.0} | {} | {} | — | — | — | {} |",
+        ms(percentile(&submits, 0.5)),
+        ms(percentile(&submits, 0.99)),
+        a.petitions
+    );
+    let half = routed_rate / 2.0;
+    let (submits, lags) = paced_node(a.petitions, half, true).await;
+    println!(
+        "| half of the routed rate above, intake and routing | {half:.0} | {} | {} | {} | {} | {} | {} |",
+        ms(percentile(&submits, 0.5)),
+        ms(percentile(&submits, 0.99)),
+        ms(percentile(&lags, 0.5)),
+        ms(percentile(&lags, 0.99)),
+        ms(*lags.last().expect("routed")),
+        a.petitions
+    );
+    println!();
+    println!("Replicas (fsync always; each row on fresh nats-servers, its raw baseline measured first):");
+    println!();
+    println!("| processes | raw JetStream acked publishes/s | intake petitions/s ({} clients spread over them) | intake / raw | routing alone on a backlog, cases/s | routing / raw |", a.concurrency);
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for replicas in [1, 2, 4] {
+        let (raw, rate) = intake_replicas(a.petitions, a.concurrency, replicas, event_size).await;
+        let routing = routing_backlog(true, a.petitions, a.concurrency, replicas).await;
+        println!(
+            "| {replicas} | {raw:.0} | {rate:.0} | {:.0} % | {routing:.0} | {:.0} % |",
+            100.0 * rate / raw,
+            100.0 * routing / raw
+        );
     }
     println!();
     println!("raw sled inserts/s (64 B values, one flush): {:.0}", raw_sled(200_000));
