@@ -128,15 +128,23 @@ pub async fn run_reporting<H, F>(
         match consume(&js, &spec, &mut position, &metrics, &shutdown, &caught_up, &mut handler).await {
             Ok(()) => return,
             Err(e) => {
-                attempt += 1;
-                let wait = backoff(attempt.min(6).into());
-                tracing::warn!(consumer = %spec.durable, error = %e, ?wait, "consumer interrupted; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
+                if !pause_after(&spec, &shutdown, &mut attempt, &e).await {
+                    return;
                 }
             }
         }
+    }
+}
+
+/// Waits before reopening an interrupted consumer, longer after each attempt; `false` when
+/// shut down meanwhile.
+async fn pause_after(spec: &Spec, shutdown: &CancellationToken, attempt: &mut u32, error: &str) -> bool {
+    *attempt += 1;
+    let wait = backoff((*attempt).min(6).into());
+    tracing::warn!(consumer = %spec.durable, error, ?wait, "consumer interrupted; retrying");
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
     }
 }
 
@@ -228,12 +236,8 @@ pub async fn run_in_lanes<H, F>(
         match consume_in_lanes(&js, &spec, &metrics, &shutdown, lanes.max(1), &handler).await {
             Ok(()) => return,
             Err(e) => {
-                attempt += 1;
-                let wait = backoff(attempt.min(6).into());
-                tracing::warn!(consumer = %spec.durable, error = %e, ?wait, "consumer interrupted; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
+                if !pause_after(&spec, &shutdown, &mut attempt, &e).await {
+                    return;
                 }
             }
         }

@@ -319,17 +319,7 @@ impl Ledger {
         let filter = subjects::case_filter(&self.node, case);
         let request = serde_json::json!({ "multi_last": [filter], "batch": DIRECT_BATCH });
         let mut out = Vec::new();
-        direct_batch(&self.js, &self.stream, request, |msg| {
-            let Some(seq) = header_u64(msg, "Nats-Sequence") else {
-                return Err(ReadError("a direct get answer without its sequence".into()));
-            };
-            match Envelope::from_slice(&msg.payload) {
-                Ok(event) => out.push(Stored { seq, event }),
-                Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry"),
-            }
-            Ok(())
-        })
-        .await?;
+        direct_batch(&self.js, &self.stream, request, |msg| push_stored(msg, &mut out).map(|_| ())).await?;
         out.sort_by_key(|s| s.seq);
         Ok(out)
     }
@@ -460,14 +450,7 @@ pub async fn read_direct(js: &Context, name: &str, filter: &str) -> Result<Vec<S
     loop {
         let request = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": ask });
         let remaining = direct_batch(js, name, request, |msg| {
-            let Some(seq) = header_u64(msg, "Nats-Sequence") else {
-                return Err(ReadError("a direct get answer without its sequence".into()));
-            };
-            from = seq + 1;
-            match Envelope::from_slice(&msg.payload) {
-                Ok(event) => out.push(Stored { seq, event }),
-                Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry"),
-            }
+            from = push_stored(msg, &mut out)? + 1;
             Ok(())
         })
         .await?;
@@ -492,6 +475,19 @@ pub async fn last_by_subject(js: &Context, name: &str, filter: &str) -> Result<V
     })
     .await?;
     Ok(out)
+}
+
+/// Adds a direct get's answer to `out` as a stored event (an unreadable one is skipped with a
+/// warning); returns its stream sequence.
+fn push_stored(msg: &async_nats::Message, out: &mut Vec<Stored>) -> Result<u64, ReadError> {
+    let Some(seq) = header_u64(msg, "Nats-Sequence") else {
+        return Err(ReadError("a direct get answer without its sequence".into()));
+    };
+    match Envelope::from_slice(&msg.payload) {
+        Ok(event) => out.push(Stored { seq, event }),
+        Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry"),
+    }
+    Ok(seq)
 }
 
 fn header_u64(msg: &async_nats::Message, name: &str) -> Option<u64> {

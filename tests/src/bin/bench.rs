@@ -74,10 +74,7 @@ async fn intake_http(base: &str, n: usize, c: usize) -> (f64, Vec<Duration>) {
 /// [`intake_http`] with the clients spread over several intake processes.
 async fn intake_http_on(bases: &[String], n: usize, c: usize) -> (f64, Vec<Duration>) {
     let client = xinfang_tests::staff_http(Duration::from_secs(30));
-    // 1000 different petitioners, as at a real bureau (a petitioner's earlier cases are
-    // looked up for repeats at every submission)
-    let bodies: Arc<Vec<Vec<u8>>> =
-        Arc::new((0..1000).map(|i| serde_json::to_vec(&petition_by(i)).expect("json")).collect());
+    let bodies = bodies();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let workers = (0..c).map(|w| {
@@ -90,13 +87,7 @@ async fn intake_http_on(bases: &[String], n: usize, c: usize) -> (f64, Vec<Durat
                 if i >= n {
                     break;
                 }
-                let body = bodies[i % bodies.len()].clone();
-                let t = Instant::now();
-                let r =
-                    client.post(&url).header("content-type", "application/json").body(body).send().await.expect("send");
-                assert_eq!(r.status().as_u16(), 201, "submit failed");
-                let _: Value = r.json().await.expect("json");
-                lat.push(t.elapsed());
+                lat.push(submit(&client, &url, bodies[i % bodies.len()].clone()).await);
             }
             lat
         })
@@ -105,6 +96,21 @@ async fn intake_http_on(bases: &[String], n: usize, c: usize) -> (f64, Vec<Durat
     let rate = n as f64 / started.elapsed().as_secs_f64();
     all.sort();
     (rate, all)
+}
+
+/// The bodies submitted: 1000 different petitioners, as at a real bureau (a petitioner's
+/// earlier cases are looked up for repeats at every submission).
+fn bodies() -> Arc<Vec<Vec<u8>>> {
+    Arc::new((0..1000).map(|i| serde_json::to_vec(&petition_by(i)).expect("json")).collect())
+}
+
+/// One submission, request sent → receipt parsed.
+async fn submit(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Duration {
+    let t = Instant::now();
+    let r = client.post(url).header("content-type", "application/json").body(body).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 201, "submit failed");
+    let _: Value = r.json().await.expect("json");
+    t.elapsed()
 }
 
 /// Intake and routing as processes: `n` petitions submitted by `c` clients; cases per second
@@ -131,7 +137,7 @@ async fn routed_end_to_end(nats: &NatsServer, n: usize, c: usize) -> f64 {
 /// outage, and routing's own rate without intake beside it).
 /// On a fresh nats-server (fsync always when `sync_always`), with `replicas` routing processes
 /// sharing the work.
-async fn routing_backlog(sync_always: bool, n: usize, c: usize, replicas: usize) -> f64 {
+async fn routing_backlog(sync_always: bool, n: usize, c: usize, processes: usize) -> f64 {
     let nats = &NatsServer::start(sync_always);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("node.toml");
@@ -140,12 +146,8 @@ async fn routing_backlog(sync_always: bool, n: usize, c: usize, replicas: usize)
     let _ = intake_http(&intake.http, n, c).await;
     drop(intake);
     let started = Instant::now();
-    let dirs: Vec<_> = (0..replicas).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let routing: Vec<ServiceProcess> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| ServiceProcess::start_replica("routing", &config, &nats.url, d.path(), &format!("{}", i + 1)))
-        .collect();
+    let dirs: Vec<_> = (0..processes).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let routing = replicas("routing", &config, nats, &dirs);
     while count_of(nats, "XF_CASES_320211", "xf.320211.case.*.routed").await < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -200,28 +202,33 @@ async fn history_reads(nats: &NatsServer, cases: usize) -> (f64, f64, f64, f64) 
     (raw, consumer, direct, events as f64 / ids.len() as f64)
 }
 
-/// `replicas` intake processes on one node (each its own store and `store.replica`), the
-/// clients spread over them; returns the processes (the first is the usual one).
-fn intakes(config: &std::path::Path, nats: &NatsServer, dirs: &[tempfile::TempDir]) -> Vec<ServiceProcess> {
+/// One process of service `name` per directory in `dirs`, on one node: the first as usual,
+/// the others as replicas `2`, `3` … (`store.replica`), each with its own store.
+fn replicas(
+    name: &str,
+    config: &std::path::Path,
+    nats: &NatsServer,
+    dirs: &[tempfile::TempDir],
+) -> Vec<ServiceProcess> {
     dirs.iter()
         .enumerate()
         .map(|(i, d)| {
             let replica = if i == 0 { String::new() } else { format!("{}", i + 1) };
-            ServiceProcess::start_replica("intake", config, &nats.url, d.path(), &replica)
+            ServiceProcess::start_replica(name, config, &nats.url, d.path(), &replica)
         })
         .collect()
 }
 
-/// Intake as `replicas` processes on a fresh nats-server (fsync always), with its own raw
+/// Intake as `processes` processes on a fresh nats-server (fsync always), with its own raw
 /// baseline first: (raw publishes/s, petitions/s).
-async fn intake_replicas(n: usize, c: usize, replicas: usize, event_size: usize) -> (f64, f64) {
+async fn intake_replicas(n: usize, c: usize, processes: usize, event_size: usize) -> (f64, f64) {
     let nats = NatsServer::start(true);
     let raw = raw_publish(&nats, n, event_size, c).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("node.toml");
     std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
-    let dirs: Vec<_> = (0..replicas).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let processes = intakes(&config, &nats, &dirs);
+    let dirs: Vec<_> = (0..processes).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let processes = replicas("intake", &config, &nats, &dirs);
     let bases: Vec<String> = processes.iter().map(|p| p.http.clone()).collect();
     let _ = intake_http_on(&bases, 200, c).await;
     let (rate, _) = intake_http_on(&bases, n, c).await;
@@ -233,21 +240,14 @@ async fn intake_replicas(n: usize, c: usize, replicas: usize, event_size: usize)
 async fn paced(base: &str, n: usize, rate: f64) -> Vec<Duration> {
     let client = xinfang_tests::staff_http(Duration::from_secs(30));
     let url = format!("{base}/v1/petitions");
-    let bodies: Arc<Vec<Vec<u8>>> =
-        Arc::new((0..1000).map(|i| serde_json::to_vec(&petition_by(i)).expect("json")).collect());
+    let bodies = bodies();
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         ticks.tick().await;
         let (client, url, body) = (client.clone(), url.clone(), bodies[i % bodies.len()].clone());
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let r = client.post(&url).header("content-type", "application/json").body(body).send().await.expect("send");
-            assert_eq!(r.status().as_u16(), 201, "submit failed");
-            let _: Value = r.json().await.expect("json");
-            t.elapsed()
-        }));
+        tasks.push(tokio::spawn(async move { submit(&client, &url, body).await }));
     }
     let mut all: Vec<Duration> = join_all(tasks).await.into_iter().map(|r| r.expect("task")).collect();
     all.sort();
