@@ -159,7 +159,7 @@ pub enum Satisfaction {
 }
 
 /// A step with a timer (DOMAIN.md "Deadlines").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     Route,
@@ -179,6 +179,32 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, in declaration order. A step's position here is its one-byte code in stores
+    /// ([`Step::code`]): new steps go at the end.
+    pub const ALL: [Step; 11] = [
+        Self::Route,
+        Self::Objection,
+        Self::Acceptance,
+        Self::Handling,
+        Self::ReviewWindow,
+        Self::Review,
+        Self::RereviewWindow,
+        Self::Rereview,
+        Self::Supervision,
+        Self::Directive,
+        Self::Reception,
+    ];
+
+    /// Its one-byte code in stores: its position in [`Step::ALL`].
+    pub fn code(self) -> u8 {
+        Self::ALL.iter().position(|s| *s == self).expect("every step is in Step::ALL") as u8
+    }
+
+    /// The step with that code.
+    pub fn from_code(code: u8) -> Option<Step> {
+        Self::ALL.get(code as usize).copied()
+    }
+
     /// Whether the node's petition bureau owes the step itself (a reception's record), not the
     /// organ the case is with: its reminders go to the bureau.
     pub fn owed_by_bureau(self) -> bool {

@@ -172,35 +172,27 @@ async fn a_new_years_schedule_is_loaded_without_a_restart_and_moves_provisional_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_firing_cut_short_by_a_crash_is_not_repeated_past_the_duplicate_window() {
     use xinfang_deadlines::metrics::Metrics;
-    use xinfang_deadlines::timers::{arm_into, Armed, FiringMark, Timers, FIRING_MARK};
+    use xinfang_deadlines::timers::{Armed, FiringMark, Timers, FIRING_MARK};
     use xinfang_shared::calendar::Calendar;
     use xinfang_shared::dues::Policy;
     use xinfang_shared::event::Step;
     use xinfang_shared::ids::{CaseId, NodeCode};
     use xinfang_shared::ledger::Ledger;
-    use xinfang_shared::projection::{Batch, Projection};
 
     let nats = xinfang_tests::NatsServer::start(false);
     let js = nats.jetstream().await;
     let ledger = Ledger::open(js.clone(), NodeCode::parse("320211").unwrap()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let projection = Projection::open(dir.path(), "timers").unwrap();
+    let (projection, _) = xinfang_deadlines::timers::open_store(dir.path()).unwrap();
     let metrics = Metrics::register(&prometheus::Registry::new(), &[]);
     let timers = Timers::new(ledger.clone(), projection.clone(), Calendar::shipped(), Policy::default(), metrics);
     let now = xinfang_shared::time::now_cst();
     let due = now - chrono::Duration::seconds(2);
     let (a, b) = (CaseId::parse("320211-20261127-000001").unwrap(), CaseId::parse("320211-20261127-000002").unwrap());
     let arm = |case: CaseId, seq: u64| {
-        let projection = projection.clone();
+        let timers = &timers;
         async move {
-            let mut batch = Batch::default();
-            arm_into(
-                &mut batch,
-                &case,
-                Step::Acceptance,
-                &Armed { due_at: due, warn_at: due, provisional: false, organ: None },
-            );
-            projection.apply(seq, batch).await.unwrap();
+            timers.arm_step(seq, &case, Step::Acceptance, &Armed::new(due, due, false, None)).await.unwrap();
         }
     };
     let breaches = |case: CaseId| {
@@ -222,12 +214,18 @@ async fn a_firing_cut_short_by_a_crash_is_not_repeated_past_the_duplicate_window
     arm(b.clone(), 3).await;
     let mark = FiringMark {
         began_ms: chrono::Utc::now().timestamp_millis() - 2 * 3_600_000,
-        limit: format!("t/{:016x}0", now.timestamp_millis()),
+        upto_ns: now.timestamp_nanos_opt().unwrap(),
     };
     projection.tree().insert(FIRING_MARK, serde_json::to_vec(&mark).unwrap()).unwrap();
 
     assert_eq!(timers.fire_due(now).await.unwrap(), 2);
     assert_eq!((breaches(a).await, breaches(b).await), (1, 1), "a not repeated, b fired");
     assert!(projection.tree().get(FIRING_MARK).unwrap().is_none());
-    assert_eq!(projection.tree().scan_prefix(b"t/").count(), 0, "both forgotten");
+    assert_eq!(timers.next_due(), None, "both marked fired");
+    assert_eq!(timers.fire_due(now + chrono::Duration::seconds(1)).await.unwrap(), 0, "and not fired again");
+    // a restart reads the same from the store
+    let metrics = Metrics::register(&prometheus::Registry::new(), &[]);
+    let restarted = Timers::new(ledger.clone(), projection.clone(), Calendar::shipped(), Policy::default(), metrics);
+    restarted.load();
+    assert_eq!(restarted.next_due(), None, "nothing left to fire after a restart");
 }

@@ -5,7 +5,7 @@
 //! put it in the ledger twice; timers that came due while the service was down fire at start.
 //!
 //! # Layout
-//! - [`timers`]: the sled layout and the arm / fire operations.
+//! - [`timers`]: the store's layout, the due index and the arm / fire operations.
 //! - [`rebuild`]: a new or lost store rebuilt from the ledger in one sequential read.
 //! - [`render`]: the wire form of warnings and breaches, written directly (the burst's path).
 //! - [`metrics`].
@@ -25,7 +25,6 @@ use xinfang_shared::consumer::{self, ConsumerMetrics, Spec};
 use xinfang_shared::dues::Policy;
 use xinfang_shared::ledger::Ledger;
 use xinfang_shared::ops::{self, Readiness};
-use xinfang_shared::projection::Projection;
 use xinfang_shared::{runtime, subjects, CancellationToken};
 
 use crate::metrics::Metrics;
@@ -146,11 +145,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         settings.organs.iter().filter(|o| o.node == node.as_str()).map(|o| o.id.to_string()).collect();
     let metrics = Metrics::register(&registry, &organs);
     let consumer_metrics = ConsumerMetrics::register(&registry, "deadlines");
-    let projection = Projection::open(&settings.store.path, "timers")
+    let (projection, emptied) = timers::open_store(&settings.store.path)
         .map_err(|e| format!("store.path {}: {e}", settings.store.path.display()))?;
+    if emptied {
+        tracing::info!("timer store of an older layout emptied; rebuilding it from the ledger");
+    }
     let calendar = settings.calendar().map_err(|e| e.to_string())?;
     let timers = Arc::new(Timers::new(ledger.clone(), projection, calendar, Policy::from_settings(&settings), metrics));
-    timers.count_armed();
+    timers.load();
     let ready = Readiness::default();
     let (addr, ops_task) = ops::serve(&settings.metrics.listen, registry, ready.clone(), shutdown.clone()).await?;
     match rebuild::rebuild(&timers, TRIGGERS).await {

@@ -1,18 +1,31 @@
-//! The timers in sled, one tree (a [`Projection`], so its position in the ledger is stored
-//! with it):
-//! - `a/<case>/<step>` → [`Armed`]: the open step, its due and warning instants;
-//! - `t/<due ms, 16 hex>/<case>/<step>/<kind>` → [`Fire`]: what fires when, in due order.
-//! - `c/<count>/<organ>/<outcome>` → u64: the indicator counts
-//!   ([`xinfang_shared::indicators`]), written in the batch of the event that adds to them.
+//! The timers: one record per open step in sled, and an index of what fires next in memory.
+//!
+//! The store is one tree (a [`Projection`], so its position in the ledger is stored with it):
+//! - `a/<case>/<step code>` → [`Armed`] in 17 bytes and the organ: the open step, its due and
+//!   warning instants, and which of its warning and breach are already in the ledger;
+//! - `c/<count>/<organ>/<outcome>` → the indicator count and the ledger sequence it last
+//!   counted ([`xinfang_shared::indicators`]);
+//! - `m/firing` ([`FIRING_MARK`]) while a firing is under way, `m/format` the layout's version.
+//!
+//! One record per timer and no sled batch keep the store small (≈ 280 B per timer at
+//! 1,000,000, docs/benchmarks.md): an event's writes go one by one with its ledger position
+//! last ([`Projection::apply_in_order`]), and each replaces a whole record, so an event applied
+//! again after a crash converges.
+//!
+//! The due index ([`Due`], one entry per armed step: its warning, or its breach once the
+//! warning is out) is built from the records at start and kept with them; an entry whose record
+//! has changed is dropped when it comes due.
 //!
 //! Arming recomputes a case's open steps from its history on every event that can change them
 //! ([`xinfang_shared::dues::open_steps`]) and reconciles. Firing appends the events due in
 //! rounds of [`FIRE_ROUND`] (one run of ledger appends each), each with an id derived from
-//! (case, step, due, kind), then forgets them; while it does, [`FIRING_MARK`] says so. A new
-//! holiday calendar moves every provisional due and records the move as `due_recomputed`.
+//! (case, step, due, kind), then marks them fired in their records; while it does,
+//! [`FIRING_MARK`] says so. A new holiday calendar moves every provisional due and records the
+//! move as `due_recomputed`.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +36,7 @@ use xinfang_shared::event::{self, Actor, Envelope, EventData, Step};
 use xinfang_shared::ids::CaseId;
 use xinfang_shared::indicators::{self, Count, Observation, NO_ORGAN};
 use xinfang_shared::ledger::{duplicate_window, Expect, Ledger, Outgoing};
-use xinfang_shared::projection::{Batch, Projection, Tree};
+use xinfang_shared::projection::{write_in_order, Projection, StoreError, Write};
 use xinfang_shared::state::CaseState;
 use xinfang_shared::time::{to_cst, Instant};
 
@@ -31,18 +44,90 @@ use crate::metrics::Metrics;
 use crate::render::Renderer;
 
 /// An open step with a timer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Armed {
     pub due_at: Instant,
     pub warn_at: Instant,
     pub provisional: bool,
     /// The organ that had the case when the step was armed (metrics only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organ: Option<String>,
+    /// Whether its warning, and its breach, are in the ledger.
+    pub warned: bool,
+    pub breached: bool,
+}
+
+const PROVISIONAL: u8 = 1;
+const WARNED: u8 = 2;
+const BREACHED: u8 = 4;
+
+fn nanos(t: Instant) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+fn from_nanos(ns: i64) -> Instant {
+    to_cst(chrono::DateTime::from_timestamp_nanos(ns).fixed_offset())
+}
+
+impl Armed {
+    /// A step armed now: nothing of it in the ledger yet.
+    pub fn new(due_at: Instant, warn_at: Instant, provisional: bool, organ: Option<String>) -> Self {
+        Self { due_at, warn_at, provisional, organ, warned: false, breached: false }
+    }
+
+    /// Its record: due and warning instants (Unix nanoseconds, big-endian), a flags byte, the
+    /// organ's id.
+    pub fn encode(&self) -> Vec<u8> {
+        let organ = self.organ.as_deref().unwrap_or_default();
+        let mut v = Vec::with_capacity(17 + organ.len());
+        v.extend_from_slice(&nanos(self.due_at).to_be_bytes());
+        v.extend_from_slice(&nanos(self.warn_at).to_be_bytes());
+        let flags = [(self.provisional, PROVISIONAL), (self.warned, WARNED), (self.breached, BREACHED)];
+        v.push(flags.iter().filter(|(on, _)| *on).map(|(_, bit)| bit).sum());
+        v.extend_from_slice(organ.as_bytes());
+        v
+    }
+
+    /// Reads a record written by [`Armed::encode`].
+    pub fn decode(v: &[u8]) -> Option<Self> {
+        let due = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+        let warn = i64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+        let flags = *v.get(16)?;
+        let organ = std::str::from_utf8(&v[17..]).ok()?;
+        Some(Self {
+            due_at: from_nanos(due),
+            warn_at: from_nanos(warn),
+            provisional: flags & PROVISIONAL != 0,
+            organ: (!organ.is_empty()).then(|| organ.to_string()),
+            warned: flags & WARNED != 0,
+            breached: flags & BREACHED != 0,
+        })
+    }
+
+    /// What it fires next, and when: the warning when it comes before the due and is not out
+    /// yet, else the breach until it is out.
+    pub fn next(&self) -> Option<(Instant, Kind)> {
+        if !self.warned && self.warn_at < self.due_at {
+            Some((self.warn_at, Kind::Warned))
+        } else if !self.breached {
+            Some((self.due_at, Kind::Breached))
+        } else {
+            None
+        }
+    }
+
+    /// The same step with `kind` out.
+    fn with_fired(&self, kind: Kind) -> Self {
+        let mut armed = self.clone();
+        match kind {
+            Kind::Warned => armed.warned = true,
+            Kind::Breached => armed.breached = true,
+        }
+        armed
+    }
 }
 
 /// What fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Warned,
@@ -68,7 +153,7 @@ impl Kind {
 }
 
 /// A scheduled firing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Fire {
     pub case_id: CaseId,
     pub step: Step,
@@ -76,27 +161,50 @@ pub struct Fire {
     pub due_at: Instant,
     pub provisional: bool,
     /// As in [`Armed::organ`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organ: Option<String>,
 }
 
-fn parse_step(name: &str) -> Option<Step> {
-    serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
+impl Fire {
+    fn of(case_id: &CaseId, step: Step, kind: Kind, armed: &Armed) -> Self {
+        let (due_at, provisional, organ) = (armed.due_at, armed.provisional, armed.organ.clone());
+        Self { case_id: case_id.clone(), step, kind, due_at, provisional, organ }
+    }
+}
+
+/// An entry of the due index: a step's next firing. Ordered by instant, so the index is read
+/// from its start when timers come due. 32 bytes: a case id is 22.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    at: i64,
+    case: [u8; 22],
+    step: Step,
+    kind: Kind,
+}
+
+impl Due {
+    fn of(case: &CaseId, step: Step, armed: &Armed) -> Option<Self> {
+        let (at, kind) = armed.next()?;
+        Some(Self { at: nanos(at), case: case.as_str().as_bytes().try_into().ok()?, step, kind })
+    }
+
+    fn case_id(&self) -> Option<CaseId> {
+        CaseId::parse(std::str::from_utf8(&self.case).ok()?).ok()
+    }
 }
 
 /// Timers fired per round: read from the store together, appended as one run.
 pub const FIRE_ROUND: usize = 20_000;
 
-/// Fired timers held before they are forgotten, at most (bounds memory after long downtime).
+/// Fired timers held before they are marked fired, at most (bounds memory after long downtime).
 const FORGET_EVERY: usize = 200_000;
 
-/// Fired timers removed from the store per write, and the pause after each (a burst of
-/// 100,000 is forgotten in about 4 s, once all of it is in the ledger).
+/// Fired timers marked per run of writes, and the pause after each (a burst of 100,000 is
+/// marked in about 4 s, once all of it is in the ledger).
 const FORGET_CHUNK: usize = 1024;
 const FORGET_PAUSE: Duration = Duration::from_millis(40);
 
-/// Present in the store while fired timers may not yet be forgotten durably: from before the
-/// first append of a firing until its removals are flushed. A process that finds it more than
+/// Present in the store while fired timers may not yet be marked fired durably: from before
+/// the first append of a firing until its marks are flushed. A process that finds it more than
 /// [`recheck_after`] after the firing began cannot count on the ledger's duplicate window to
 /// drop a second append, so it looks each of those timers up in its case's events first.
 pub const FIRING_MARK: &[u8] = b"m/firing";
@@ -112,19 +220,56 @@ pub fn recheck_after() -> Duration {
 pub struct FiringMark {
     /// When the earliest unfinished firing began, Unix milliseconds (wall clock).
     pub began_ms: i64,
-    /// The end (exclusive) of the timer keys it covers.
-    pub limit: String,
+    /// The timers it covers: those due at or before this instant, Unix nanoseconds.
+    pub upto_ns: i64,
 }
 
-/// The indicator counts: `c/<count>/<organ>/<outcome>` → a big-endian u64.
+/// The layout's version: a store without it (or with another) is emptied at start and rebuilt
+/// from the ledger ([`upgrade`]).
+const FORMAT: &[u8] = b"m/format";
+const FORMAT_VERSION: &[u8] = b"2";
+
+/// sled's page cache for the timer store: the records a burst reads come due together and are
+/// read ahead ([`Timers::warm`]), so a small cache serves; the due index is in memory.
+const STORE_CACHE_BYTES: u64 = 16 << 20;
+
+/// Opens the timer store in the sled database at `path`, readied for this layout
+/// ([`upgrade`]); `true` with it when an older store was emptied.
+pub fn open_store(path: &std::path::Path) -> Result<(Projection, bool), StoreError> {
+    let projection = Projection::open_with_cache(path, "timers", STORE_CACHE_BYTES)?;
+    let emptied = upgrade(&projection)?;
+    Ok((projection, emptied))
+}
+
+/// Readies a store for this layout: one written by an older version (JSON values, a `t/` key
+/// per firing) is emptied, and the service then rebuilds it from the ledger. Returns whether it
+/// was.
+pub fn upgrade(projection: &Projection) -> Result<bool, StoreError> {
+    let tree = projection.tree();
+    if tree.get(FORMAT)?.as_deref() == Some(FORMAT_VERSION) {
+        return Ok(false);
+    }
+    let emptied = !tree.is_empty();
+    tree.clear()?;
+    tree.insert(FORMAT, FORMAT_VERSION)?;
+    Ok(emptied)
+}
+
+/// The indicator counts: `c/<count>/<organ>/<outcome>` → the count and the sequence of the
+/// event that last added to it (big-endian u64 each).
 const COUNTS: &[u8] = b"c/";
 
 fn count_key(o: &Observation) -> Vec<u8> {
     format!("c/{}/{}/{}", o.count.name(), o.organ, o.outcome).into_bytes()
 }
 
-fn decode_count(v: &[u8]) -> u64 {
-    <[u8; 8]>::try_from(v).map(u64::from_be_bytes).unwrap_or(0)
+fn decode_count(v: &[u8]) -> (u64, u64) {
+    let half = |r: std::ops::Range<usize>| v.get(r).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+    (half(0..8).unwrap_or(0), half(8..16).unwrap_or(0))
+}
+
+fn encode_count(n: u64, seq: u64) -> Vec<u8> {
+    [n.to_be_bytes(), seq.to_be_bytes()].concat()
 }
 
 fn labels(o: &Observation) -> Vec<&str> {
@@ -135,17 +280,23 @@ fn labels(o: &Observation) -> Vec<&str> {
     }
 }
 
-fn armed_key(case: &str, step: &str) -> Vec<u8> {
-    format!("a/{case}/{step}").into_bytes()
+const ARMED: &[u8] = b"a/";
+
+fn armed_key(case: &str, step: Step) -> Vec<u8> {
+    let mut key = Vec::with_capacity(case.len() + 4);
+    key.extend_from_slice(ARMED);
+    key.extend_from_slice(case.as_bytes());
+    key.push(b'/');
+    key.push(step.code());
+    key
 }
 
-fn fire_key(at: Instant, case: &str, step: &str, kind: Kind) -> Vec<u8> {
-    let ms = at.timestamp_millis().max(0) as u64;
-    let kind = match kind {
-        Kind::Warned => "w",
-        Kind::Breached => "b",
-    };
-    format!("t/{ms:016x}/{case}/{step}/{kind}").into_bytes()
+/// The case and step of an `a/` key.
+fn parse_armed_key(key: &[u8]) -> Option<(CaseId, Step)> {
+    let rest = key.strip_prefix(ARMED)?;
+    let (case, step) = rest.split_at_checked(rest.len().checked_sub(2)?)?;
+    let case = CaseId::parse(std::str::from_utf8(case).ok()?).ok()?;
+    Some((case, Step::from_code(*step.get(1)?)?))
 }
 
 /// The id of a firing: the same whoever fires it, however often.
@@ -153,29 +304,17 @@ pub fn firing_id(case: &str, step: &str, due: Instant, kind: &str) -> String {
     format!("{case}:{step}:{}:{kind}", due.timestamp())
 }
 
-/// Writes the timer of one open step into `batch`: the step and its breach, and its warning
-/// when that comes before the due.
-pub fn arm_into(batch: &mut Batch, case: &CaseId, step: Step, armed: &Armed) {
-    let name = step.name();
-    batch.insert(armed_key(case.as_str(), name), serde_json::to_vec(armed).expect("serializes"));
-    let fire = |kind| Fire {
-        case_id: case.clone(),
-        step,
-        kind,
-        due_at: armed.due_at,
-        provisional: armed.provisional,
-        organ: armed.organ.clone(),
-    };
-    if armed.warn_at < armed.due_at {
-        batch.insert(
-            fire_key(armed.warn_at, case.as_str(), name, Kind::Warned),
-            serde_json::to_vec(&fire(Kind::Warned)).expect("serializes"),
-        );
-    }
-    batch.insert(
-        fire_key(armed.due_at, case.as_str(), name, Kind::Breached),
-        serde_json::to_vec(&fire(Kind::Breached)).expect("serializes"),
-    );
+/// Stores the timer of one open step as a delivered ledger event at `seq` would (a bench or a
+/// test filling a store; the service arms through [`Timers::arm`]). `false`: `seq` was
+/// applied already.
+pub async fn arm_stored(
+    projection: &Projection,
+    seq: u64,
+    case: &CaseId,
+    step: Step,
+    armed: &Armed,
+) -> Result<bool, StoreError> {
+    projection.apply_in_order(seq, vec![(armed_key(case.as_str(), step), Some(armed.encode()))]).await
 }
 
 /// How many events a firing makes: one, and the case's closing when a petitioner lets the
@@ -198,19 +337,20 @@ fn missing(firing: Vec<Envelope>, have: &[Envelope]) -> Vec<Envelope> {
     firing.into_iter().filter(|e| !event::answered(have, &[&e.event_id])).collect()
 }
 
-/// Removes fired timers from the store, [`FORGET_CHUNK`] keys per write with a pause between:
-/// sled holds a fast run of removals in memory until its flusher catches up — about 100 MB
-/// more for a burst of 100,000 removed without pauses.
-async fn forget_all(tree: &Tree, keys: Vec<Vec<u8>>) -> Result<(), String> {
-    for chunk in keys.chunks(FORGET_CHUNK) {
-        let mut batch = Batch::default();
-        for key in chunk {
-            batch.remove(key.as_slice());
-        }
-        tree.apply_batch(batch).map_err(|e| e.to_string())?;
-        tokio::time::sleep(FORGET_PAUSE).await;
+/// A timer that came due, as read for firing: its index entry and its record.
+struct DueNow {
+    due: Due,
+    armed: Armed,
+}
+
+impl DueNow {
+    fn case_id(&self) -> CaseId {
+        self.due.case_id().expect("read_due keeps only entries with a case id")
     }
-    Ok(())
+
+    fn fire(&self) -> Fire {
+        Fire::of(&self.case_id(), self.due.step, self.due.kind, &self.armed)
+    }
 }
 
 /// What a reconcile is the effect of.
@@ -231,17 +371,39 @@ pub struct Timers {
     calendar: RwLock<Arc<Calendar>>,
     pub policy: Policy,
     pub metrics: Metrics,
+    /// What fires next, by instant ([`Due`]).
+    index: Mutex<BTreeSet<Due>>,
 }
 
 impl Timers {
-    /// The timers of `projection`, armed by `calendar` and `policy`.
+    /// The timers of `projection`, armed by `calendar` and `policy`. The due index starts empty:
+    /// [`Timers::load`] reads it from the store.
     pub fn new(ledger: Ledger, projection: Projection, calendar: Calendar, policy: Policy, metrics: Metrics) -> Self {
-        Self { ledger, projection, calendar: RwLock::new(Arc::new(calendar)), policy, metrics }
+        Self {
+            ledger,
+            projection,
+            calendar: RwLock::new(Arc::new(calendar)),
+            policy,
+            metrics,
+            index: Mutex::new(BTreeSet::new()),
+        }
     }
 
     /// The holiday calendar in force.
     pub fn calendar(&self) -> Arc<Calendar> {
         self.calendar.read().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, BTreeSet<Due>> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every armed step in the store, with its case and step.
+    fn armed_steps(&self) -> impl Iterator<Item = (CaseId, Step, Armed)> + '_ {
+        self.projection.tree().scan_prefix(ARMED).flatten().filter_map(|(key, value)| {
+            let (case, step) = parse_armed_key(&key)?;
+            Some((case, step, Armed::decode(&value)?))
+        })
     }
 
     /// Puts a new holiday calendar in force and recomputes every provisional timer with it;
@@ -253,14 +415,9 @@ impl Timers {
             Err(e) => *e.into_inner() = Arc::new(calendar),
         }
         let mut cases: Vec<CaseId> = Vec::new();
-        for item in self.projection.tree().scan_prefix(b"a/").flatten() {
-            if serde_json::from_slice::<Armed>(&item.1).is_ok_and(|a| a.provisional) {
-                let key = String::from_utf8_lossy(&item.0).to_string();
-                if let Some(case) = key.split('/').nth(1).and_then(|c| CaseId::parse(c).ok()) {
-                    if cases.last() != Some(&case) {
-                        cases.push(case);
-                    }
-                }
+        for (case, _, armed) in self.armed_steps() {
+            if armed.provisional && cases.last() != Some(&case) {
+                cases.push(case);
             }
         }
         for case in &cases {
@@ -270,16 +427,20 @@ impl Timers {
         Ok(cases.len())
     }
 
-    /// Sets the armed-timer gauges from the store (at start).
-    pub fn count_armed(&self) {
-        for item in self.projection.tree().scan_prefix(b"a/").flatten() {
-            let key = String::from_utf8_lossy(&item.0).to_string();
-            let step = key.rsplit('/').next().unwrap_or_default().to_string();
-            self.metrics.armed.with_label_values(&[&step]).inc();
-            if serde_json::from_slice::<Armed>(&item.1).is_ok_and(|a| a.provisional) {
-                self.metrics.provisional.with_label_values(&[&step]).inc();
+    /// Reads the store at start: the due index, and the armed-timer gauges.
+    pub fn load(&self) {
+        let mut entries = Vec::new();
+        for (case, step, armed) in self.armed_steps() {
+            self.metrics.armed.with_label_values(&[step.name()]).inc();
+            if armed.provisional {
+                self.metrics.provisional.with_label_values(&[step.name()]).inc();
             }
+            entries.extend(Due::of(&case, step, &armed));
         }
+        // built from sorted entries its nodes are full: about 35 bytes an entry, where one built
+        // by inserting in case order takes about 50
+        entries.sort_unstable();
+        *self.index() = BTreeSet::from_iter(entries);
     }
 
     /// Reconciles a case's timers with its open steps after a ledger event.
@@ -295,6 +456,13 @@ impl Timers {
             Ok(()) => Outcome::Done,
             Err(e) => Outcome::Retry(e),
         }
+    }
+
+    /// Arms one step as a delivered ledger event at `seq` would, store and index (tests).
+    pub async fn arm_step(&self, seq: u64, case: &CaseId, step: Step, armed: &Armed) -> Result<(), String> {
+        arm_stored(&self.projection, seq, case, step, armed).await.map_err(|e| e.to_string())?;
+        self.index().extend(Due::of(case, step, armed));
+        Ok(())
     }
 
     /// Replays a case's whole history (`all`, oldest first) into a store being rebuilt: each
@@ -313,9 +481,9 @@ impl Timers {
     /// delivered event, the store records its stream sequence as applied (a replay is
     /// skipped); for a new calendar, dues that move are recorded in the ledger as
     /// `due_recomputed`; a rebuild only writes the store.
-    /// A warning or breach already in the case's ledger (`all`, later events included) is not
-    /// armed again: a store rebuilt from the ledger must not fire twice what fired before it
-    /// was lost, whatever the duplicate window.
+    /// A warning or breach already in the case's ledger (`all`, later events included) is
+    /// recorded as out, not armed again: a store rebuilt from the ledger must not fire twice
+    /// what fired before it was lost, whatever the duplicate window.
     async fn reconcile(
         &self,
         case: &CaseId,
@@ -328,103 +496,98 @@ impl Timers {
         let calendar = self.calendar();
         let want = open_steps(events, &state, &self.policy, &calendar);
         let tree = self.projection.tree();
-        let mut batch = Batch::default();
+        let mut writes: Vec<Write> = Vec::new();
+        let (mut unindexed, mut indexed) = (Vec::new(), Vec::new());
         let mut moved = Vec::new();
+        let mut prefix = ARMED.to_vec();
+        prefix.extend_from_slice(case.as_str().as_bytes());
+        prefix.push(b'/');
         // steps that closed or moved: forget them; one that completed after its due and whose
         // breach has not fired yet still gets its breach
-        for item in tree.scan_prefix(format!("a/{case}/").as_bytes()).flatten() {
-            let key = String::from_utf8_lossy(&item.0).to_string();
-            let step = key.rsplit('/').next().unwrap_or_default().to_string();
-            let Ok(armed) = serde_json::from_slice::<Armed>(&item.1) else { continue };
-            let same = want.get(step.as_str()).is_some_and(|(_, due)| due.at == armed.due_at);
-            if same {
+        for item in tree.scan_prefix(&prefix).flatten() {
+            let (Some((_, step)), Some(armed)) = (parse_armed_key(&item.0), Armed::decode(&item.1)) else { continue };
+            let wanted = want.get(step.name());
+            if wanted.is_some_and(|(_, due)| due.at == armed.due_at) {
+                // as it is: its next firing is in the index (again, after an event applied twice)
+                indexed.extend(Due::of(case, step, &armed));
                 continue;
             }
-            if let (Some((_, due)), Cause::Calendar, true) = (want.get(step.as_str()), cause, armed.provisional) {
-                moved.push((step.clone(), armed.due_at, *due));
+            if let (Some((_, due)), Cause::Calendar, true) = (wanted, cause, armed.provisional) {
+                moved.push((step, armed.due_at, *due));
             }
-            if !want.contains_key(step.as_str()) && armed.due_at < at {
-                let breach_pending =
-                    tree.contains_key(fire_key(armed.due_at, case.as_str(), &step, Kind::Breached)).unwrap_or(false);
-                if let (true, Some(s)) = (breach_pending, parse_step(&step)) {
-                    let fire = Fire {
-                        case_id: case.clone(),
-                        step: s,
-                        kind: Kind::Breached,
-                        due_at: armed.due_at,
-                        provisional: armed.provisional,
-                        organ: armed.organ.clone(),
-                    };
-                    self.append_fire(&fire, at, false).await?;
-                }
+            if wanted.is_none() && armed.due_at < at && !armed.breached {
+                self.append_fire(&Fire::of(case, step, Kind::Breached, &armed), at, false).await?;
             }
-            batch.remove(item.0.clone());
-            batch.remove(fire_key(armed.warn_at, case.as_str(), &step, Kind::Warned));
-            batch.remove(fire_key(armed.due_at, case.as_str(), &step, Kind::Breached));
-            self.metrics.armed.with_label_values(&[&step]).dec();
+            writes.push((item.0.to_vec(), None));
+            unindexed.extend(Due::of(case, step, &armed));
+            self.metrics.armed.with_label_values(&[step.name()]).dec();
             if armed.provisional {
-                self.metrics.provisional.with_label_values(&[&step]).dec();
+                self.metrics.provisional.with_label_values(&[step.name()]).dec();
             }
         }
-        for (step, (start, due)) in &want {
+        for (name, (start, due)) in &want {
+            let Some(step) = Step::ALL.into_iter().find(|s| s.name() == *name) else { continue };
             let key = armed_key(case.as_str(), step);
-            let current = tree.get(&key).ok().flatten().and_then(|v| serde_json::from_slice::<Armed>(&v).ok());
+            let current = tree.get(&key).ok().flatten().and_then(|v| Armed::decode(&v));
             if current.is_some_and(|a| a.due_at == due.at) {
                 continue;
             }
-            let Some(s) = parse_step(step) else { continue };
-            let armed = Armed {
-                due_at: due.at,
-                warn_at: warn_at(*start, due.at),
-                provisional: due.provisional,
-                organ: state.organ.as_ref().map(|o| o.to_string()),
-            };
-            arm_into(&mut batch, case, s, &armed);
-            for kind in [Kind::Warned, Kind::Breached] {
-                if fired(all, case, s, armed.due_at, kind) {
-                    let at = if kind == Kind::Warned { armed.warn_at } else { armed.due_at };
-                    batch.remove(fire_key(at, case.as_str(), step, kind));
-                }
-            }
-            self.metrics.armed.with_label_values(&[step]).inc();
+            let mut armed = Armed::new(
+                due.at,
+                warn_at(*start, due.at),
+                due.provisional,
+                state.organ.as_ref().map(|o| o.to_string()),
+            );
+            armed.warned = fired(all, case, step, armed.due_at, Kind::Warned);
+            armed.breached = fired(all, case, step, armed.due_at, Kind::Breached);
+            writes.push((key, Some(armed.encode())));
+            indexed.extend(Due::of(case, step, &armed));
+            self.metrics.armed.with_label_values(&[name]).inc();
             if armed.provisional {
-                self.metrics.provisional.with_label_values(&[step]).inc();
+                self.metrics.provisional.with_label_values(&[name]).inc();
             }
         }
         for (step, from, to) in moved {
-            let Some(s) = parse_step(&step) else { continue };
-            let id = format!("{case}:{step}:{}:recomputed:{}", from.timestamp(), to.at.timestamp());
+            let id = format!("{case}:{}:{}:recomputed:{}", step.name(), from.timestamp(), to.at.timestamp());
             let data =
-                EventData::DueRecomputed { step: s, previous_due_at: from, due_at: to.at, provisional: to.provisional };
-            let fire = Fire {
-                case_id: case.clone(),
-                step: s,
-                kind: Kind::Breached,
-                due_at: to.at,
-                provisional: to.provisional,
-                organ: state.organ.as_ref().map(|o| o.to_string()),
-            };
-            self.append(&fire, &id, data, at).await?;
-            self.metrics.recomputed.with_label_values(&[&step]).inc();
+                EventData::DueRecomputed { step, previous_due_at: from, due_at: to.at, provisional: to.provisional };
+            let armed = Armed::new(to.at, to.at, to.provisional, state.organ.as_ref().map(|o| o.to_string()));
+            self.append(&Fire::of(case, step, Kind::Breached, &armed), &id, data, at).await?;
+            self.metrics.recomputed.with_label_values(&[step.name()]).inc();
         }
-        // the indicators: what the event adds, written with its position
+        // the indicators: what the event adds, written with its position; a count that already
+        // holds this event (applied before a crash, its position not) is not added to again
         let observed = match (cause, events.split_last()) {
             (Cause::Event(_) | Cause::Rebuild, Some((event, before))) => {
                 indicators::observe(before, event, &self.policy, &calendar)
             }
             _ => None,
         };
-        if let Some(o) = &observed {
-            let key = count_key(o);
-            let n = tree.get(&key).map_err(|e| e.to_string())?.map_or(0, |v| decode_count(&v));
-            batch.insert(key, &(n + 1).to_be_bytes());
+        let mut counted = None;
+        if let Some(o) = observed {
+            let key = count_key(&o);
+            let (n, last) = tree.get(&key).map_err(|e| e.to_string())?.map_or((0, 0), |v| decode_count(&v));
+            let seq = if let Cause::Event(seq) = cause { seq } else { 0 };
+            if seq == 0 || seq > last {
+                writes.push((key, Some(encode_count(n + 1, seq))));
+                counted = Some(o);
+            }
         }
         let applied = match cause {
-            Cause::Event(seq) => self.projection.apply(seq, batch).await.map_err(|e| e.to_string())?,
-            Cause::Calendar | Cause::Rebuild => tree.apply_batch(batch).map(|_| true).map_err(|e| e.to_string())?,
+            Cause::Event(seq) => self.projection.apply_in_order(seq, writes).await.map_err(|e| e.to_string())?,
+            Cause::Calendar | Cause::Rebuild => {
+                write_in_order(tree, writes).map(|_| true).map_err(|e| e.to_string())?
+            }
         };
+        if applied {
+            let mut index = self.index();
+            for due in unindexed {
+                index.remove(&due);
+            }
+            index.extend(indexed);
+        }
         // a rebuild's counts are exported once it is done ([`Self::export_counts`])
-        if let (true, Cause::Event(_), Some(o)) = (applied, cause, &observed) {
+        if let (true, Cause::Event(_), Some(o)) = (applied, cause, &counted) {
             self.metrics.count(o.count).with_label_values(&labels(o)).inc();
         }
         Ok(())
@@ -445,67 +608,130 @@ impl Timers {
             } else {
                 counter.with_label_values(&[outcome])
             };
-            counter.inc_by(decode_count(&item.1).saturating_sub(counter.get()));
+            counter.inc_by(decode_count(&item.1).0.saturating_sub(counter.get()));
         }
     }
 
     /// Forgets every indicator count (a rebuild starts from none).
     pub fn clear_counts(&self) -> Result<(), String> {
-        let mut batch = Batch::default();
-        for item in self.projection.tree().scan_prefix(COUNTS).flatten() {
-            batch.remove(item.0);
+        let tree = self.projection.tree();
+        for item in tree.scan_prefix(COUNTS).flatten() {
+            tree.remove(item.0).map_err(|e| e.to_string())?;
         }
-        self.projection.tree().apply_batch(batch).map_err(|e| e.to_string())
+        Ok(())
     }
 
     /// Open steps past their due at `now`, by step and organ, from the store.
     pub fn overdue(&self, now: Instant) -> BTreeMap<(String, String), i64> {
         let mut by = BTreeMap::new();
-        for item in self.projection.tree().scan_prefix(b"a/").flatten() {
-            let Ok(armed) = serde_json::from_slice::<Armed>(&item.1) else { continue };
+        for (_, step, armed) in self.armed_steps() {
             if armed.due_at < now {
-                let key = String::from_utf8_lossy(&item.0).to_string();
-                let step = key.rsplit('/').next().unwrap_or_default().to_string();
-                *by.entry((step, armed.organ.unwrap_or_else(|| NO_ORGAN.to_string()))).or_insert(0) += 1;
+                let organ = armed.organ.unwrap_or_else(|| NO_ORGAN.to_string());
+                *by.entry((step.name().to_string(), organ)).or_insert(0) += 1;
             }
         }
         by
     }
 
-    /// Fires every timer due at or before `now`, oldest first, in rounds of [`FIRE_ROUND`]:
-    /// each round's events go to the ledger as one run of appends
-    /// ([`Ledger::append_rendered_with`]), and a timer is forgotten only once its events are in the
-    /// ledger — after the whole burst is out, so the store's writes do not slow the firing.
-    pub async fn fire_due(&self, now: Instant) -> Result<usize, String> {
-        let limit = format!("t/{:016x}0", now.timestamp_millis().max(0) as u64).into_bytes();
+    /// The index entries due at or before `upto` (nanoseconds) after `after`, at most `max`.
+    fn due_entries(&self, after: Option<Due>, upto: i64, max: usize) -> Vec<Due> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let index = self.index();
+        index.range((from, Bound::Unbounded)).take_while(|d| d.at <= upto).take(max).copied().collect()
+    }
+
+    /// Each entry's record as it stands, when its next firing is still the entry's; an entry
+    /// whose record has changed or gone is dropped from the index.
+    fn read_due(&self, entries: Vec<Due>) -> Result<Vec<DueNow>, String> {
         let tree = self.projection.tree();
-        let mut fired = self.refire_checked(now, &limit).await?;
-        let mut marked = false;
-        let mut from = b"t/".to_vec();
-        // keys are copied out of sled: its keys share their node's buffer, and holding a burst's
-        // worth would keep every node they came from in memory
-        let mut forget: Vec<Vec<u8>> = Vec::new();
-        let outcome = loop {
-            let mut due = Vec::with_capacity(FIRE_ROUND);
-            for item in tree.range(from.clone()..limit.clone()).take(FIRE_ROUND) {
-                let (key, value) = item.map_err(|e| e.to_string())?;
-                match serde_json::from_slice::<Fire>(&value) {
-                    Ok(fire) => due.push((key.to_vec(), fire)),
-                    Err(_) => forget.push(key.to_vec()),
+        let mut due = Vec::with_capacity(entries.len());
+        let mut stale = Vec::new();
+        for entry in entries {
+            let Some(case) = entry.case_id() else {
+                stale.push(entry);
+                continue;
+            };
+            let record = tree.get(armed_key(case.as_str(), entry.step)).map_err(|e| e.to_string())?;
+            match record.and_then(|r| Armed::decode(&r)) {
+                Some(armed) if Due::of(&case, entry.step, &armed) == Some(entry) => {
+                    due.push(DueNow { due: entry, armed });
+                }
+                _ => stale.push(entry),
+            }
+        }
+        let mut index = self.index();
+        for entry in stale {
+            index.remove(&entry);
+        }
+        Ok(due)
+    }
+
+    /// Marks fired timers as out in their records, [`FORGET_CHUNK`] per run of writes with a
+    /// pause between (sled holds a fast run of writes in memory until its flusher catches up),
+    /// and moves their index entries on to what each fires next. A record whose next firing is
+    /// no longer the one fired (the step moved or closed meanwhile) is left as the change made
+    /// it.
+    async fn forget_all(&self, fired: Vec<Due>) -> Result<(), String> {
+        let tree = self.projection.tree();
+        for chunk in fired.chunks(FORGET_CHUNK) {
+            let mut next = Vec::with_capacity(chunk.len());
+            for due in chunk {
+                let Some(case) = due.case_id() else { continue };
+                let key = armed_key(case.as_str(), due.step);
+                let Some(record) = tree.get(&key).map_err(|e| e.to_string())? else { continue };
+                let Some(armed) = Armed::decode(&record).filter(|a| Due::of(&case, due.step, a) == Some(*due)) else {
+                    continue;
+                };
+                let armed = armed.with_fired(due.kind);
+                let swapped =
+                    tree.compare_and_swap(key, Some(record), Some(armed.encode())).map_err(|e| e.to_string())?;
+                if swapped.is_ok() {
+                    next.extend(Due::of(&case, due.step, &armed));
                 }
             }
-            let Some((last, _)) = due.last() else { break Ok(()) };
-            from = last.clone();
-            from.push(0);
-            let full = due.len() == FIRE_ROUND;
+            {
+                let mut index = self.index();
+                for due in chunk {
+                    index.remove(due);
+                }
+                index.extend(next);
+            }
+            tokio::time::sleep(FORGET_PAUSE).await;
+        }
+        Ok(())
+    }
+
+    /// Fires every timer due at or before `now`, oldest first, in rounds of [`FIRE_ROUND`]:
+    /// each round's events go to the ledger as one run of appends
+    /// ([`Ledger::append_rendered_with`]), and a timer is marked fired only once its events are
+    /// in the ledger — after the whole burst is out, so the store's writes do not slow the
+    /// firing. A step whose warning fires has its breach indexed then, and fired on a later call.
+    pub async fn fire_due(&self, now: Instant) -> Result<usize, String> {
+        let upto = nanos(now);
+        let mut fired = self.refire_checked(now, upto).await?;
+        let mut marked = false;
+        let mut after = None;
+        let mut forget: Vec<Due> = Vec::new();
+        let outcome = loop {
+            let entries = self.due_entries(after, upto, FIRE_ROUND);
+            let Some(last) = entries.last().copied() else { break Ok(()) };
+            after = Some(last);
+            let full = entries.len() == FIRE_ROUND;
+            let due = self.read_due(entries)?;
+            if due.is_empty() {
+                if full {
+                    continue;
+                }
+                break Ok(());
+            }
             if !marked {
-                self.mark_firing(&limit).await?;
+                self.mark_firing(upto).await?;
                 marked = true;
             }
             // rendered as they are sent, so nats-server is busy while the next is made
             let mut renderer = Renderer::new(self.ledger.node(), to_cst(now));
             let events: Box<dyn Iterator<Item = Outgoing> + Send + '_> =
-                Box::new(due.iter().flat_map(move |(_, f)| self.rendered(&mut renderer, f, now)));
+                Box::new(due.iter().flat_map(move |t| self.rendered(&mut renderer, &t.fire(), now)));
             // each firing is counted (and its lag observed) as the ledger confirms its events
             let (mut confirmed, mut events_confirmed) = (0, 0);
             let result = self
@@ -519,8 +745,8 @@ impl Timers {
                 Err(partial) => partial.stored,
             };
             self.confirm(&due, &mut confirmed, &mut events_confirmed, stored);
-            forget.extend(due[..confirmed].iter().map(|(key, _)| key.clone()));
             fired += confirmed;
+            forget.extend(due.iter().take(confirmed).map(|t| t.due));
             if let Err(partial) = result {
                 break Err(partial.to_string());
             }
@@ -528,10 +754,10 @@ impl Timers {
                 break Ok(());
             }
             if forget.len() >= FORGET_EVERY {
-                forget_all(tree, std::mem::take(&mut forget)).await?;
+                self.forget_all(std::mem::take(&mut forget)).await?;
             }
         };
-        forget_all(tree, forget).await?;
+        self.forget_all(forget).await?;
         if marked && outcome.is_ok() {
             self.unmark_firing().await?;
         }
@@ -539,23 +765,20 @@ impl Timers {
     }
 
     /// Writes (or widens) [`FIRING_MARK`] durably, before a firing's first append.
-    async fn mark_firing(&self, limit: &[u8]) -> Result<(), String> {
+    async fn mark_firing(&self, upto: i64) -> Result<(), String> {
         let tree = self.projection.tree();
-        let mut mark = FiringMark {
-            began_ms: chrono::Utc::now().timestamp_millis(),
-            limit: String::from_utf8_lossy(limit).into_owned(),
-        };
+        let mut mark = FiringMark { began_ms: chrono::Utc::now().timestamp_millis(), upto_ns: upto };
         if let Some(old) = tree.get(FIRING_MARK).map_err(|e| e.to_string())? {
             if let Ok(old) = serde_json::from_slice::<FiringMark>(&old) {
                 mark.began_ms = mark.began_ms.min(old.began_ms);
-                mark.limit = mark.limit.max(old.limit);
+                mark.upto_ns = mark.upto_ns.max(old.upto_ns);
             }
         }
         tree.insert(FIRING_MARK, serde_json::to_vec(&mark).expect("serializes")).map_err(|e| e.to_string())?;
         self.projection.flush().await.map_err(|e| e.to_string())
     }
 
-    /// Removes [`FIRING_MARK`] once the forgetting before it is durable.
+    /// Removes [`FIRING_MARK`] once the marks of the timers it covers are durable.
     async fn unmark_firing(&self) -> Result<(), String> {
         self.projection.flush().await.map_err(|e| e.to_string())?;
         self.projection.tree().remove(FIRING_MARK).map_err(|e| e.to_string())?;
@@ -565,7 +788,7 @@ impl Timers {
     /// After a crash in the middle of a firing and a restart past [`recheck_after`]: fires the
     /// timers the old [`FIRING_MARK`] covers one by one, appending only the events their cases
     /// do not already have. Slow (a ledger read per timer), and needed only then.
-    async fn refire_checked(&self, now: Instant, limit: &[u8]) -> Result<usize, String> {
+    async fn refire_checked(&self, now: Instant, upto: i64) -> Result<usize, String> {
         let tree = self.projection.tree();
         let Some(mark) = tree.get(FIRING_MARK).map_err(|e| e.to_string())? else { return Ok(0) };
         let mark: Option<FiringMark> = serde_json::from_slice(&mark).ok();
@@ -573,46 +796,41 @@ impl Timers {
         if age < recheck_after().as_millis() as i64 {
             return Ok(0);
         }
-        let end = mark.map_or(limit.to_vec(), |m| m.limit.into_bytes()).min(limit.to_vec());
-        let covered: Vec<(Vec<u8>, Option<Fire>)> = tree
-            .range(b"t/".to_vec()..end)
-            .map(|item| item.map(|(k, v)| (k.to_vec(), serde_json::from_slice::<Fire>(&v).ok())))
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+        let end = mark.map_or(upto, |m| m.upto_ns.min(upto));
+        let covered = self.read_due(self.due_entries(None, end, usize::MAX))?;
         tracing::warn!(
             timers = covered.len(),
             age_s = age / 1000,
             "an unfinished firing past the duplicate window; checking each timer against the ledger"
         );
-        let mut fired = 0;
-        for (key, fire) in covered {
-            if let Some(fire) = fire {
-                let have = self.ledger.events(&fire.case_id).await.map_err(|e| e.to_string())?;
-                for event in missing(self.firing(&fire, now, true), &have) {
-                    self.ledger.append(&event, Expect::Any).await.map_err(|e| e.to_string())?;
-                }
-                self.record(&fire, true);
-                fired += 1;
+        let fired = covered.len();
+        for t in &covered {
+            let fire = t.fire();
+            let have = self.ledger.events(&fire.case_id).await.map_err(|e| e.to_string())?;
+            for event in missing(self.firing(&fire, now, true), &have) {
+                self.ledger.append(&event, Expect::Any).await.map_err(|e| e.to_string())?;
             }
-            tree.remove(key).map_err(|e| e.to_string())?;
+            self.record(&fire, true);
         }
+        self.forget_all(covered.into_iter().map(|t| t.due).collect()).await?;
         self.unmark_firing().await?;
         Ok(fired)
     }
 
-    /// Reads the timers due up to `at` (at most `max` of them) without firing them, so that
-    /// their pages are in sled's cache when they come due: a burst then reads from memory
-    /// instead of paging its nodes in from the log while it appends. Returns how many.
+    /// Reads the records of the timers due up to `at` (at most `max` of them) without firing
+    /// them, so that their pages are in sled's cache when they come due: a burst then reads
+    /// from memory instead of paging its nodes in from the log while it appends. Returns how
+    /// many.
     pub fn warm(&self, at: Instant, max: usize) -> usize {
-        let limit = format!("t/{:016x}0", at.timestamp_millis().max(0) as u64).into_bytes();
-        self.projection.tree().range(b"t/".to_vec()..limit).take(max).filter(|item| item.is_ok()).count()
+        let tree = self.projection.tree();
+        let read =
+            |d: &Due| d.case_id().is_some_and(|c| tree.get(armed_key(c.as_str(), d.step)).is_ok_and(|r| r.is_some()));
+        self.due_entries(None, nanos(at), max).iter().filter(|d| read(d)).count()
     }
 
     /// The instant of the earliest armed timer, if any.
     pub fn next_due(&self) -> Option<Instant> {
-        let (key, _) = self.projection.tree().range(b"t/".to_vec()..b"t0".to_vec()).next()?.ok()?;
-        let ms = std::str::from_utf8(key.get(2..18)?).ok().and_then(|h| u64::from_str_radix(h, 16).ok())?;
-        chrono::DateTime::from_timestamp_millis(ms as i64).map(|t| t.with_timezone(&xinfang_shared::time::cst()))
+        self.index().first().map(|d| from_nanos(d.at))
     }
 
     /// A firing's events: the warning or breach, and for a petitioner's window that runs out
@@ -648,15 +866,16 @@ impl Timers {
 
     /// Counts the firings of `due`, from `*next` on, whose events are all among the first
     /// `stored` events of their run (`*events` of them belong to the firings counted so far).
-    fn confirm(&self, due: &[(Vec<u8>, Fire)], next: &mut usize, events: &mut usize, stored: usize) {
-        while let Some((_, fire)) = due.get(*next) {
-            let len = firing_len(fire, true);
+    fn confirm(&self, due: &[DueNow], next: &mut usize, events: &mut usize, stored: usize) {
+        while let Some(t) = due.get(*next) {
+            let fire = t.fire();
+            let len = firing_len(&fire, true);
             if *events + len > stored {
                 break;
             }
             *events += len;
             *next += 1;
-            self.record(fire, true);
+            self.record(&fire, true);
         }
     }
 
@@ -709,6 +928,62 @@ impl Timers {
 mod tests {
     use super::*;
     use xinfang_shared::fixtures;
+
+    #[test]
+    fn a_record_reads_back_as_written_and_says_what_fires_next() {
+        let (warn, due) = (fixtures::at(10, 9), fixtures::at(13, 17) + chrono::Duration::nanoseconds(123));
+        let mut armed = Armed::new(due, warn, true, Some("320211-zjj".into()));
+        assert_eq!(armed.encode().len(), 17 + 10);
+        assert_eq!(Armed::decode(&armed.encode()), Some(armed.clone()));
+        assert_eq!(armed.next(), Some((warn, Kind::Warned)));
+        armed = armed.with_fired(Kind::Warned);
+        assert_eq!(Armed::decode(&armed.encode()).and_then(|a| a.next()), Some((due, Kind::Breached)));
+        armed = armed.with_fired(Kind::Breached);
+        assert_eq!(Armed::decode(&armed.encode()).and_then(|a| a.next()), None);
+        // no warning when it would come at the due or after
+        assert_eq!(Armed::new(due, due, false, None).next(), Some((due, Kind::Breached)));
+        assert_eq!(Armed::decode(&Armed::new(due, due, false, None).encode()).unwrap().organ, None);
+        assert_eq!(Armed::decode(b"short"), None);
+    }
+
+    #[tokio::test]
+    async fn a_store_of_the_older_layout_is_emptied_for_a_rebuild_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = Projection::open(dir.path(), "timers").unwrap();
+            let mut batch = xinfang_shared::projection::Batch::default();
+            batch.insert(&b"t/0000018c8f0a0000/320211-20261127-000001/acceptance/b"[..], &b"{}"[..]);
+            old.apply(7, batch).await.unwrap();
+            old.flush().await.unwrap();
+        }
+        let (store, emptied) = open_store(dir.path()).unwrap();
+        assert!(emptied);
+        assert_eq!((store.last_applied(), store.tree().len()), (0, 1), "only the layout's version is left");
+        drop(store);
+        let (store, emptied) = open_store(dir.path()).unwrap();
+        assert!(!emptied, "a store of this layout is kept");
+        let case = CaseId::parse("320211-20261127-000001").unwrap();
+        let at = fixtures::at(3, 9);
+        assert!(arm_stored(&store, 1, &case, Step::Acceptance, &Armed::new(at, at, false, None)).await.unwrap());
+        drop(store);
+        let (store, emptied) = open_store(dir.path()).unwrap();
+        assert!(!emptied);
+        assert_eq!(store.last_applied(), 1);
+    }
+
+    #[test]
+    fn a_record_key_names_its_case_and_step() {
+        let case = CaseId::parse("320211-20261127-000042").unwrap();
+        for step in Step::ALL {
+            assert_eq!(parse_armed_key(&armed_key(case.as_str(), step)), Some((case.clone(), step)));
+        }
+        assert_eq!(parse_armed_key(b"a/nonsense/x"), None);
+        // the index orders by instant first
+        let armed = |at| Armed::new(at, at, false, None);
+        let early = Due::of(&case, Step::Review, &armed(fixtures::at(3, 9))).unwrap();
+        let late = Due::of(&case, Step::Acceptance, &armed(fixtures::at(4, 9))).unwrap();
+        assert!(early < late);
+    }
 
     /// Issue 14: escalation's answer to a breach (caused by it) is not the case's closing that
     /// the same firing owes; only the firing's own ids count.

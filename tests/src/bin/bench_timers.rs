@@ -1,10 +1,11 @@
 //! `xinfang-bench-timers`: the deadlines service's timer store at scale, next to raw sled
 //! inserts measured in the same run.
 //!
-//! 1. Raw sled: as many plain inserts as the timers below write keys, one flush.
+//! 1. Raw sled: one plain insert per timer of a timer record's key and value sizes, one flush.
 //! 2. Arm `--timers N` (default 1,000,000) timers with the service's own code
-//!    (`timers::arm_into`, one projection batch per case as on a ledger event): N − B due in
-//!    the coming weeks (with warnings), B (`--burst`, default 100,000) due at the same second.
+//!    (`timers::arm_stored`, one projection write per case as on a ledger event: the record,
+//!    then the ledger position): N − B due in the coming weeks (with warnings), B (`--burst`,
+//!    default 100,000) due at the same second. With `--organ`, each record names an organ.
 //! 3. Start `xinfang-deadlines` on that store (a real process and nats-server), SIGKILL it,
 //!    start it again: recovery = spawn → ready line.
 //! 4. Firing lag of the burst, from the ledger: JetStream's stored time of each
@@ -22,12 +23,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use xinfang_deadlines::render::Renderer;
-use xinfang_deadlines::timers::{arm_into, firing_id, Armed, Kind};
+use xinfang_deadlines::timers::{arm_stored, firing_id, open_store, Armed, Kind};
 use xinfang_shared::event::Step;
 use xinfang_shared::fast_ingest::FastBatch;
 use xinfang_shared::ids::{CaseId, NodeCode};
 use xinfang_shared::ledger::{headers, APPEND_WINDOW};
-use xinfang_shared::projection::{Batch, Projection};
 use xinfang_shared::time::now_cst;
 use xinfang_tests::{node_toml, NatsServer, ServiceProcess};
 
@@ -42,14 +42,15 @@ fn case(i: usize) -> CaseId {
     CaseId::parse(&format!("320211-202611{day:02}-{n:06}")).expect("case id")
 }
 
-/// Raw sled: `n` inserts of keys and values the size of a timer's, one flush.
-fn raw_sled(n: usize) -> f64 {
+/// Raw sled: `n` inserts of keys and values the size of a timer record's (`value` bytes), one
+/// flush.
+fn raw_sled(n: usize, value: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = sled::open(dir.path()).expect("sled");
-    let v = [7u8; 150];
+    let v = vec![7u8; value];
     let started = Instant::now();
-    for i in 0..n as u64 {
-        db.insert(format!("t/{i:016x}/320211-20261101-000001/acceptance/b"), &v[..]).expect("insert");
+    for i in 0..n {
+        db.insert(format!("a/{}/x", case(i)), &v[..]).expect("insert");
     }
     db.flush().expect("flush");
     n as f64 / started.elapsed().as_secs_f64()
@@ -76,11 +77,11 @@ async fn main() {
     let burst = arg("--burst", 100_000).min(n);
     let dir = tempfile::tempdir().expect("tempdir");
 
-    // keys written: one `a/` per timer, one breach `t/` each, one warning `t/` for the future ones
-    let keys = 2 * n + (n - burst);
-    let raw = raw_sled(keys);
+    let organ = std::env::args().any(|a| a == "--organ").then(|| "320211-zjj".to_string());
+    let value = Armed::new(now_cst(), now_cst(), false, organ.clone()).encode().len();
+    let raw = raw_sled(n, value);
 
-    let store = Projection::open(&dir.path().join("deadlines"), "timers").expect("store");
+    let (store, _) = open_store(&dir.path().join("deadlines")).expect("store");
     let now = now_cst();
     let started = Instant::now();
     let mut due_burst = now;
@@ -88,7 +89,7 @@ async fn main() {
         let armed = if i < n - burst {
             let due =
                 now + chrono::Duration::days(10 + (i % 20) as i64) + chrono::Duration::seconds((i % 86_400) as i64);
-            Armed { due_at: due, warn_at: due - chrono::Duration::days(3), provisional: false, organ: None }
+            Armed::new(due, due - chrono::Duration::days(3), false, organ.clone())
         } else {
             if i == n - burst {
                 // the burst is due on a whole second after the service has been started, killed
@@ -96,11 +97,9 @@ async fn main() {
                 let at = now + chrono::Duration::seconds(started.elapsed().as_secs() as i64 + 40);
                 due_burst = at - chrono::Duration::nanoseconds(at.timestamp_subsec_nanos() as i64);
             }
-            Armed { due_at: due_burst, warn_at: due_burst, provisional: false, organ: None }
+            Armed::new(due_burst, due_burst, false, organ.clone())
         };
-        let mut batch = Batch::default();
-        arm_into(&mut batch, &case(i), Step::Acceptance, &armed);
-        store.apply(i as u64 + 1, batch).await.expect("apply");
+        arm_stored(&store, i as u64 + 1, &case(i), Step::Acceptance, &armed).await.expect("arm");
     }
     store.flush().await.expect("flush");
     let arm_secs = started.elapsed().as_secs_f64();
@@ -120,12 +119,14 @@ async fn main() {
     service.restart(); // SIGKILL, then start on the same store
     let recovery = t.elapsed().as_secs_f64();
     let until_due = (due_burst - now_cst()).num_milliseconds();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_started = vm_hwm_mb(service.child.id());
 
     // the burst, as stored in the ledger (read once it is all there, so the reading does not
     // compete with the firing for the two cores)
     let js = nats.jetstream().await;
     let mut stream = js.get_stream("XF_CASES_320211").await.expect("ledger stream");
-    tokio::time::sleep(Duration::from_millis(until_due.max(0) as u64)).await;
+    tokio::time::sleep(Duration::from_millis(until_due.max(0) as u64).saturating_sub(Duration::from_secs(3))).await;
     let wait_end = Instant::now() + Duration::from_secs(120);
     while stream.info().await.expect("stream info").state.messages < burst as u64 && Instant::now() < wait_end {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -140,7 +141,7 @@ async fn main() {
 
     println!("| figure | value |");
     println!("| --- | --- |");
-    println!("| raw sled inserts/s (same key and value sizes, {keys} inserts, one flush) | {raw:.0} |");
+    println!("| raw sled inserts/s (a timer record's key and value sizes, {n} inserts, one flush) | {raw:.0} |");
     println!(
         "| raw JetStream: {burst} acked publishes shaped like the burst's ({event_size} B, the ledger's three headers), {APPEND_WINDOW} in flight, same server | {raw_js_secs:.2} s ({:.0}/s) |",
         burst as f64 / raw_js_secs
@@ -149,11 +150,12 @@ async fn main() {
     println!("| raw JetStream: the same fast-ingest batch again, right after the burst | {} |", raw_after.row(burst));
     println!("| timers armed | {n} ({burst} due at the same second) |");
     println!(
-        "| arm rate, timers/s (one projection batch per timer, {keys} keys) | {:.0} ({:.0} keys/s) |",
+        "| arm rate, timers/s (one record and the ledger position per timer{}) | {:.0} ({:.0} % of raw inserts) |",
+        if organ.is_some() { ", organ named" } else { "" },
         n as f64 / arm_secs,
-        keys as f64 / arm_secs
+        100.0 * n as f64 / arm_secs / raw
     );
-    println!("| store on disk | {size_mb:.0} MB |");
+    println!("| store on disk | {size_mb:.0} MB ({:.0} B per timer) |", size_mb * 1e6 / n as f64);
     println!("| first start on the full store, spawn → ready | {first_start:.2} s |");
     println!("| recovery after SIGKILL, spawn → ready | {recovery:.2} s |");
     println!(
@@ -163,7 +165,7 @@ async fn main() {
         percentile(&lags, 0.99),
         lags[lags.len() - 1]
     );
-    println!("| peak RSS of xinfang-deadlines (VmHWM) | {rss:.0} MB |");
+    println!("| peak RSS of xinfang-deadlines (VmHWM) | {rss:.0} MB ({rss_started:.0} MB 3 s after its restart) |");
 }
 
 /// Firing `i` of a burst as the service sends it: subject, the ledger's headers and the bytes
