@@ -93,8 +93,12 @@ impl Envelope {
         if !EventData::KNOWN.contains(&self.kind.as_str()) {
             return Ok(None);
         }
-        let tagged = serde_json::json!({"type": self.kind, "data": self.data});
-        Ok(Some(serde_json::from_value(tagged)?))
+        // the tag first: serde then reads the data straight into its variant (a JSON object
+        // built with both would put `data` first, and serde would buffer it to look for the tag)
+        let kind = Value::String(self.kind.clone());
+        let tagged = [("type", &kind), ("data", &self.data)];
+        let map = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(tagged.into_iter());
+        Ok(Some(EventData::deserialize(map)?))
     }
 
     /// A deterministic id for an event caused by this one (DESIGN.md §3).
