@@ -113,7 +113,7 @@ impl Agenda {
     /// stream sequence.
     async fn read(&self, filter: &str) -> Result<Vec<(u64, Record)>, ReadError> {
         let mut out = Vec::new();
-        scan_stream(&self.js, &self.stream, format!("xf.{}.agenda.{filter}", self.node), |seq, bytes| {
+        scan_stream(&self.js, &self.stream, format!("xf.{}.agenda.{filter}", self.node), |seq, _, bytes| {
             match serde_json::from_slice::<Record>(bytes) {
                 Ok(r) => out.push((seq, r)),
                 Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable agenda record"),

@@ -365,7 +365,7 @@ pub async fn publish_acked(js: &Context, message: Outgoing) -> Result<u64, Appen
 /// (the ledger, an outbox, an inbox).
 pub async fn read_stream(js: &Context, name: &str, filter: String) -> Result<Vec<Stored>, ReadError> {
     let mut out = Vec::new();
-    scan_stream(js, name, filter, |seq, payload| {
+    scan_stream(js, name, filter, |seq, _, payload| {
         match Envelope::from_slice(payload) {
             Ok(event) => out.push(Stored { seq, event }),
             Err(e) => tracing::warn!(seq, error = %e, "skipping an unreadable ledger entry"),
@@ -385,7 +385,7 @@ const SCAN_FETCH: usize = 4096;
 /// Returns the sequence of the last message handed over (0: none).
 pub async fn scan_stream<F>(js: &Context, name: &str, filter: String, mut each: F) -> Result<u64, ReadError>
 where
-    F: FnMut(u64, &[u8]) -> Result<(), String>,
+    F: FnMut(u64, &str, &[u8]) -> Result<(), String>,
 {
     let err = |e: &dyn std::fmt::Display| ReadError(e.to_string());
     let stream = js.get_stream_no_info(name).await.map_err(|e| err(&e))?;
@@ -417,7 +417,7 @@ where
             let msg = msg.map_err(|e| err(&e))?;
             last = msg.info().map_err(|e| err(&e))?.stream_sequence;
             seen += 1;
-            each(last, &msg.payload).map_err(ReadError)?;
+            each(last, msg.subject.as_str(), &msg.payload).map_err(ReadError)?;
         }
         if seen == before {
             return Err(ReadError("the stream stopped delivering during a read".into()));

@@ -28,6 +28,17 @@ pub fn case_event(node: &NodeCode, case: &CaseId, kind: &str) -> String {
     format!("xf.{node}.case.{case}.{kind}")
 }
 
+/// The case id in a case event's subject (`xf.N.case.<case_id>.<type>`), unchecked.
+pub fn case_of(subject: &str) -> Option<&str> {
+    let mut parts = subject.splitn(5, '.');
+    let (Some("xf"), Some(_), Some("case"), Some(case), Some(_)) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    Some(case)
+}
+
 /// `xf.N.case.<case_id>.*` — all events of one case (the optimistic-concurrency scope).
 pub fn case_filter(node: &NodeCode, case: &CaseId) -> String {
     format!("xf.{node}.case.{case}.*")
@@ -66,6 +77,15 @@ pub fn audit(node: &NodeCode, what: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_case_event_subject_names_its_case() {
+        let n = NodeCode::parse("320211").unwrap();
+        let case = CaseId::parse("320211-20261127-000042").unwrap();
+        assert_eq!(case_of(&case_event(&n, &case, "routed")), Some(case.as_str()));
+        assert_eq!(case_of("xf.320211.agenda.x"), None);
+        assert_eq!(case_of("xf.320211.case.only"), None);
+    }
 
     #[test]
     fn names_match_the_design() {

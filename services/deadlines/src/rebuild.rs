@@ -60,12 +60,14 @@ pub async fn rebuild(timers: &Timers, triggers: &[&str]) -> Result<Option<Rebuil
         timers.ledger.jetstream(),
         timers.ledger.stream_name(),
         subjects::case_events(&node),
-        |seq, payload| {
-            let Ok(event) = Envelope::from_slice(payload) else {
-                tracing::warn!(seq, "skipping an unreadable ledger entry");
+        |seq, subject, payload| {
+            // the case from the subject (`xf.<node>.case.<case>.<type>`): each event is parsed
+            // once, when its case is replayed
+            let Some(case) = subjects::case_of(subject) else {
+                tracing::warn!(seq, "skipping a ledger entry outside any case");
                 return Ok(());
             };
-            batch.insert(scratch_key(&event.case_id, seq), payload);
+            batch.insert(scratch_key(case, seq), payload);
             pending += 1;
             events += 1;
             if pending >= SCRATCH_BATCH {
@@ -113,9 +115,9 @@ pub async fn rebuild(timers: &Timers, triggers: &[&str]) -> Result<Option<Rebuil
 }
 
 /// A case's events sort together, in ledger order.
-fn scratch_key(case: &CaseId, seq: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(case.as_str().len() + 9);
-    key.extend_from_slice(case.as_str().as_bytes());
+fn scratch_key(case: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(case.len() + 9);
+    key.extend_from_slice(case.as_bytes());
     key.push(0);
     key.extend_from_slice(&seq.to_be_bytes());
     key

@@ -64,7 +64,7 @@ async fn raw_read(nats: &NatsServer, node: &NodeCode) -> (u64, f64) {
     let js = nats.jetstream().await;
     let started = Instant::now();
     let mut n = 0u64;
-    ledger::scan_stream(&js, &format!("XF_CASES_{node}"), subjects::case_events(node), |_, payload| {
+    ledger::scan_stream(&js, &format!("XF_CASES_{node}"), subjects::case_events(node), |_, _, payload| {
         n += u64::from(!payload.is_empty());
         Ok(())
     })
