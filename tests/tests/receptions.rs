@@ -356,7 +356,8 @@ async fn a_seat_whose_booking_a_crash_left_unrecorded_is_recorded_on_its_case_on
     let appointment = xinfang_shared::reception::appointment_id(&rid, 1);
     let now = xinfang_shared::time::now_cst();
     agenda.book(&held, &appointment, 1, &CaseId::parse(&case).unwrap(), Actor::system("test"), now).await.unwrap();
-    assert!(node.events(&case).await.iter().all(|e| e.kind != "appointment_booked"));
+    // (not asserted that the case has no `appointment_booked` yet: the refresh that publishing
+    // the slot asked for runs in the background and may already find the seat from here on)
 
     // the next refresh of the figures (here forced by reading the city view) records it, once
     for _ in 0..2 {

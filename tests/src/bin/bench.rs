@@ -3,6 +3,10 @@
 //!
 //! Usage: `xinfang-bench [--petitions N] [--concurrency C]` after
 //! `cargo build --release --workspace --bins`. Prints a Markdown report.
+//!
+//! `xinfang-bench --pipeline [--petitions N] [--concurrency C]` instead measures the whole
+//! pipeline on one node — intake → routed → timers armed → notices delivered to a webhook
+//! served by the bench — with each stage's throughput and per-case latencies.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -313,9 +317,155 @@ fn raw_sled(n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// What the webhook receiver saw: per notice, its template, case and arrival (Unix ns).
+#[derive(Default)]
+struct Hook {
+    seen: std::sync::Mutex<Vec<(String, String, i128)>>,
+}
+
+async fn hook(
+    axum::extract::State(h): axum::extract::State<Arc<Hook>>,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::http::StatusCode {
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as i128;
+    let field = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+    h.seen.lock().expect("hook").push((field("template"), field("case_id"), now));
+    axum::http::StatusCode::OK
+}
+
+/// The armed-timer gauge of deadlines, summed over steps.
+async fn armed_timers(metrics: &str) -> f64 {
+    let Ok(r) = reqwest::get(format!("{metrics}/metrics")).await else { return 0.0 };
+    r.text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("xf_deadlines_armed_timers{"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The whole pipeline on one node (nats-server with fsync always; intake, routing, deadlines
+/// and notification as processes; notices to a webhook served here): `n` petitions from `c`
+/// clients. Reports when each stage had all `n` cases, and per case the latencies between
+/// stages (ledger times of the events, arrival times at the webhook).
+async fn pipeline(n: usize, c: usize) {
+    use std::collections::HashMap;
+    use xinfang_shared::ids::NodeCode;
+    use xinfang_shared::{ledger, subjects};
+    let receiver = Arc::new(Hook::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(receiver.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+
+    let nats = NatsServer::start(true);
+    let raw = raw_publish(&nats, n, serde_json::to_vec(&petition()).expect("json").len() + 600, c).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("node.toml");
+    let extra = format!("\n[notification]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\n");
+    std::fs::write(&config, node_toml("320211", &nats.url, &extra)).expect("config");
+    let services: Vec<ServiceProcess> = ["intake", "routing", "deadlines", "notification"]
+        .iter()
+        .map(|s| ServiceProcess::start(s, &config, &nats.url, dir.path()))
+        .collect();
+    let (intake, deadlines) = (&services[0], &services[2]);
+    let started = Instant::now();
+    let (_, submits) = intake_http(&intake.http, n, c).await;
+    let submitted = started.elapsed();
+    // each stage's completion, polled every 50 ms
+    let (mut routed_at, mut armed_at, mut receipts_at, mut assignments_at) = (None, None, None, None);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while (routed_at.is_none() || armed_at.is_none() || receipts_at.is_none() || assignments_at.is_none())
+        && Instant::now() < deadline
+    {
+        if routed_at.is_none() && count_of(&nats, "XF_CASES_320211", "xf.320211.case.*.routed").await >= n {
+            routed_at = Some(started.elapsed());
+        }
+        if armed_at.is_none() && routed_at.is_some() && armed_timers(&deadlines.http).await >= n as f64 {
+            armed_at = Some(started.elapsed());
+        }
+        let (receipts, assignments) = {
+            let seen = receiver.seen.lock().expect("hook");
+            let count = |t: &str| seen.iter().filter(|(template, _, _)| template == t).count();
+            (count("receipt"), count("assignment"))
+        };
+        if receipts_at.is_none() && receipts >= n {
+            receipts_at = Some(started.elapsed());
+        }
+        if assignments_at.is_none() && assignments >= n {
+            assignments_at = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(services);
+    // per case, from the ledger's event times and the webhook's arrival times
+    let js = nats.jetstream().await;
+    let node = NodeCode::parse("320211").expect("node");
+    let all = ledger::read_stream(&js, &subjects::case_stream(&node), String::new()).await.expect("ledger");
+    let ns = |t: xinfang_shared::time::Instant| t.timestamp_nanos_opt().unwrap_or_default() as i128;
+    let (mut registered, mut routed) = (HashMap::new(), HashMap::new());
+    for s in &all {
+        match s.event.kind.as_str() {
+            "registered" => {
+                registered.insert(s.event.case_id.to_string(), ns(s.event.at));
+            }
+            "routed" => {
+                routed.insert(s.event.case_id.to_string(), ns(s.event.at));
+            }
+            _ => {}
+        }
+    }
+    let sorted = |mut v: Vec<Duration>| {
+        v.sort();
+        v
+    };
+    let span = |from: i128, to: i128| Duration::from_nanos((to - from).max(0) as u64);
+    let to_routed = sorted(registered.iter().filter_map(|(c, r)| Some(span(*r, *routed.get(c)?))).collect());
+    let seen = receiver.seen.lock().expect("hook").clone();
+    let delivered = |template: &str, from: &HashMap<String, i128>| {
+        sorted(seen.iter().filter(|(t, _, _)| t == template).filter_map(|(_, c, at)| Some(span(*from.get(c)?, *at))).collect())
+    };
+    let receipt = delivered("receipt", &registered);
+    let assignment = delivered("assignment", &routed);
+    let rate = |d: Option<Duration>| d.map_or("not all within 10 min".to_string(), |d| format!("{:.1} s ({:.0}/s)", d.as_secs_f64(), n as f64 / d.as_secs_f64()));
+    let row = |name: &str, v: &[Duration]| {
+        if v.is_empty() {
+            println!("| {name} | — | — | — | — |");
+        } else {
+            println!(
+                "| {name} | {} | {} | {} | {} |",
+                v.len(),
+                ms(percentile(v, 0.5)),
+                ms(percentile(v, 0.99)),
+                ms(v[v.len() - 1])
+            );
+        }
+    };
+    println!("\nThe pipeline: {n} petitions, {c} clients, fsync always; raw acked publishes on the same server {raw:.0}/s.\n");
+    println!("| stage complete for all {n} cases | since the first submission |");
+    println!("| --- | --- |");
+    println!("| submitted (intake answered) | {} |", rate(Some(submitted)));
+    println!("| routed (ledger) | {} |", rate(routed_at));
+    println!("| timers armed (deadlines' gauge: one acceptance timer per case) | {} |", rate(armed_at));
+    println!("| receipts delivered to the webhook | {} |", rate(receipts_at));
+    println!("| assignments delivered to the webhook | {} |", rate(assignments_at));
+    println!();
+    println!("| per case | cases | p50 ms | p99 ms | max ms |");
+    println!("| --- | --- | --- | --- | --- |");
+    row("submit (request → receipt)", &submits);
+    row("registered → routed (event times)", &to_routed);
+    row("registered → receipt at the webhook", &receipt);
+    row("routed → assignment at the webhook", &assignment);
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
+    if std::env::args().any(|a| a == "--pipeline") {
+        pipeline(a.petitions, a.concurrency).await;
+        return;
+    }
     let event_size = serde_json::to_vec(&petition()).expect("json").len() + 600;
     println!("| nats-server fsync | raw JetStream acked publishes/s ({event_size} B, window {}) | intake petitions/s (HTTP, {} clients) | submit p50 ms | submit p99 ms | petitions |", a.concurrency, a.concurrency);
     println!("| --- | --- | --- | --- | --- | --- |");
