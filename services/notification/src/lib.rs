@@ -48,7 +48,8 @@ pub const TRIGGERS: &[&str] = &[
     "reception_recorded",
 ];
 
-/// How often the outbox is looked at for notices due an attempt.
+/// How often the outbox is looked at for notices due an attempt, when the last round was not
+/// full.
 const TICK: Duration = Duration::from_millis(200);
 
 /// Runs notification until `shutdown`.
@@ -96,8 +97,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         let (outbox, shutdown) = (outbox.clone(), shutdown.clone());
         tokio::spawn(async move {
             loop {
-                if let Err(e) = outbox.deliver_due().await {
+                let attempted = outbox.deliver_due().await.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "recording a delivery failed; will retry");
+                    0
+                });
+                // a full round: the next at once (a burst of notices is not paced by the tick)
+                if attempted == outbox::ROUND && !shutdown.is_cancelled() {
+                    continue;
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use futures::StreamExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use xinfang_shared::calendar::LiveCalendar;
@@ -86,6 +87,10 @@ pub struct Outbox {
 
 /// Attempts in flight at once.
 const PARALLEL: usize = 64;
+
+/// Notices taken per look at the outbox ([`Outbox::deliver_due`]): each look reads every
+/// pending notice, so a burst is taken in rounds this large, [`PARALLEL`] in flight.
+pub const ROUND: usize = 1024;
 
 fn key(id: &str) -> Vec<u8> {
     format!("o/{id}").into_bytes()
@@ -215,7 +220,8 @@ impl Outbox {
         })
     }
 
-    /// Attempts every notice that is due; returns how many were settled (delivered or given up).
+    /// Attempts the notices that are due, [`ROUND`] at most, [`PARALLEL`] at a time; returns
+    /// how many it attempted (a full round means more may be waiting).
     pub async fn deliver_due(&self) -> Result<usize, String> {
         let now = now_ms();
         let pending: Vec<Pending> = self
@@ -242,18 +248,17 @@ impl Outbox {
                 first.get(&(p.notice.case_id.as_str(), p.channel.as_str()))
                     == Some(&(p.first_at, p.notice.notice_id.as_str()))
             })
-            .take(PARALLEL)
+            .take(ROUND)
             .cloned()
             .collect();
-        let results = futures::future::join_all(due.into_iter().map(|p| self.attempt(p))).await;
+        let attempted = due.len();
+        let results: Vec<_> =
+            futures::stream::iter(due.into_iter().map(|p| self.attempt(p))).buffer_unordered(PARALLEL).collect().await;
         self.refresh_gauges();
-        let mut settled = 0;
         for r in results {
-            if r? {
-                settled += 1;
-            }
+            r?;
         }
-        Ok(settled)
+        Ok(attempted)
     }
 
     async fn attempt(&self, mut p: Pending) -> Result<bool, String> {

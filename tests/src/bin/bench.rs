@@ -424,11 +424,20 @@ async fn pipeline(n: usize, c: usize) {
     let to_routed = sorted(registered.iter().filter_map(|(c, r)| Some(span(*r, *routed.get(c)?))).collect());
     let seen = receiver.seen.lock().expect("hook").clone();
     let delivered = |template: &str, from: &HashMap<String, i128>| {
-        sorted(seen.iter().filter(|(t, _, _)| t == template).filter_map(|(_, c, at)| Some(span(*from.get(c)?, *at))).collect())
+        sorted(
+            seen.iter()
+                .filter(|(t, _, _)| t == template)
+                .filter_map(|(_, c, at)| Some(span(*from.get(c)?, *at)))
+                .collect(),
+        )
     };
     let receipt = delivered("receipt", &registered);
     let assignment = delivered("assignment", &routed);
-    let rate = |d: Option<Duration>| d.map_or("not all within 10 min".to_string(), |d| format!("{:.1} s ({:.0}/s)", d.as_secs_f64(), n as f64 / d.as_secs_f64()));
+    let rate = |d: Option<Duration>| {
+        d.map_or("not all within 10 min".to_string(), |d| {
+            format!("{:.1} s ({:.0}/s)", d.as_secs_f64(), n as f64 / d.as_secs_f64())
+        })
+    };
     let row = |name: &str, v: &[Duration]| {
         if v.is_empty() {
             println!("| {name} | — | — | — | — |");
