@@ -229,3 +229,54 @@ async fn a_firing_cut_short_by_a_crash_is_not_repeated_past_the_duplicate_window
     restarted.load();
     assert_eq!(restarted.next_due(), None, "nothing left to fire after a restart");
 }
+
+/// A crash after an event's writes but before its ledger position was stored: the event is
+/// applied again, and what it wrote converges — its indicator count is not added to twice
+/// (the count carries the sequence it last counted), its timer is armed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_applied_again_after_a_crash_counts_once() {
+    use xinfang_deadlines::metrics::Metrics;
+    use xinfang_deadlines::timers::Timers;
+    use xinfang_shared::calendar::Calendar;
+    use xinfang_shared::consumer::{Delivery, Outcome};
+    use xinfang_shared::dues::Policy;
+    use xinfang_shared::fixtures;
+    use xinfang_shared::ids::{CaseId, NodeCode};
+    use xinfang_shared::ledger::{Expect, Ledger};
+
+    let nats = xinfang_tests::NatsServer::start(false);
+    let ledger = Ledger::open(nats.jetstream().await, NodeCode::parse("320211").unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (projection, _) = xinfang_deadlines::timers::open_store(dir.path()).unwrap();
+    let metrics = Metrics::register(&prometheus::Registry::new(), &[]);
+    let timers = Timers::new(ledger.clone(), projection.clone(), Calendar::shipped(), Policy::default(), metrics);
+    let now = xinfang_shared::time::now_cst();
+    let registered = |n: u32| {
+        let mut e = fixtures::registered(&format!("crash-{n}"), now);
+        e.case_id = CaseId::parse(&format!("320211-20261127-00000{n}")).unwrap();
+        e
+    };
+    let first = registered(1);
+    let seq = ledger.append(&first, Expect::Any).await.unwrap();
+    let count = || {
+        let v = projection.tree().get("c/petitions/none/first").unwrap().expect("counted");
+        u64::from_be_bytes(v[..8].try_into().unwrap())
+    };
+
+    // what the crash left: the event's count written, its position not
+    let written = [1u64.to_be_bytes(), seq.to_be_bytes()].concat();
+    projection.tree().insert("c/petitions/none/first", written).unwrap();
+    assert_eq!(projection.last_applied(), 0);
+
+    let deliver = |seq, event| timers.arm(Delivery { seq, delivered: 1, event });
+    assert!(matches!(deliver(seq, first.clone()).await, Outcome::Done));
+    assert_eq!((count(), projection.last_applied()), (1, seq), "counted once, position stored");
+    assert!(timers.next_due().is_some(), "its route timer is armed");
+    // a redelivery of the same event changes nothing; the next petition counts
+    assert!(matches!(deliver(seq, first).await, Outcome::Done));
+    assert_eq!(count(), 1);
+    let second = registered(2);
+    let seq = ledger.append(&second, Expect::Any).await.unwrap();
+    assert!(matches!(deliver(seq, second).await, Outcome::Done));
+    assert_eq!(count(), 2);
+}
