@@ -7,6 +7,9 @@
 //! `xinfang-bench --pipeline [--petitions N] [--concurrency C]` instead measures the whole
 //! pipeline on one node — intake → routed → timers armed → notices delivered to a webhook
 //! served by the bench — with each stage's throughput and per-case latencies.
+//!
+//! `xinfang-bench --city [--petitions N] [--concurrency C]` runs a city of three nodes (each its
+//! own nats-server, leaf links) and measures transfers and escalations crossing the links.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +48,11 @@ fn ms(d: Duration) -> String {
 
 /// Raw JetStream: `n` acked publishes of `size` bytes, `window` in flight.
 async fn raw_publish(nats: &NatsServer, n: usize, size: usize, window: usize) -> f64 {
-    let js = nats.jetstream().await;
+    raw_publish_on(&nats.jetstream().await, n, size, window).await
+}
+
+/// [`raw_publish`] through any JetStream context (a node of the city).
+async fn raw_publish_on(js: &async_nats::jetstream::Context, n: usize, size: usize, window: usize) -> f64 {
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "BENCH_RAW".into(),
         subjects: vec!["bench.raw.>".into()],
@@ -162,7 +169,11 @@ async fn routing_backlog(sync_always: bool, n: usize, c: usize, processes: usize
 
 /// Messages of `stream` on subjects matching `filter`.
 async fn count_of(nats: &NatsServer, stream: &str, filter: &str) -> usize {
-    let js = nats.jetstream().await;
+    count_on(&nats.jetstream().await, stream, filter).await
+}
+
+/// [`count_of`] through any JetStream context (a node of the city).
+async fn count_on(js: &async_nats::jetstream::Context, stream: &str, filter: &str) -> usize {
     let stream = js.get_stream(stream).await.expect("stream");
     stream
         .info_with_subjects(filter)
@@ -468,11 +479,120 @@ async fn pipeline(n: usize, c: usize) {
     row("routed → assignment at the webhook", &assignment);
 }
 
+/// A city (hub 320200, districts 320211 and 320213, each `xinfang up` with its own nats-server,
+/// the districts' leaf links through proxies): `n` petitions submitted to 320211 by `c` clients,
+/// a third located in 320213 (forwarded there: `transferred_in` in 320213's ledger), a third
+/// group petitions (escalated to the city at once: in the hub's `XF_INBOX_320200`), a third its
+/// own. Reports when all of each had crossed, and per transfer `forwarded` → `transferred_in`
+/// (the two events' own times).
+async fn city(n: usize, c: usize) {
+    use std::collections::HashMap;
+    use xinfang_shared::ids::NodeCode;
+    use xinfang_shared::{ledger, subjects};
+    use xinfang_tests::topology::{parent_connected, wait_until, City};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let town = City::start(dir.path(), "").await;
+    let http = xinfang_tests::staff_http(Duration::from_secs(30));
+    for d in &town.districts {
+        wait_until(Duration::from_secs(60), "leaf link up", || parent_connected(&http, d)).await;
+    }
+    let (hub, binhu, liangxi) =
+        (town.jetstream("320200").await, town.jetstream("320211").await, town.jetstream("320213").await);
+    let raw = raw_publish_on(&binhu, n, serde_json::to_vec(&petition()).expect("json").len() + 600, c).await;
+    binhu.delete_stream("BENCH_RAW").await.expect("delete");
+    let url = format!("{}/v1/petitions", town.districts[0].http());
+    let bodies: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let mut p = petition_by(i as u32);
+            match i % 3 {
+                0 => p["location"] = serde_json::json!({"division": "320213", "address": "梁溪区崇安寺"}),
+                1 => p["headcount"] = serde_json::json!(6),
+                _ => {}
+            }
+            serde_json::to_vec(&p).expect("json")
+        })
+        .collect();
+    let (transfers, groups) = ((n + 2) / 3, (n + 1) / 3);
+    let sem = Arc::new(Semaphore::new(c));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for body in bodies {
+        let permit = sem.clone().acquire_owned().await.expect("semaphore");
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = submit(&http, &url, body).await;
+            drop(permit);
+        }));
+    }
+    join_all(tasks).await;
+    let submitted = started.elapsed();
+    let (mut arrived_at, mut escalated_at) = (None, None);
+    let limit = Instant::now() + Duration::from_secs(600);
+    while (arrived_at.is_none() || escalated_at.is_none()) && Instant::now() < limit {
+        if arrived_at.is_none()
+            && count_on(&liangxi, "XF_CASES_320213", "xf.320213.case.*.transferred_in").await >= transfers
+        {
+            arrived_at = Some(started.elapsed());
+        }
+        if escalated_at.is_none()
+            && count_on(
+                &hub,
+                "XF_INBOX_320200",
+                &format!("xf.320211.out.320200.{}", xinfang_shared::escalation::ESCALATION),
+            )
+            .await
+                >= groups
+        {
+            escalated_at = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let times = |js: &async_nats::jetstream::Context, node: &str, kind: &str| {
+        let (js, node, kind) = (js.clone(), NodeCode::parse(node).expect("node"), kind.to_string());
+        async move {
+            let filter = format!("xf.{node}.case.*.{kind}");
+            let all = ledger::read_stream(&js, &subjects::case_stream(&node), filter).await.expect("ledger");
+            all.into_iter().map(|s| (s.event.case_id.to_string(), s.event.at)).collect::<HashMap<_, _>>()
+        }
+    };
+    let forwarded = times(&binhu, "320211", "forwarded").await;
+    let arrived = times(&liangxi, "320213", "transferred_in").await;
+    let mut lags: Vec<Duration> =
+        forwarded.iter().filter_map(|(case, at)| (*arrived.get(case)? - *at).to_std().ok()).collect();
+    lags.sort();
+    let rate = |d: Option<Duration>, of: usize| {
+        d.map_or("not all within 10 min".to_string(), |d| {
+            format!("{:.1} s ({:.0}/s)", d.as_secs_f64(), of as f64 / d.as_secs_f64())
+        })
+    };
+    println!(
+        "\nThe city: {n} petitions to 320211 from {c} clients; raw acked publishes on 320211's server {raw:.0}/s.\n"
+    );
+    println!("| complete | since the first submission |");
+    println!("| --- | --- |");
+    println!("| all {n} submitted (intake answered) | {} |", rate(Some(submitted), n));
+    println!("| all {transfers} transfers in 320213's ledger (`transferred_in`) | {} |", rate(arrived_at, transfers));
+    println!("| all {groups} escalations in the city's inbox | {} |", rate(escalated_at, groups));
+    if !lags.is_empty() {
+        println!(
+            "\nPer transfer, `forwarded` (320211) → `transferred_in` (320213): {} cases, p50 {} ms, p99 {} ms, max {} ms.",
+            lags.len(),
+            ms(percentile(&lags, 0.5)),
+            ms(percentile(&lags, 0.99)),
+            ms(lags[lags.len() - 1])
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
     if std::env::args().any(|a| a == "--pipeline") {
         pipeline(a.petitions, a.concurrency).await;
+        return;
+    }
+    if std::env::args().any(|a| a == "--city") {
+        city(a.petitions, a.concurrency).await;
         return;
     }
     let event_size = serde_json::to_vec(&petition()).expect("json").len() + 600;
