@@ -512,7 +512,8 @@ async fn city(n: usize, c: usize) {
             serde_json::to_vec(&p).expect("json")
         })
         .collect();
-    let (transfers, groups) = ((n + 2) / 3, (n + 1) / 3);
+    // i % 3 == 0 are transfers, i % 3 == 1 group petitions
+    let (transfers, groups) = (n.div_ceil(3), (n + 1) / 3);
     let sem = Arc::new(Semaphore::new(c));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
