@@ -48,6 +48,9 @@ use crate::metrics::Metrics;
 /// node (found by the fault campaign).
 const GAUGE_REFRESH: Duration = Duration::from_secs(5);
 
+/// Cases the ladder's consumer handles at once ([`consumer::run_in_lanes`]).
+const LANES: usize = 32;
+
 /// Runs escalation until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
     let node = settings.node_code();
@@ -158,7 +161,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         resume_after: None,
     };
     let m = ConsumerMetrics::register(&registry, "escalation");
-    consumer::run(js, spec, m, shutdown.clone(), move |d| {
+    // the ladder feeds no projection: its cases are handled 32 at a time, each case's events in
+    // order in one lane, as routing's are
+    consumer::run_in_lanes(js, spec, m, shutdown.clone(), LANES, move |d| {
         let climb = climb.clone();
         async move { climb.handle(d).await }
     })
