@@ -167,6 +167,9 @@ impl Intake {
     }
 }
 
+/// Transfers the inbox consumer handles at once ([`consumer::run_in_lanes`]).
+const INBOX_LANES: usize = 32;
+
 /// Runs intake until `shutdown`: HTTP API and ops endpoints on `http.listen`, NATS endpoints.
 /// Prints the ready line on stdout once both take requests.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
@@ -242,7 +245,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             resume_after: None,
         };
         let ledger = intake.ledger.clone();
-        tokio::spawn(consumer::run(js, spec, inbox_metrics, shutdown.clone(), move |d| {
+        // no projection behind it: transfers are taken 32 cases at a time, each case's in order
+        tokio::spawn(consumer::run_in_lanes(js, spec, inbox_metrics, shutdown.clone(), INBOX_LANES, move |d| {
             let ledger = ledger.clone();
             async move { inbox::receive(&ledger, d).await }
         }))
