@@ -36,6 +36,18 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// A bench's numeric command-line option `name` (`--timers 1000`), else `default`.
+pub fn bench_arg(name: &str, default: usize) -> usize {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.windows(2).find(|w| w[0] == name).map(|w| w[1].parse().expect("a number")).unwrap_or(default)
+}
+
+/// Case `i` of a bench on node 320211 (up to 999,999 a day, from 2026-11-01).
+pub fn bench_case(i: usize) -> xinfang_shared::ids::CaseId {
+    let (day, n) = (1 + i / 999_999, 1 + i % 999_999);
+    xinfang_shared::ids::CaseId::parse(&format!("320211-202611{day:02}-{n:06}")).expect("case id")
+}
+
 /// Where the services the tests start write their logs (`target/test-logs/`), scanned for
 /// personal data at the end of the run (`xinfang-log-scan`).
 pub fn log_dir() -> PathBuf {

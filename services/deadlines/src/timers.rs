@@ -337,20 +337,11 @@ fn missing(firing: Vec<Envelope>, have: &[Envelope]) -> Vec<Envelope> {
     firing.into_iter().filter(|e| !event::answered(have, &[&e.event_id])).collect()
 }
 
-/// A timer that came due, as read for firing: its index entry and its record.
+/// A timer that came due, as read for firing: its index entry and what it fires (built once,
+/// from its record, for the round that fires it).
 struct DueNow {
     due: Due,
-    armed: Armed,
-}
-
-impl DueNow {
-    fn case_id(&self) -> CaseId {
-        self.due.case_id().expect("read_due keeps only entries with a case id")
-    }
-
-    fn fire(&self) -> Fire {
-        Fire::of(&self.case_id(), self.due.step, self.due.kind, &self.armed)
-    }
+    fire: Fire,
 }
 
 /// What a reconcile is the effect of.
@@ -654,7 +645,7 @@ impl Timers {
             let record = tree.get(armed_key(case.as_str(), entry.step)).map_err(|e| e.to_string())?;
             match record.and_then(|r| Armed::decode(&r)) {
                 Some(armed) if Due::of(&case, entry.step, &armed) == Some(entry) => {
-                    due.push(DueNow { due: entry, armed });
+                    due.push(DueNow { due: entry, fire: Fire::of(&case, entry.step, entry.kind, &armed) });
                 }
                 _ => stale.push(entry),
             }
@@ -731,7 +722,7 @@ impl Timers {
             // rendered as they are sent, so nats-server is busy while the next is made
             let mut renderer = Renderer::new(self.ledger.node(), to_cst(now));
             let events: Box<dyn Iterator<Item = Outgoing> + Send + '_> =
-                Box::new(due.iter().flat_map(move |t| self.rendered(&mut renderer, &t.fire(), now)));
+                Box::new(due.iter().flat_map(move |t| self.rendered(&mut renderer, &t.fire, now)));
             // each firing is counted (and its lag observed) as the ledger confirms its events
             let (mut confirmed, mut events_confirmed) = (0, 0);
             let result = self
@@ -804,13 +795,12 @@ impl Timers {
             "an unfinished firing past the duplicate window; checking each timer against the ledger"
         );
         let fired = covered.len();
-        for t in &covered {
-            let fire = t.fire();
+        for DueNow { fire, .. } in &covered {
             let have = self.ledger.events(&fire.case_id).await.map_err(|e| e.to_string())?;
-            for event in missing(self.firing(&fire, now, true), &have) {
+            for event in missing(self.firing(fire, now, true), &have) {
                 self.ledger.append(&event, Expect::Any).await.map_err(|e| e.to_string())?;
             }
-            self.record(&fire, true);
+            self.record(fire, true);
         }
         self.forget_all(covered.into_iter().map(|t| t.due).collect()).await?;
         self.unmark_firing().await?;
@@ -867,15 +857,14 @@ impl Timers {
     /// Counts the firings of `due`, from `*next` on, whose events are all among the first
     /// `stored` events of their run (`*events` of them belong to the firings counted so far).
     fn confirm(&self, due: &[DueNow], next: &mut usize, events: &mut usize, stored: usize) {
-        while let Some(t) = due.get(*next) {
-            let fire = t.fire();
-            let len = firing_len(&fire, true);
+        while let Some(DueNow { fire, .. }) = due.get(*next) {
+            let len = firing_len(fire, true);
             if *events + len > stored {
                 break;
             }
             *events += len;
             *next += 1;
-            self.record(&fire, true);
+            self.record(fire, true);
         }
     }
 

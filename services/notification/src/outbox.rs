@@ -261,31 +261,31 @@ impl Outbox {
         Ok(attempted)
     }
 
-    async fn attempt(&self, mut p: Pending) -> Result<bool, String> {
+    async fn attempt(&self, mut p: Pending) -> Result<(), String> {
         let id = p.notice.notice_id.clone();
         if self.recorded_before_restart(&p).await? {
             tracing::info!(notice = %id, "already recorded in the ledger by the previous process; forgotten");
             self.store.tree().remove(key(&id)).map_err(|e| e.to_string())?;
-            return Ok(true);
+            return Ok(());
         }
         let masked = mask_address(&p.notice.recipient);
         if let Some(why) = p.undeliverable.clone() {
             tracing::warn!(notice = %id, template = %p.notice.template, %why, "notice cannot be delivered");
-            return self.settle(&p, false).await.map(|_| true);
+            return self.settle(&p, false).await.map(|_| ());
         }
         p.attempts += 1;
         match self.channels.send(&p.channel, &p.notice).await {
             Ok(()) => {
                 self.metrics.attempts.with_label_values(&[&p.channel, "ok"]).inc();
                 tracing::info!(notice = %id, channel = %p.channel, recipient = %masked, attempts = p.attempts, "notice delivered");
-                self.settle(&p, true).await.map(|_| true)
+                self.settle(&p, true).await.map(|_| ())
             }
             Err(e) => {
                 self.metrics.attempts.with_label_values(&[&p.channel, "error"]).inc();
                 let now = now_ms();
                 if Duration::from_millis((now - p.first_at).max(0) as u64) >= self.retry.horizon {
                     tracing::warn!(notice = %id, channel = %p.channel, recipient = %masked, attempts = p.attempts, error = %e, "giving up");
-                    return self.settle(&p, false).await.map(|_| true);
+                    return self.settle(&p, false).await.map(|_| ());
                 }
                 p.next_at = now + self.retry.delay(p.attempts).as_millis() as i64;
                 tracing::info!(notice = %id, channel = %p.channel, attempts = p.attempts, error = %e, "delivery failed; will retry");
@@ -293,7 +293,7 @@ impl Outbox {
                     .tree()
                     .insert(key(&id), serde_json::to_vec(&p).expect("serializes"))
                     .map_err(|e| e.to_string())?;
-                Ok(false)
+                Ok(())
             }
         }
     }

@@ -328,6 +328,13 @@ fn raw_sled(n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A stage's cell: how long until all `of` were done, and the rate; or that they were not.
+fn completed(d: Option<Duration>, of: usize) -> String {
+    d.map_or("not all within 10 min".to_string(), |d| {
+        format!("{:.1} s ({:.0}/s)", d.as_secs_f64(), of as f64 / d.as_secs_f64())
+    })
+}
+
 /// What the webhook receiver saw: per notice, its template, case and arrival (Unix ns).
 #[derive(Default)]
 struct Hook {
@@ -444,11 +451,7 @@ async fn pipeline(n: usize, c: usize) {
     };
     let receipt = delivered("receipt", &registered);
     let assignment = delivered("assignment", &routed);
-    let rate = |d: Option<Duration>| {
-        d.map_or("not all within 10 min".to_string(), |d| {
-            format!("{:.1} s ({:.0}/s)", d.as_secs_f64(), n as f64 / d.as_secs_f64())
-        })
-    };
+    let rate = |d: Option<Duration>| completed(d, n);
     let row = |name: &str, v: &[Duration]| {
         if v.is_empty() {
             println!("| {name} | — | — | — | — |");
@@ -561,19 +564,17 @@ async fn city(n: usize, c: usize) {
     let mut lags: Vec<Duration> =
         forwarded.iter().filter_map(|(case, at)| (*arrived.get(case)? - *at).to_std().ok()).collect();
     lags.sort();
-    let rate = |d: Option<Duration>, of: usize| {
-        d.map_or("not all within 10 min".to_string(), |d| {
-            format!("{:.1} s ({:.0}/s)", d.as_secs_f64(), of as f64 / d.as_secs_f64())
-        })
-    };
     println!(
         "\nThe city: {n} petitions to 320211 from {c} clients; raw acked publishes on 320211's server {raw:.0}/s.\n"
     );
     println!("| complete | since the first submission |");
     println!("| --- | --- |");
-    println!("| all {n} submitted (intake answered) | {} |", rate(Some(submitted), n));
-    println!("| all {transfers} transfers in 320213's ledger (`transferred_in`) | {} |", rate(arrived_at, transfers));
-    println!("| all {groups} escalations in the city's inbox | {} |", rate(escalated_at, groups));
+    println!("| all {n} submitted (intake answered) | {} |", completed(Some(submitted), n));
+    println!(
+        "| all {transfers} transfers in 320213's ledger (`transferred_in`) | {} |",
+        completed(arrived_at, transfers)
+    );
+    println!("| all {groups} escalations in the city's inbox | {} |", completed(escalated_at, groups));
     if !lags.is_empty() {
         println!(
             "\nPer transfer, `forwarded` (320211) → `transferred_in` (320213): {} cases, p50 {} ms, p99 {} ms, max {} ms.",

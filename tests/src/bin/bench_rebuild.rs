@@ -17,22 +17,11 @@ use std::time::Instant;
 
 use xinfang_shared::event::{EventData, Outcome};
 use xinfang_shared::fixtures;
-use xinfang_shared::ids::{CaseId, NodeCode, OrganId};
+use xinfang_shared::ids::{NodeCode, OrganId};
 use xinfang_shared::ledger::{self, Ledger};
 use xinfang_shared::subjects;
 use xinfang_shared::time::now_cst;
-use xinfang_tests::{log_dir, node_toml, NatsServer, ServiceProcess};
-
-fn arg(name: &str, default: usize) -> usize {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.windows(2).find(|w| w[0] == name).map(|w| w[1].parse().expect("a number")).unwrap_or(default)
-}
-
-/// Case `i` of the bench (up to 999,999 a day).
-fn case(i: usize) -> CaseId {
-    let (day, n) = (1 + i / 999_999, 1 + i % 999_999);
-    CaseId::parse(&format!("320211-202611{day:02}-{n:06}")).expect("case id")
-}
+use xinfang_tests::{bench_arg as arg, bench_case as case, log_dir, node_toml, NatsServer, ServiceProcess};
 
 /// The four events of case `i`: registered now, routed a minute later, accepted an hour
 /// later, replied a day later.

@@ -26,21 +26,10 @@ use xinfang_deadlines::render::Renderer;
 use xinfang_deadlines::timers::{arm_stored, firing_id, open_store, Armed, Kind};
 use xinfang_shared::event::Step;
 use xinfang_shared::fast_ingest::FastBatch;
-use xinfang_shared::ids::{CaseId, NodeCode};
+use xinfang_shared::ids::NodeCode;
 use xinfang_shared::ledger::{headers, APPEND_WINDOW};
 use xinfang_shared::time::now_cst;
-use xinfang_tests::{node_toml, NatsServer, ServiceProcess};
-
-fn arg(name: &str, default: usize) -> usize {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.windows(2).find(|w| w[0] == name).map(|w| w[1].parse().expect("a number")).unwrap_or(default)
-}
-
-/// Case `i` of the bench (two days of up to 999,999 cases each).
-fn case(i: usize) -> CaseId {
-    let (day, n) = (1 + i / 999_999, 1 + i % 999_999);
-    CaseId::parse(&format!("320211-202611{day:02}-{n:06}")).expect("case id")
-}
+use xinfang_tests::{bench_arg as arg, bench_case as case, node_toml, NatsServer, ServiceProcess};
 
 /// Raw sled: `n` inserts of keys and values the size of a timer record's (`value` bytes), one
 /// flush.
