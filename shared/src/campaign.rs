@@ -96,7 +96,7 @@ pub fn satisfaction(events: &[Envelope]) -> Option<Satisfaction> {
     const OPINIONS: &[&str] = &["replied", "review_replied", "rereview_replied"];
     let last_opinion = events.iter().rposition(|e| OPINIONS.contains(&e.kind.as_str()))?;
     events[last_opinion..].iter().rev().find_map(|e| match e.data() {
-        Ok(Some(EventData::Evaluated { satisfaction })) => Some(satisfaction),
+        Ok(Some(EventData::Evaluated { satisfaction })) => Some(*satisfaction),
         _ => None,
     })
 }

@@ -91,6 +91,18 @@ pub struct NotificationSection {
     /// Template name → text (minijinja), overriding the Chinese defaults.
     #[serde(default)]
     pub templates: BTreeMap<String, String>,
+    /// How many notification processes the node runs (default 1; issue 18: replicas): each plans and
+    /// delivers the notices of its share of the cases ([`crate::ids::CaseId::share`]), the
+    /// process with `store.replica` "" or "1" the first share, "2" the second, and so on.
+    #[serde(default)]
+    pub processes: Option<u32>,
+}
+
+impl NotificationSection {
+    /// [`Self::processes`], 1 when not set.
+    pub fn process_count(&self) -> u32 {
+        self.processes.unwrap_or(1)
+    }
 }
 
 /// `[node]`: which jurisdiction this is.
@@ -592,6 +604,10 @@ impl Settings {
             if !u.starts_with("nats-leaf://") && !u.starts_with("nats://") && !u.starts_with("tls://") {
                 return bad(&format!("nats.parent_urls[{i}]"), format!("{u:?}: expected nats-leaf://host:port"));
             }
+        }
+        let processes = self.notification.process_count();
+        if !(1..=64).contains(&processes) {
+            return bad("notification.processes", format!("{processes}: 1 to 64"));
         }
         let replica = &self.store.replica;
         if replica.len() > 16 || !replica.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {

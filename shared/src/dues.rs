@@ -145,8 +145,8 @@ fn reception_step(events: &[Envelope], cal: &Calendar, dues: &mut BTreeMap<&'sta
     let open = events
         .iter()
         .filter_map(|e| match e.data() {
-            Ok(Some(EventData::AppointmentBooked { appointment_id, ends_at, .. })) if !recorded(&appointment_id) => {
-                Some(ends_at)
+            Ok(Some(EventData::AppointmentBooked { appointment_id, ends_at, .. })) if !recorded(appointment_id) => {
+                Some(*ends_at)
             }
             _ => None,
         })
@@ -180,7 +180,7 @@ fn hearing_time(events: &[Envelope]) -> chrono::Duration {
 fn ladder_steps(events: &[Envelope], state: &CaseState, dues: &mut BTreeMap<&'static str, (Instant, Due)>) {
     let supervision = events.iter().rev().find_map(|e| match e.data() {
         Ok(Some(EventData::Escalated { level: EscalationLevel::Supervision, due_at: Some(due), step, .. })) => {
-            Some((e.at, due, step))
+            Some((e.at, *due, *step))
         }
         _ => None,
     });
@@ -191,7 +191,7 @@ fn ladder_steps(events: &[Envelope], state: &CaseState, dues: &mut BTreeMap<&'st
     }
     let open = !matches!(state.stage, Stage::Closed | Stage::Terminated | Stage::Forwarded);
     let directive = events.iter().enumerate().rev().find_map(|(i, e)| match e.data() {
-        Ok(Some(EventData::DirectiveReceived { due_at, .. })) => Some((i, e.at, due_at)),
+        Ok(Some(EventData::DirectiveReceived { due_at, .. })) => Some((i, e.at, *due_at)),
         _ => None,
     });
     if let (Some((i, start, due)), true) = (directive, open) {
@@ -206,7 +206,7 @@ fn ladder_steps(events: &[Envelope], state: &CaseState, dues: &mut BTreeMap<&'st
 /// extension counted from the end of the original period (Art. 34).
 fn handling_due(events: &[Envelope], accepted: &Envelope, policy: &Policy, cal: &Calendar) -> Due {
     let assigned = events.iter().rev().find_map(|e| match e.data() {
-        Ok(Some(EventData::Routed { assigned_due: Some(d), .. })) => Some(d),
+        Ok(Some(EventData::Routed { assigned_due: Some(d), .. })) => Some(*d),
         _ => None,
     });
     let mut due = match assigned {
@@ -215,7 +215,7 @@ fn handling_due(events: &[Envelope], accepted: &Envelope, policy: &Policy, cal: 
     };
     for e in events {
         if let Ok(Some(EventData::Extended { days, .. })) = e.data() {
-            let ext = cal.due(due.at, Period::Days(days));
+            let ext = cal.due(due.at, Period::Days(*days));
             due = Due { at: ext.at, provisional: due.provisional || ext.provisional };
         }
     }

@@ -116,7 +116,7 @@ pub fn rung(cause: &Envelope, events: &[Envelope], state: &CaseState, ladder: &L
             reason,
         })
     };
-    match cause.data().ok()?? {
+    match cause.data().ok()??.clone() {
         EventData::DeadlineWarned { step, due_at, .. } if owed(step) => Some(Rung {
             id: id("reminder"),
             level: EscalationLevel::Reminder,

@@ -45,6 +45,7 @@ pub struct Envelope {
     pub kind: String,
     /// Node that wrote it.
     pub node: NodeCode,
+    #[serde(deserialize_with = "crate::time::read_instant")]
     pub at: Instant,
     pub actor: Actor,
     /// The staff who recorded the action for `actor` (a clerk entering a paper reply, say).
@@ -54,6 +55,29 @@ pub struct Envelope {
     pub causation_id: Option<String>,
     #[serde(default)]
     pub data: Value,
+    /// `data` as typed by the first [`Envelope::data`] call (not on the wire). A case's
+    /// history is read by many rules, each looking at the data of many events; parsing it once
+    /// per event made a replay several times faster (issue 18). Set `kind` and `data` before
+    /// reading the typed data: it is not parsed again after they change.
+    #[serde(skip)]
+    pub typed: TypedData,
+}
+
+/// The cache behind [`Envelope::data`]: empty until first read, and never part of an
+/// envelope's equality (that is its wire form).
+#[derive(Clone, Default)]
+pub struct TypedData(std::sync::OnceLock<Option<EventData>>);
+
+impl PartialEq for TypedData {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for TypedData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TypedData")
+    }
 }
 
 /// Why an envelope could not be read.
@@ -75,7 +99,18 @@ impl Envelope {
         data: EventData,
     ) -> Self {
         let (kind, data) = data.into_parts();
-        Self { event_id: event_id.into(), case_id, kind, node, at, actor, recorded_by: None, causation_id, data }
+        Self {
+            event_id: event_id.into(),
+            case_id,
+            kind,
+            node,
+            at,
+            actor,
+            recorded_by: None,
+            causation_id,
+            data,
+            typed: TypedData::default(),
+        }
     }
 
     /// Parses the wire form.
@@ -83,13 +118,64 @@ impl Envelope {
         Ok(serde_json::from_slice(bytes)?)
     }
 
+    /// Parses the wire form for rules only (a rebuild's replay): the typed data straight from
+    /// the bytes, `data` left `null` — about a third less work than [`Envelope::from_slice`],
+    /// which builds `data` as JSON first. Never write such an envelope back or show it.
+    pub fn for_rules(bytes: &[u8]) -> Result<Self, EventError> {
+        #[derive(Deserialize)]
+        struct Wire<'a> {
+            event_id: String,
+            case_id: CaseId,
+            #[serde(rename = "type")]
+            kind: String,
+            node: NodeCode,
+            #[serde(deserialize_with = "crate::time::read_instant")]
+            at: Instant,
+            actor: Actor,
+            #[serde(default)]
+            recorded_by: Option<Actor>,
+            #[serde(default)]
+            causation_id: Option<String>,
+            #[serde(borrow, default)]
+            data: Option<&'a serde_json::value::RawValue>,
+        }
+        let w: Wire = serde_json::from_slice(bytes)?;
+        let typed = match w.data {
+            // the envelope as an adjacently tagged `EventData`: its other fields are skipped,
+            // and as `type` comes before `data` the data is read straight into its variant
+            Some(_) if EventData::KNOWN.contains(&w.kind.as_str()) => Some(serde_json::from_slice::<EventData>(bytes)?),
+            _ => None,
+        };
+        Ok(Self {
+            event_id: w.event_id,
+            case_id: w.case_id,
+            kind: w.kind,
+            node: w.node,
+            at: w.at,
+            actor: w.actor,
+            recorded_by: w.recorded_by,
+            causation_id: w.causation_id,
+            data: Value::Null,
+            typed: TypedData(std::sync::OnceLock::from(typed)),
+        })
+    }
+
     /// The wire form.
     pub fn to_bytes(&self) -> bytes::Bytes {
         serde_json::to_vec(self).expect("events serialize").into()
     }
 
-    /// The typed data: `Ok(None)` for a type this build does not know.
-    pub fn data(&self) -> Result<Option<EventData>, EventError> {
+    /// The typed data, parsed on the first call and kept: `Ok(None)` for a type this build
+    /// does not know.
+    pub fn data(&self) -> Result<Option<&EventData>, EventError> {
+        if let Some(typed) = self.typed.0.get() {
+            return Ok(typed.as_ref());
+        }
+        let parsed = self.parse_data()?;
+        Ok(self.typed.0.get_or_init(|| parsed).as_ref())
+    }
+
+    fn parse_data(&self) -> Result<Option<EventData>, EventError> {
         if !EventData::KNOWN.contains(&self.kind.as_str()) {
             return Ok(None);
         }
@@ -252,6 +338,7 @@ pub struct RegisteredDue {
 
 /// `registered`: the petition as validated, plus what intake derived from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "RegisteredWire")]
 pub struct Registered {
     #[serde(flatten)]
     pub petition: Petition,
@@ -277,6 +364,67 @@ pub struct Registered {
     #[serde(default)]
     pub terminated_matter: bool,
     pub due: RegisteredDue,
+}
+
+/// [`Registered`] as read: the petition's fields named one by one where the type flattens them.
+/// serde reads a flattened struct through a buffer of every field it does not know, which made
+/// `registered` the slowest event to read; this reads each field straight into place. The
+/// round-trip test `registered_reads_back_as_written` keeps the two field lists together.
+#[derive(Deserialize)]
+struct RegisteredWire {
+    channel: crate::petition::Channel,
+    received_at: Instant,
+    petitioners: Vec<crate::petition::Petitioner>,
+    headcount: u32,
+    location: crate::petition::Location,
+    category: String,
+    kind: crate::petition::Kind,
+    #[serde(default)]
+    respondent_organ_id: Option<OrganId>,
+    title: String,
+    content: String,
+    query_code_hash: String,
+    #[serde(default)]
+    query_code_sealed: Option<String>,
+    #[serde(default)]
+    repeat_of: Option<CaseId>,
+    group: bool,
+    urgent: bool,
+    #[serde(default)]
+    urgent_reasons: Vec<String>,
+    #[serde(default)]
+    petitioner_keys: Vec<String>,
+    #[serde(default)]
+    terminated_matter: bool,
+    due: RegisteredDue,
+}
+
+impl From<RegisteredWire> for Registered {
+    fn from(w: RegisteredWire) -> Self {
+        Self {
+            petition: Petition {
+                channel: w.channel,
+                received_at: w.received_at,
+                petitioners: w.petitioners,
+                headcount: w.headcount,
+                location: w.location,
+                category: w.category,
+                kind: w.kind,
+                respondent_organ_id: w.respondent_organ_id,
+                title: w.title,
+                content: w.content,
+            },
+            query_code_hash: w.query_code_hash,
+            query_code_sealed: w.query_code_sealed,
+            repeat_of: w.repeat_of,
+            group: w.group,
+            urgent: w.urgent,
+            urgent_reasons: w.urgent_reasons,
+            petitioner_keys: w.petitioner_keys,
+            terminated_matter: w.terminated_matter,
+            due: w.due,
+        }
+    }
 }
 
 /// Typed event data, one variant per type of DESIGN.md §3.
@@ -555,7 +703,57 @@ mod tests {
         assert_eq!(v["data"]["organ_id"], "320211-zjj");
         let back = Envelope::from_slice(&e.to_bytes()).unwrap();
         assert_eq!(back, e);
-        assert_eq!(back.data().unwrap(), Some(EventData::Accepted { organ_id: OrganId::parse("320211-zjj").unwrap() }));
+        assert_eq!(
+            back.data().unwrap(),
+            Some(&EventData::Accepted { organ_id: OrganId::parse("320211-zjj").unwrap() })
+        );
+    }
+
+    #[test]
+    fn registered_reads_back_as_written() {
+        use crate::petition::{Channel, Kind, Location, Petitioner};
+        let at = cst().with_ymd_and_hms(2026, 11, 27, 10, 15, 0).unwrap();
+        let full = Registered {
+            petition: Petition {
+                channel: Channel::Visit,
+                received_at: at,
+                petitioners: vec![Petitioner {
+                    name: "张三".into(),
+                    id_number: None,
+                    phone: Some(crate::ids::Phone::parse("13812345678").unwrap()),
+                    address: Some("人民路1号".into()),
+                }],
+                headcount: 6,
+                location: Location {
+                    division: crate::ids::DivisionCode::parse("320211").unwrap(),
+                    address: Some("人民路".into()),
+                },
+                category: "urban_construction".into(),
+                kind: Kind::AppealRequest,
+                respondent_organ_id: Some(OrganId::parse("320211-zjj").unwrap()),
+                title: "标题".into(),
+                content: "内容".into(),
+            },
+            query_code_hash: "h".into(),
+            query_code_sealed: Some("s1.x".into()),
+            repeat_of: Some(CaseId::parse("320211-20261101-000001").unwrap()),
+            group: true,
+            urgent: true,
+            urgent_reasons: vec!["group".into()],
+            petitioner_keys: vec!["k".into()],
+            terminated_matter: true,
+            due: RegisteredDue { route: at, provisional: true },
+        };
+        let e = env(EventData::Registered(Box::new(full.clone())));
+        let back = Envelope::from_slice(&e.to_bytes()).unwrap();
+        assert_eq!(back.data().unwrap(), Some(&EventData::Registered(Box::new(full.clone()))));
+        let rules = Envelope::for_rules(&e.to_bytes()).unwrap();
+        assert_eq!(rules.data().unwrap(), Some(&EventData::Registered(Box::new(full))));
+        assert_eq!((&rules.event_id, &rules.case_id, rules.at), (&e.event_id, &e.case_id, e.at));
+        // an instant written another way than RFC 3339 still reads
+        let mut v: Value = serde_json::from_slice(&e.to_bytes()).unwrap();
+        v["at"] = "2026-11-27 10:15:00 +08:00".into();
+        assert_eq!(serde_json::from_value::<Envelope>(v).unwrap().at, at);
     }
 
     #[test]

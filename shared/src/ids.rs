@@ -56,6 +56,13 @@ fn all_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The date of eight digits `YYYYMMDD` (every event names its case: a format-string parse
+/// here was a measurable part of reading a ledger).
+fn date_of(digits: &str) -> Option<NaiveDate> {
+    let number = |r: std::ops::Range<usize>| digits.get(r)?.parse::<u32>().ok();
+    NaiveDate::from_ymd_opt(i32::try_from(number(0..4)?).ok()?, number(4..6)?, number(6..8)?)
+}
+
 /// A node code: the 6-digit GB/T 2260 code of a jurisdiction (区/县/市).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeCode(String);
@@ -210,7 +217,7 @@ impl CaseId {
             && parts[1].len() == 8
             && parts[2].len() == 6
             && parts.iter().all(|p| all_digits(p))
-            && NaiveDate::parse_from_str(parts[1], "%Y%m%d").is_ok();
+            && date_of(parts[1]).is_some();
         if ok {
             Ok(Self(s.to_string()))
         } else {
@@ -226,6 +233,14 @@ impl CaseId {
     /// The node that registered the case.
     pub fn origin_node(&self) -> &str {
         &self.0[..6]
+    }
+
+    /// Which of `n` shares the case falls in, 1 to `n`: the same in every process and every
+    /// build (FNV-1a of the id), so several processes of a service can split the cases.
+    pub fn share(&self, n: u32) -> u32 {
+        let hash =
+            self.0.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        (hash % u64::from(n.max(1))) as u32 + 1
     }
 }
 
@@ -274,7 +289,23 @@ mod tests {
         assert_eq!(id.origin_node(), "320211");
         let d = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
         assert_eq!(CaseId::new(&NodeCode::parse("320211").unwrap(), d, 42), id);
-        for bad in ["320211-20261327-000042", "320211-20261127-42", "x", "320211.20261127.000042", ""] {
+        // shares: stable, and every share gets cases
+        assert_eq!(id.share(1), 1);
+        assert_eq!(id.share(3), id.share(3));
+        let mut counts = [0; 3];
+        for seq in 0..300 {
+            let c = CaseId::new(&NodeCode::parse("320211").unwrap(), d, seq);
+            counts[c.share(3) as usize - 1] += 1;
+        }
+        assert!(counts.iter().all(|n| *n > 50), "{counts:?}");
+        for bad in [
+            "320211-20261327-000042",
+            "320211-20261127-42",
+            "320211-20260230-000042",
+            "x",
+            "320211.20261127.000042",
+            "",
+        ] {
             assert!(CaseId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -192,7 +192,7 @@ pub fn plan(
     if let Some(o) = &state.organ {
         base = with(&base, organ_ctx(o));
     }
-    let Ok(Some(data)) = cause.data() else { return vec![] };
+    let Ok(Some(data)) = cause.data().map(|d| d.cloned()) else { return vec![] };
     match data {
         EventData::Registered(r) => {
             let ctx = with(&base, json!({"registered_at": day(cause.at), "group": r.group}));

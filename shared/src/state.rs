@@ -127,7 +127,7 @@ impl CaseState {
             Ok(Some(EventData::Registered(_))) => Some(fresh),
             Ok(Some(EventData::TransferredIn { snapshot, .. })) => {
                 let mut state = fresh;
-                if let Some(before) = Self::fold(&snapshot_events(&snapshot)) {
+                if let Some(before) = Self::fold(&snapshot_events(snapshot)) {
                     state = Self { registered_at: before.registered_at, ..before };
                 }
                 state.transferred(first.at);
@@ -167,7 +167,7 @@ impl CaseState {
         use EventData as D;
         match data {
             D::Routed { organ_id, .. } => {
-                self.organ = Some(organ_id);
+                self.organ = Some(organ_id.clone());
                 if self.stage == Stage::AwaitingRoute {
                     self.stage = Stage::WithOrgan;
                 }
@@ -192,9 +192,9 @@ impl CaseState {
             D::HearingEnded {} => self.stage = Stage::RereviewRequested,
             D::Terminated {} => self.stage = Stage::Terminated,
             D::Closed { .. } => self.stage = Stage::Closed,
-            D::LeaderInCharge { leader, .. } => self.leader = Some(leader),
+            D::LeaderInCharge { leader, .. } => self.leader = Some(leader.clone()),
             D::LeaderReleased { .. } => self.leader = None,
-            D::ReceptionRecorded { leader, attended: true, .. } => self.received_by = Some(leader),
+            D::ReceptionRecorded { leader, attended: true, .. } => self.received_by = Some(leader.clone()),
             _ => {}
         }
     }

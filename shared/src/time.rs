@@ -29,6 +29,23 @@ pub fn rfc3339(t: Instant) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 
+/// Reads an instant from its wire form through chrono's RFC 3339 parser (several times faster
+/// than the general one serde uses), falling back to the general one for any other form it
+/// accepted before: `#[serde(deserialize_with = "crate::time::read_instant")]`.
+pub fn read_instant<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Instant, D::Error> {
+    struct Rfc3339;
+    impl serde::de::Visitor<'_> for Rfc3339 {
+        type Value = Instant;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an RFC 3339 instant")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Instant, E> {
+            DateTime::parse_from_rfc3339(s).or_else(|_| s.parse::<Instant>()).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(Rfc3339)
+}
+
 /// Now, in China Standard Time (the system clock).
 pub fn now_cst() -> Instant {
     Utc::now().with_timezone(&cst())

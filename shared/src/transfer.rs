@@ -37,8 +37,8 @@ impl Transfer {
 /// `transferred_in` carried (possibly nested through several transfers).
 pub fn registered_of(events: &[Envelope]) -> Option<Registered> {
     events.iter().find_map(|e| match e.data() {
-        Ok(Some(EventData::Registered(r))) => Some(*r),
-        Ok(Some(EventData::TransferredIn { snapshot, .. })) => registered_of(&crate::state::snapshot_events(&snapshot)),
+        Ok(Some(EventData::Registered(r))) => Some(r.as_ref().clone()),
+        Ok(Some(EventData::TransferredIn { snapshot, .. })) => registered_of(&crate::state::snapshot_events(snapshot)),
         _ => None,
     })
 }

@@ -14,7 +14,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
-use xinfang_tests::{free_port, node_toml, petition_by, NatsServer, TestNode};
+use xinfang_shared::ids::CaseId;
+use xinfang_tests::{free_port, node_toml, petition_by, NatsServer, ServiceProcess, TestNode};
 
 /// Debian's aiosmtpd writing every message into a maildir.
 struct Smtp {
@@ -203,6 +204,96 @@ organ = "file"
     let text = metrics.text().await.unwrap();
     assert!(text.contains("xf_notification_outbox_depth 0"), "{text}");
     assert!(!text.contains("13812345678"), "no phone number in metrics");
+}
+
+/// Two notification processes split the cases (`notification.processes = 2`, issue 18:
+/// replicas): each notice is sent by one of them, once; the second is SIGKILLed during a burst
+/// and started again, and still no notice is lost or recorded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_split_the_notices_and_each_is_sent_once() {
+    let gateway = Arc::new(Gateway::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = Router::new().route("/sms", post(sms)).with_state(gateway.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let extra = format!(
+        r#"
+[notification]
+processes = 2
+sms_url = "http://127.0.0.1:{port}/sms"
+retry_initial = "1s"
+
+[notification.channels]
+petitioner = "sms"
+organ = "file"
+"#
+    );
+    let nats = Arc::new(NatsServer::start(false));
+    let mut node = TestNode::start_node(nats.clone(), &node_toml("320211", &nats.url, &extra), &["notification"]);
+    let first_http = node.service("notification").http.clone();
+    let second_dir = tempfile::tempdir().unwrap();
+    let mut second =
+        ServiceProcess::start_replica("notification", &node.config, &node.nats.url, second_dir.path(), "2");
+    let mut cases = Vec::new();
+    for i in 0..20 {
+        let (_, r) = node.submit(&petition_by(i)).await;
+        cases.push(CaseId::parse(r["case_id"].as_str().unwrap()).unwrap());
+    }
+    let receipts = |cases: &[CaseId]| {
+        let cases = cases.to_vec();
+        let node = &node;
+        async move {
+            let mut ids = Vec::new();
+            for case in &cases {
+                let ok = node
+                    .wait_for_where(case.as_str(), "notified", Duration::from_secs(30), |e| {
+                        e.data["template"] == "receipt"
+                    })
+                    .await
+                    .unwrap_or_else(|| panic!("{case}: no receipt notified"));
+                ids.push(ok.data["notice_id"].as_str().unwrap().to_string());
+            }
+            ids
+        }
+    };
+    // no process died: each notice reached the gateway exactly once
+    for id in receipts(&cases).await {
+        let seen = gateway.seen.lock().unwrap().get(&id).cloned().expect("the gateway saw the notice");
+        assert_eq!((seen.attempts, seen.delivered), (1, 1), "{id}: sent by one process, once");
+    }
+    let shares: Vec<u32> = cases.iter().map(|c| c.share(2)).collect();
+    assert!(shares.contains(&1) && shares.contains(&2), "both processes had cases: {shares:?}");
+    for (http, share) in [(first_http, 1), (second.http.clone(), 2)] {
+        let text = node.http.get(format!("{http}/metrics")).send().await.unwrap().text().await.unwrap();
+        let sent: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("xf_notification_notices_total{") && l.contains("sms"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        let owned = shares.iter().filter(|s| **s == share).count();
+        assert_eq!(sent as usize, owned, "process {share} sent its share:\n{text}");
+    }
+
+    // the second dies during a burst and comes back: still every notice, each recorded once
+    let mut burst = Vec::new();
+    for i in 20..40 {
+        let (_, r) = node.submit(&petition_by(i)).await;
+        burst.push(CaseId::parse(r["case_id"].as_str().unwrap()).unwrap());
+        if i == 25 {
+            second.restart();
+        }
+    }
+    receipts(&burst).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for case in cases.iter().chain(&burst) {
+        let events = node.events(case.as_str()).await;
+        let recorded: Vec<&str> = events
+            .iter()
+            .filter(|e| e.kind == "notified" || e.kind == "notification_failed")
+            .map(|e| e.event_id.as_str())
+            .collect();
+        assert_eq!(recorded.len(), 1, "{case}: one receipt recorded once: {recorded:?}");
+    }
 }
 
 /// The notification service recorded a notice and died before sled's removal of it was

@@ -6,12 +6,14 @@
 //!
 //! # Layout
 //! - [`timers`]: the store's layout, the due index and the arm / fire operations.
+//! - [`plan`]: what reconciling a case's timers with its events changes (pure).
 //! - [`rebuild`]: a new or lost store rebuilt from the ledger in one sequential read.
 //! - [`render`]: the wire form of warnings and breaches, written directly (the burst's path).
 //! - [`metrics`].
 #![forbid(unsafe_code)]
 
 pub mod metrics;
+pub mod plan;
 pub mod rebuild;
 pub mod render;
 pub mod timers;
@@ -155,7 +157,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     timers.load();
     let ready = Readiness::default();
     let (addr, ops_task) = ops::serve(&settings.metrics.listen, registry, ready.clone(), shutdown.clone()).await?;
-    match rebuild::rebuild(&timers, TRIGGERS).await {
+    match rebuild::rebuild(&timers, TRIGGERS, &settings.store.path.with_extension("rebuild")).await {
         Ok(Some(r)) => tracing::info!(
             events = r.events,
             cases = r.cases,

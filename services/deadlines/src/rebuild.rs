@@ -3,15 +3,23 @@
 //! for a large ledger, and a load on nats-server that starves the node's other services).
 //!
 //! 1. The ledger's last sequence is noted and every case event up to it is read once, through
-//!    one consumer, into a scratch tree keyed by case and sequence (bounded memory).
-//! 2. Each case's history is replayed into the timers as its deliveries would have been
-//!    ([`Timers::replay`]): the same timers, and no firing that is in the ledger armed again;
-//!    the indicator counts are counted again from none.
+//!    one consumer, into a scratch file beside the store, with where each event lies kept in
+//!    memory (40 bytes an event), then sorted by case.
+//! 2. Each case's history is replayed as its deliveries would have been, the case's records
+//!    in memory and only its last state written ([`Timers::replay`]): the same timers, and no
+//!    firing that is in the ledger armed again; the indicator counts are counted again from
+//!    none.
 //! 3. The ledger position is recorded, so the consumer resumes after the last event read.
 //!
-//! A crash before step 3 leaves the store at position 0 and the rebuild starts over; arming is
-//! idempotent. Nothing fires during a rebuild: it runs before the firing loop starts.
+//! A crash before step 3 leaves the store at position 0 and the rebuild starts over from an
+//! empty store. Nothing fires during a rebuild: it runs before the firing loop starts.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant as Clock;
 
 use xinfang_shared::event::Envelope;
@@ -19,14 +27,9 @@ use xinfang_shared::ids::CaseId;
 use xinfang_shared::ledger;
 use xinfang_shared::projection::Batch;
 use xinfang_shared::subjects;
+use xinfang_shared::time::Instant;
 
-use crate::timers::Timers;
-
-/// The scratch tree of a rebuild (emptied before and after).
-const SCRATCH: &str = "rebuild";
-
-/// Scratch entries written per sled batch while reading.
-const SCRATCH_BATCH: usize = 2048;
+use crate::timers::{Fire, Timers};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy)]
@@ -43,18 +46,19 @@ pub struct Rebuilt {
 }
 
 /// Rebuilds the store from the ledger when it has applied nothing yet (a new or lost store) and
-/// the ledger has events; otherwise does nothing and returns `None`.
-pub async fn rebuild(timers: &Timers, triggers: &[&str]) -> Result<Option<Rebuilt>, String> {
+/// the ledger has events, reading it through the file `scratch` (removed after); otherwise does
+/// nothing and returns `None`.
+pub async fn rebuild(
+    timers: &Arc<Timers>,
+    triggers: &'static [&'static str],
+    scratch: &Path,
+) -> Result<Option<Rebuilt>, String> {
     if timers.projection.last_applied() > 0 {
         return Ok(None);
     }
     let started = Clock::now();
-    // the counts of a rebuild that did not finish would be added to again
-    timers.clear_counts()?;
-    let scratch = timers.projection.db().open_tree(SCRATCH).map_err(|e| e.to_string())?;
-    scratch.clear().map_err(|e| e.to_string())?;
-    let mut batch = Batch::default();
-    let (mut pending, mut events) = (0usize, 0u64);
+    timers.clear_for_rebuild()?;
+    let mut read = Scratch::create(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let node = timers.ledger.node().clone();
     let upto = ledger::scan_stream(
         timers.ledger.jetstream(),
@@ -67,58 +71,178 @@ pub async fn rebuild(timers: &Timers, triggers: &[&str]) -> Result<Option<Rebuil
                 tracing::warn!(seq, "skipping a ledger entry outside any case");
                 return Ok(());
             };
-            batch.insert(scratch_key(case, seq), payload);
-            pending += 1;
-            events += 1;
-            if pending >= SCRATCH_BATCH {
-                scratch.apply_batch(std::mem::take(&mut batch)).map_err(|e| e.to_string())?;
-                pending = 0;
+            if !read.push(case, payload).map_err(|e| e.to_string())? {
+                tracing::warn!(seq, case, "skipping a ledger entry under no case id");
             }
             Ok(())
         },
     )
     .await
-    .map_err(|e| e.to_string())?;
-    scratch.apply_batch(batch).map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string());
+    let read = read.finish().map_err(|e| e.to_string());
+    let (upto, read) = match (upto, read) {
+        (Ok(upto), Ok(read)) => (upto, read),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = std::fs::remove_file(scratch);
+            return Err(e);
+        }
+    };
     if upto == 0 {
+        let _ = std::fs::remove_file(scratch);
         return Ok(None);
     }
     let read_secs = started.elapsed().as_secs_f64();
     let started = Clock::now();
-    let mut cases = 0u64;
-    let mut case: Option<CaseId> = None;
-    let mut history: Vec<Envelope> = Vec::new();
-    for item in scratch.iter() {
-        let (_, value) = item.map_err(|e| e.to_string())?;
-        let Ok(event) = Envelope::from_slice(&value) else { continue };
-        if case.as_ref() != Some(&event.case_id) {
-            if let Some(done) = case.take() {
-                timers.replay(&done, &history, triggers).await?;
-                cases += 1;
-            }
-            history.clear();
-            case = Some(event.case_id.clone());
-        }
-        history.push(event);
-    }
-    if let Some(done) = case {
-        timers.replay(&done, &history, triggers).await?;
-        cases += 1;
-    }
+    let events = read.entries.len() as u64;
+    let replayed = replay(timers, triggers, read).await;
+    let _ = std::fs::remove_file(scratch);
+    let cases = replayed?;
     timers.projection.apply(upto, Batch::default()).await.map_err(|e| e.to_string())?;
     timers.projection.flush().await.map_err(|e| e.to_string())?;
-    scratch.clear().map_err(|e| e.to_string())?;
-    let _ = timers.projection.db().drop_tree(SCRATCH);
+    timers.reload();
     timers.metrics.rebuilds.inc();
     timers.metrics.rebuilt_events.inc_by(events);
     Ok(Some(Rebuilt { events, cases, upto, read_secs, replay_secs: started.elapsed().as_secs_f64() }))
 }
 
-/// A case's events sort together, in ledger order.
-fn scratch_key(case: &str, seq: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(case.len() + 9);
-    key.extend_from_slice(case.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
+/// Replays every case read on as many threads as there are cores (up to [`MAX_THREADS`]), each
+/// taking a run of cases in key order (so they write to different parts of the store); returns
+/// how many.
+async fn replay(timers: &Arc<Timers>, triggers: &'static [&'static str], read: Read) -> Result<u64, String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_THREADS);
+    let shares = read.shares(threads);
+    let replaying = timers.clone();
+    let (counts, owed, cases) = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|scope| {
+            let workers = shares
+                .into_iter()
+                .map(|share| {
+                    let (timers, read) = (&replaying, &read);
+                    std::thread::Builder::new()
+                        .name("rebuild".into())
+                        .spawn_scoped(scope, move || replay_share(timers, triggers, read, share))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let (mut counts, mut owed, mut cases) = (HashMap::<Vec<u8>, u64>::new(), Vec::new(), 0);
+            for worker in workers {
+                let share = worker.join().map_err(|_| "a replay thread panicked".to_string())??;
+                for (key, n) in share.counts {
+                    *counts.entry(key).or_default() += n;
+                }
+                owed.extend(share.owed);
+                cases += share.cases;
+            }
+            Ok::<_, String>((counts, owed, cases))
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    timers.fire_owed(owed).await?;
+    timers.write_counts(counts)?;
+    Ok(cases)
+}
+
+/// Threads a replay runs on, at most.
+const MAX_THREADS: usize = 4;
+
+/// What one thread's share of a replay counted.
+#[derive(Default)]
+struct Share {
+    counts: HashMap<Vec<u8>, u64>,
+    owed: Vec<(Fire, Instant)>,
+    cases: u64,
+}
+
+/// Replays the cases of `events` (a run of whole cases of those read).
+fn replay_share(
+    timers: &Timers,
+    triggers: &[&str],
+    read: &Read,
+    events: std::ops::Range<usize>,
+) -> Result<Share, String> {
+    let mut share = Share::default();
+    let mut bytes = Vec::new();
+    let mut history: Vec<Envelope> = Vec::new();
+    for run in read.entries[events].chunk_by(|a, b| a.case == b.case) {
+        let Some(case) = std::str::from_utf8(&run[0].case).ok().and_then(|c| CaseId::parse(c).ok()) else { continue };
+        history.clear();
+        for entry in run {
+            bytes.resize(entry.len as usize, 0);
+            read.file.read_exact_at(&mut bytes, entry.offset).map_err(|e| e.to_string())?;
+            match Envelope::for_rules(&bytes) {
+                Ok(event) => history.push(event),
+                Err(e) => tracing::warn!(%case, error = %e, "skipping an unreadable ledger entry"),
+            }
+        }
+        timers.replay(&case, &history, triggers, &mut share.counts, &mut share.owed)?;
+        share.cases += 1;
+    }
+    Ok(share)
+}
+
+/// A case id's bytes (`320211-20261127-000042`).
+type CaseKey = [u8; 22];
+
+/// Where one event read lies in the scratch file.
+struct Entry {
+    case: CaseKey,
+    offset: u64,
+    len: u32,
+}
+
+/// The scratch file being written: every event's bytes one after another, and where each lies.
+struct Scratch {
+    out: BufWriter<File>,
+    file: File,
+    len: u64,
+    entries: Vec<Entry>,
+}
+
+/// The scratch file written, its entries sorted by case (each case's in ledger order).
+struct Read {
+    file: File,
+    entries: Vec<Entry>,
+}
+
+impl Scratch {
+    fn create(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path)?;
+        Ok(Self { out: BufWriter::with_capacity(1 << 20, file.try_clone()?), file, len: 0, entries: Vec::new() })
+    }
+
+    /// Adds one event of `case` (`false`: not a case id, skipped).
+    fn push(&mut self, case: &str, payload: &[u8]) -> std::io::Result<bool> {
+        let Ok(case) = CaseKey::try_from(case.as_bytes()) else { return Ok(false) };
+        let len = u32::try_from(payload.len()).map_err(std::io::Error::other)?;
+        self.out.write_all(payload)?;
+        self.entries.push(Entry { case, offset: self.len, len });
+        self.len += u64::from(len);
+        Ok(true)
+    }
+
+    fn finish(self) -> std::io::Result<Read> {
+        self.out.into_inner().map_err(|e| e.into_error())?;
+        let mut entries = self.entries;
+        // stable: each case's events stay in ledger order
+        entries.sort_by_key(|e| e.case);
+        Ok(Read { file: self.file, entries })
+    }
+}
+
+impl Read {
+    /// The entries split into `n` runs of whole cases.
+    fn shares(&self, n: usize) -> Vec<std::ops::Range<usize>> {
+        let mut shares = Vec::with_capacity(n);
+        let mut start = 0;
+        for k in 1..=n {
+            let mut end = (self.entries.len() * k / n).max(start);
+            while end < self.entries.len() && end > 0 && self.entries[end].case == self.entries[end - 1].case {
+                end += 1;
+            }
+            shares.push(start..end);
+            start = end;
+        }
+        shares
+    }
 }

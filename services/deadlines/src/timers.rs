@@ -23,7 +23,7 @@
 //! [`FIRING_MARK`] says so. A new holiday calendar moves every provisional due and records the
 //! move as `due_recomputed`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -31,16 +31,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use xinfang_shared::calendar::Calendar;
 use xinfang_shared::consumer::{Delivery, Outcome};
-use xinfang_shared::dues::{open_steps, warn_at, Policy};
+use xinfang_shared::dues::Policy;
 use xinfang_shared::event::{self, Actor, Envelope, EventData, Step};
 use xinfang_shared::ids::CaseId;
-use xinfang_shared::indicators::{self, Count, Observation, NO_ORGAN};
+use xinfang_shared::indicators::{Count, Observation, NO_ORGAN};
 use xinfang_shared::ledger::{duplicate_window, Expect, Ledger, Outgoing};
 use xinfang_shared::projection::{write_in_order, Projection, StoreError, Write};
-use xinfang_shared::state::CaseState;
 use xinfang_shared::time::{to_cst, Instant};
 
 use crate::metrics::Metrics;
+use crate::plan::{self, Cause, Rules};
 use crate::render::Renderer;
 
 /// An open step with a timer.
@@ -327,11 +327,6 @@ fn firing_len(fire: &Fire, on_time: bool) -> usize {
     }
 }
 
-/// Whether the case's events already hold the warning or breach of `step` due at `due`.
-fn fired(all: &[Envelope], case: &CaseId, step: Step, due: Instant, kind: Kind) -> bool {
-    event::answered(all, &[firing_id(case.as_str(), step.name(), due, kind.name())])
-}
-
 /// The events of a firing that the case's events `have` do not hold under their own ids.
 fn missing(firing: Vec<Envelope>, have: &[Envelope]) -> Vec<Envelope> {
     firing.into_iter().filter(|e| !event::answered(have, &[&e.event_id])).collect()
@@ -342,17 +337,6 @@ fn missing(firing: Vec<Envelope>, have: &[Envelope]) -> Vec<Envelope> {
 struct DueNow {
     due: Due,
     fire: Fire,
-}
-
-/// What a reconcile is the effect of.
-#[derive(Debug, Clone, Copy)]
-enum Cause {
-    /// A delivered ledger event, at this stream sequence.
-    Event(u64),
-    /// A new holiday calendar.
-    Calendar,
-    /// The replay of a store being rebuilt.
-    Rebuild,
 }
 
 /// The deadlines service's working parts.
@@ -456,25 +440,86 @@ impl Timers {
         Ok(())
     }
 
-    /// Replays a case's whole history (`all`, oldest first) into a store being rebuilt: each
-    /// event of `triggers` is reconciled as its delivery would have been, against the case's
-    /// events up to it, with no ledger read ([`crate::rebuild`]).
-    pub async fn replay(&self, case: &CaseId, all: &[Envelope], triggers: &[&str]) -> Result<(), String> {
+    /// Replays a case's whole history (`all`, oldest first) into a store being rebuilt
+    /// ([`crate::rebuild`]): each event of `triggers` is planned as its delivery would have
+    /// been, against the case's events up to it, with the case's records held in memory; only
+    /// the last state is written, and what the events add to the indicators is added to
+    /// `counts`. A breach owed by a step that closed late is added to `owed`, for
+    /// [`Self::fire_owed`]. The due index and gauges are read again after the rebuild
+    /// ([`Self::reload`]). No ledger I/O: cases replay on several threads at once.
+    pub fn replay(
+        &self,
+        case: &CaseId,
+        all: &[Envelope],
+        triggers: &[&str],
+        counts: &mut HashMap<Vec<u8>, u64>,
+        owed: &mut Vec<(Fire, Instant)>,
+    ) -> Result<(), String> {
+        let calendar = self.calendar();
+        let rules = Rules { policy: &self.policy, calendar: &calendar };
+        let mut records = Vec::new();
         for (i, event) in all.iter().enumerate() {
-            if triggers.contains(&event.kind.as_str()) {
-                self.reconcile(case, &all[..=i], all, event.at, Cause::Rebuild).await?;
+            if !triggers.contains(&event.kind.as_str()) {
+                continue;
+            }
+            let Some(plan) = plan::plan(&rules, case, &records, &all[..=i], all, event.at, Cause::Rebuild) else {
+                continue;
+            };
+            owed.extend(
+                plan.breached_late.iter().map(|(step, armed)| (Fire::of(case, *step, Kind::Breached, armed), event.at)),
+            );
+            if let Some(o) = &plan.observed {
+                *counts.entry(count_key(o)).or_default() += 1;
+            }
+            records = plan::after(&plan);
+        }
+        let tree = self.projection.tree();
+        for (step, armed) in records {
+            tree.insert(armed_key(case.as_str(), step), armed.encode()).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Appends the breaches a rebuild found owed (under their firing ids, so once).
+    pub async fn fire_owed(&self, owed: Vec<(Fire, Instant)>) -> Result<(), String> {
+        for (fire, at) in owed {
+            self.append_fire(&fire, at, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the counts a rebuild counted (at no ledger position: any event after it adds).
+    pub fn write_counts(&self, counts: HashMap<Vec<u8>, u64>) -> Result<(), String> {
+        let tree = self.projection.tree();
+        for (key, n) in counts {
+            tree.insert(key, encode_count(n, 0)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Empties the armed records and counts (a rebuild starts from none: one cut short may
+    /// have left some).
+    pub fn clear_for_rebuild(&self) -> Result<(), String> {
+        let tree = self.projection.tree();
+        for prefix in [ARMED, COUNTS] {
+            for item in tree.scan_prefix(prefix).flatten() {
+                tree.remove(item.0).map_err(|e| e.to_string())?;
             }
         }
         Ok(())
     }
 
-    /// Makes the case's timers those of its open steps as of `events` at time `at`. For a
-    /// delivered event, the store records its stream sequence as applied (a replay is
-    /// skipped); for a new calendar, dues that move are recorded in the ledger as
-    /// `due_recomputed`; a rebuild only writes the store.
-    /// A warning or breach already in the case's ledger (`all`, later events included) is
-    /// recorded as out, not armed again: a store rebuilt from the ledger must not fire twice
-    /// what fired before it was lost, whatever the duplicate window.
+    /// Reads the due index and the armed-timer gauges from the store again (after a rebuild).
+    pub fn reload(&self) {
+        self.metrics.armed.reset();
+        self.metrics.provisional.reset();
+        self.load();
+    }
+
+    /// Makes the case's timers those of its open steps as of `events` at time `at`
+    /// ([`plan::plan`]). For a delivered event, the store records its stream sequence as
+    /// applied (a replay is skipped); for a new calendar, dues that move are recorded in the
+    /// ledger as `due_recomputed`.
     async fn reconcile(
         &self,
         case: &CaseId,
@@ -483,83 +528,48 @@ impl Timers {
         at: Instant,
         cause: Cause,
     ) -> Result<(), String> {
-        let Some(state) = CaseState::fold(events) else { return Ok(()) };
         let calendar = self.calendar();
-        let want = open_steps(events, &state, &self.policy, &calendar);
+        let rules = Rules { policy: &self.policy, calendar: &calendar };
+        let current: Vec<(Step, Armed)> = self.records_of(case);
+        let Some(plan) = plan::plan(&rules, case, &current, events, all, at, cause) else { return Ok(()) };
+        for (step, armed) in &plan.breached_late {
+            self.append_fire(&Fire::of(case, *step, Kind::Breached, armed), at, false).await?;
+        }
         let tree = self.projection.tree();
         let mut writes: Vec<Write> = Vec::new();
-        let (mut unindexed, mut indexed) = (Vec::new(), Vec::new());
-        let mut moved = Vec::new();
-        let mut prefix = ARMED.to_vec();
-        prefix.extend_from_slice(case.as_str().as_bytes());
-        prefix.push(b'/');
-        // steps that closed or moved: forget them; one that completed after its due and whose
-        // breach has not fired yet still gets its breach
-        for item in tree.scan_prefix(&prefix).flatten() {
-            let (Some((_, step)), Some(armed)) = (parse_armed_key(&item.0), Armed::decode(&item.1)) else { continue };
-            let wanted = want.get(step.name());
-            if wanted.is_some_and(|(_, due)| due.at == armed.due_at) {
-                // as it is: its next firing is in the index (again, after an event applied twice)
-                indexed.extend(Due::of(case, step, &armed));
-                continue;
-            }
-            if let (Some((_, due)), Cause::Calendar, true) = (wanted, cause, armed.provisional) {
-                moved.push((step, armed.due_at, *due));
-            }
-            if wanted.is_none() && armed.due_at < at && !armed.breached {
-                self.append_fire(&Fire::of(case, step, Kind::Breached, &armed), at, false).await?;
-            }
-            writes.push((item.0.to_vec(), None));
-            unindexed.extend(Due::of(case, step, &armed));
+        for (step, armed) in &plan.forgotten {
+            writes.push((armed_key(case.as_str(), *step), None));
             self.metrics.armed.with_label_values(&[step.name()]).dec();
             if armed.provisional {
                 self.metrics.provisional.with_label_values(&[step.name()]).dec();
             }
         }
-        for (name, (start, due)) in &want {
-            let Some(step) = Step::ALL.into_iter().find(|s| s.name() == *name) else { continue };
-            let key = armed_key(case.as_str(), step);
-            let current = tree.get(&key).ok().flatten().and_then(|v| Armed::decode(&v));
-            if current.is_some_and(|a| a.due_at == due.at) {
-                continue;
-            }
-            let mut armed = Armed::new(
-                due.at,
-                warn_at(*start, due.at),
-                due.provisional,
-                state.organ.as_ref().map(|o| o.to_string()),
-            );
-            armed.warned = fired(all, case, step, armed.due_at, Kind::Warned);
-            armed.breached = fired(all, case, step, armed.due_at, Kind::Breached);
-            writes.push((key, Some(armed.encode())));
-            indexed.extend(Due::of(case, step, &armed));
-            self.metrics.armed.with_label_values(&[name]).inc();
+        for (step, armed) in &plan.armed {
+            writes.push((armed_key(case.as_str(), *step), Some(armed.encode())));
+            self.metrics.armed.with_label_values(&[step.name()]).inc();
             if armed.provisional {
-                self.metrics.provisional.with_label_values(&[name]).inc();
+                self.metrics.provisional.with_label_values(&[step.name()]).inc();
             }
         }
-        for (step, from, to) in moved {
+        for (step, from, to) in &plan.moved {
             let id = format!("{case}:{}:{}:recomputed:{}", step.name(), from.timestamp(), to.at.timestamp());
-            let data =
-                EventData::DueRecomputed { step, previous_due_at: from, due_at: to.at, provisional: to.provisional };
-            let armed = Armed::new(to.at, to.at, to.provisional, state.organ.as_ref().map(|o| o.to_string()));
-            self.append(&Fire::of(case, step, Kind::Breached, &armed), &id, data, at).await?;
+            let data = EventData::DueRecomputed {
+                step: *step,
+                previous_due_at: *from,
+                due_at: to.at,
+                provisional: to.provisional,
+            };
+            let armed = Armed::new(to.at, to.at, to.provisional, plan.organ.clone());
+            self.append(&Fire::of(case, *step, Kind::Breached, &armed), &id, data, at).await?;
             self.metrics.recomputed.with_label_values(&[step.name()]).inc();
         }
         // the indicators: what the event adds, written with its position; a count that already
         // holds this event (applied before a crash, its position not) is not added to again
-        let observed = match (cause, events.split_last()) {
-            (Cause::Event(_) | Cause::Rebuild, Some((event, before))) => {
-                indicators::observe(before, event, &self.policy, &calendar)
-            }
-            _ => None,
-        };
         let mut counted = None;
-        if let Some(o) = observed {
-            let key = count_key(&o);
+        if let (Some(o), Cause::Event(seq)) = (&plan.observed, cause) {
+            let key = count_key(o);
             let (n, last) = tree.get(&key).map_err(|e| e.to_string())?.map_or((0, 0), |v| decode_count(&v));
-            let seq = if let Cause::Event(seq) = cause { seq } else { 0 };
-            if seq == 0 || seq > last {
+            if seq > last {
                 writes.push((key, Some(encode_count(n + 1, seq))));
                 counted = Some(o);
             }
@@ -572,16 +582,31 @@ impl Timers {
         };
         if applied {
             let mut index = self.index();
-            for due in unindexed {
-                index.remove(&due);
+            for (step, armed) in &plan.forgotten {
+                if let Some(due) = Due::of(case, *step, armed) {
+                    index.remove(&due);
+                }
             }
-            index.extend(indexed);
+            // the kept are indexed again: after an event applied twice, their entries may be gone
+            index.extend(plan.kept.iter().chain(&plan.armed).filter_map(|(step, armed)| Due::of(case, *step, armed)));
         }
-        // a rebuild's counts are exported once it is done ([`Self::export_counts`])
-        if let (true, Cause::Event(_), Some(o)) = (applied, cause, &counted) {
+        if let Some(o) = counted {
             self.metrics.count(o.count).with_label_values(&labels(o)).inc();
         }
         Ok(())
+    }
+
+    /// A case's armed records, in step order.
+    fn records_of(&self, case: &CaseId) -> Vec<(Step, Armed)> {
+        let mut prefix = ARMED.to_vec();
+        prefix.extend_from_slice(case.as_str().as_bytes());
+        prefix.push(b'/');
+        self.projection
+            .tree()
+            .scan_prefix(&prefix)
+            .flatten()
+            .filter_map(|(key, value)| Some((parse_armed_key(&key)?.1, Armed::decode(&value)?)))
+            .collect()
     }
 
     /// Sets the indicator counters from the counts in the store (at start, after any rebuild).

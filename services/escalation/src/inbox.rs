@@ -435,6 +435,7 @@ impl Inbox {
             recorded_by: None,
             causation_id: Some(r.id.clone()),
             data: serde_json::to_value(data).expect("serializes"),
+            typed: Default::default(),
         }
     }
 

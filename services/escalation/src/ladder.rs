@@ -78,6 +78,7 @@ impl Climb {
             recorded_by: None,
             causation_id: Some(cause.event_id.clone()),
             data: serde_json::to_value(&notice).map_err(|e| e.to_string())?,
+            typed: Default::default(),
         };
         self.ledger.send(&parent, escalation::ESCALATION, &message).await.map_err(|e| e.to_string())
     }

@@ -96,7 +96,7 @@ impl Intake {
         let mut by_campaign: BTreeMap<String, Vec<CaseId>> = BTreeMap::new();
         for m in marks {
             if let Ok(Some(EventData::CampaignMarked { campaign_id, .. })) = m.event.data() {
-                let cases = by_campaign.entry(campaign_id).or_default();
+                let cases = by_campaign.entry(campaign_id.clone()).or_default();
                 if !cases.contains(&m.event.case_id) {
                     cases.push(m.event.case_id);
                 }

@@ -31,7 +31,7 @@ fn no_reception(id: &str) -> ApiError {
 fn booked_in(events: &[Envelope], reception_id: &str) -> Option<String> {
     events.iter().find_map(|e| match e.data() {
         Ok(Some(EventData::AppointmentBooked { reception_id: r, appointment_id, .. })) if r == reception_id => {
-            Some(appointment_id)
+            Some(appointment_id.clone())
         }
         _ => None,
     })
@@ -46,7 +46,7 @@ pub(crate) fn record_of(
         Ok(Some(EventData::ReceptionRecorded { appointment_id, attended, outcome, .. }))
             if appointment_id == appointment =>
         {
-            Some((attended, outcome, e.at))
+            Some((*attended, outcome.clone(), e.at))
         }
         _ => None,
     })

@@ -52,6 +52,22 @@ pub const TRIGGERS: &[&str] = &[
 /// full.
 const TICK: Duration = Duration::from_millis(200);
 
+/// This process's share of the cases: with `notification.processes` = n, the process whose
+/// `store.replica` is "" or "1" takes the first of n, "2" the second, and so on.
+fn share_of(settings: &Settings) -> Result<(u32, u32), String> {
+    let n = settings.notification.process_count();
+    let replica = settings.store.replica.as_str();
+    let k = match replica {
+        "" => 1,
+        r => r.parse::<u32>().ok().filter(|k| (1..=n).contains(k)).ok_or_else(|| {
+            format!(
+                "store.replica {r:?}: notification runs as {n} process(es) (notification.processes), named 1 to {n}"
+            )
+        })?,
+    };
+    Ok((k, n))
+}
+
 /// Runs notification until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
     let node = settings.node_code();
@@ -61,6 +77,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         max: duration(n.retry_max.as_deref(), Duration::from_secs(600), "notification.retry_max")?,
         horizon: duration(n.horizon.as_deref(), Duration::from_secs(86_400), "notification.horizon")?,
     };
+    let share = share_of(&settings)?;
     let templates = Templates::new(&n.templates)?;
     let channels = Channels::new(n, &settings.store.path)?;
     let client = runtime::connect_nats(&settings, "notification").await?;
@@ -89,6 +106,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         settings: settings.clone(),
         started_ms: chrono::Utc::now().timestamp_millis(),
         checked: Default::default(),
+        share,
     });
     outbox.refresh_gauges();
     let ready = Readiness::default();
@@ -114,14 +132,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     };
     let spec = Spec {
         stream: ledger.stream_name().to_string(),
-        durable: "notification".into(),
+        durable: settings.store.projection_durable("notification"),
         filter_subjects: TRIGGERS.iter().map(|t| subjects::case_type_filter(&node, t)).collect(),
         max_deliver: 20,
         resume_after: Some(outbox.store.last_applied()),
     };
     ready.set(true);
     println!("{}", ops::ready_line("notification", &format!("http://{addr}")));
-    tracing::info!(%node, %addr, "notification ready");
+    tracing::info!(%node, %addr, share = share.0, of = share.1, "notification ready");
     let planning = outbox.clone();
     consumer::run(js, spec, consumer_metrics, shutdown.clone(), move |d| {
         let outbox = planning.clone();

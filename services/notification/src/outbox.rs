@@ -83,6 +83,8 @@ pub struct Outbox {
     pub started_ms: i64,
     /// Inherited notices already checked against the ledger in this process.
     pub checked: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The cases this process notifies for: share `.0` of `.1` ([`CaseId::share`]).
+    pub share: (u32, u32),
 }
 
 /// Attempts in flight at once.
@@ -152,6 +154,13 @@ impl Outbox {
     /// Puts the notices an event calls for in the outbox.
     pub async fn plan(&self, d: Delivery) -> Outcome {
         let case = d.event.case_id.clone();
+        if case.share(self.share.1) != self.share.0 {
+            // another process's case: only the position moves
+            return match self.store.apply(d.seq, Batch::default()).await {
+                Ok(_) => Outcome::Done,
+                Err(e) => Outcome::Retry(e.to_string()),
+            };
+        }
         let all = match self.ledger.events(&case).await {
             Ok(all) => all,
             Err(e) => return Outcome::Retry(e.to_string()),

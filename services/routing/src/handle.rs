@@ -136,6 +136,7 @@ impl Routing {
                 organ_id,
             })
             .expect("serializes"),
+            typed: Default::default(),
         };
         self.ledger.send(&to_node, transfer::KIND, &message).await.map_err(|e| e.to_string())?;
         self.append(cause, "forwarded", EventData::Forwarded { to_node, reason }).await
@@ -155,7 +156,7 @@ fn answered(cause: &Envelope, events: &[Envelope]) -> bool {
 /// The organ a `transferred_in` names.
 fn named_organ(cause: &Envelope) -> Option<OrganId> {
     match cause.data() {
-        Ok(Some(EventData::TransferredIn { organ_id, .. })) => organ_id,
+        Ok(Some(EventData::TransferredIn { organ_id, .. })) => organ_id.clone(),
         _ => None,
     }
 }
@@ -166,10 +167,10 @@ fn history_of(events: &[Envelope]) -> History {
     for e in events {
         match e.data() {
             Ok(Some(EventData::JurisdictionDeclined { organ_id, suggested_organ_id, .. })) => {
-                h.declined.push(organ_id);
-                h.suggested = suggested_organ_id;
+                h.declined.push(organ_id.clone());
+                h.suggested = suggested_organ_id.clone();
             }
-            Ok(Some(EventData::TransferredIn { from_node, .. })) => h.came_from.push(from_node),
+            Ok(Some(EventData::TransferredIn { from_node, .. })) => h.came_from.push(from_node.clone()),
             _ => {}
         }
     }
