@@ -112,3 +112,77 @@ pub fn after(plan: &Plan) -> Vec<(Step, Armed)> {
     records.sort_by_key(|(step, _)| step.code());
     records
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xinfang_shared::event::{EventData, Outcome};
+    use xinfang_shared::fixtures::{self, at};
+    use xinfang_shared::ids::OrganId;
+    use xinfang_shared::indicators::Count;
+
+    /// A case's events planned one after another with its records in memory, as a rebuild
+    /// replays them: what each step holds after each event, and what was counted.
+    fn replay(events: &[Envelope]) -> (Vec<Vec<Step>>, Vec<(Count, &'static str)>) {
+        let (policy, calendar) = (Policy::default(), Calendar::shipped());
+        let rules = Rules { policy: &policy, calendar: &calendar };
+        let (mut records, mut steps, mut counted) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, e) in events.iter().enumerate() {
+            let plan = plan(&rules, &e.case_id, &records, &events[..=i], events, e.at, Cause::Rebuild).unwrap();
+            counted.extend(plan.observed.as_ref().map(|o| (o.count, o.outcome)));
+            records = after(&plan);
+            steps.push(records.iter().map(|(s, _)| *s).collect());
+        }
+        (steps, counted)
+    }
+
+    #[test]
+    fn a_case_replayed_in_memory_ends_with_its_open_steps_and_counts_once() {
+        let registered = fixtures::registered("01R", at(2, 9));
+        let routed = fixtures::routed(&registered, at(2, 10));
+        let organ = OrganId::parse("320211-zjj").unwrap();
+        let accepted = fixtures::event("01A", at(3, 9), "staff", None, EventData::Accepted { organ_id: organ });
+        let replied = fixtures::event(
+            "01P",
+            at(9, 9),
+            "staff",
+            None,
+            EventData::Replied { outcome: Outcome::Supported, summary: "已办。".into() },
+        );
+        let (steps, counted) = replay(&[registered, routed, accepted, replied]);
+        assert_eq!(
+            steps,
+            vec![
+                vec![Step::Route],
+                vec![Step::Objection, Step::Acceptance],
+                vec![Step::Handling],
+                vec![Step::ReviewWindow],
+            ]
+        );
+        assert_eq!(
+            counted,
+            vec![(Count::Petitions, "first"), (Count::AcceptanceDecisions, "on_time"), (Count::Replies, "on_time")]
+        );
+    }
+
+    #[test]
+    fn a_step_closed_after_its_due_owes_its_breach_unless_the_ledger_has_it() {
+        let (policy, calendar) = (Policy::default(), Calendar::shipped());
+        let rules = Rules { policy: &policy, calendar: &calendar };
+        let registered = fixtures::registered("01R", at(2, 9));
+        let case = registered.case_id.clone();
+        let route = plan(&rules, &case, &[], &[registered.clone()], &[registered.clone()], at(2, 9), Cause::Rebuild)
+            .map(|p| after(&p))
+            .unwrap();
+        // routed a month late: the route step closes past its due, its breach never fired
+        let late = fixtures::routed(&registered, at(28, 9));
+        let events = [registered, late.clone()];
+        let p = plan(&rules, &case, &route, &events, &events, late.at, Cause::Rebuild).unwrap();
+        assert_eq!(p.breached_late.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![Step::Route]);
+        // the same, with the breach in the ledger: nothing owed
+        let mut fired = route.clone();
+        fired[0].1.breached = true;
+        let p = plan(&rules, &case, &fired, &events, &events, late.at, Cause::Rebuild).unwrap();
+        assert!(p.breached_late.is_empty());
+    }
+}

@@ -339,6 +339,32 @@ struct DueNow {
     fire: Fire,
 }
 
+/// Armed records as written: key and value.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What a rebuild's replay gathers ([`Timers::replay`]).
+#[derive(Default)]
+pub struct Replayed {
+    /// The armed records not yet handed to the writer, in key order.
+    pub records: Records,
+    /// Indicator count key → how many.
+    pub counts: HashMap<Vec<u8>, u64>,
+    /// Breaches owed by steps that closed late, and when.
+    pub owed: Vec<(Fire, Instant)>,
+    pub cases: u64,
+}
+
+impl Replayed {
+    /// Adds what another run of cases gathered (its records already handed over).
+    pub fn append(&mut self, other: Replayed) {
+        for (key, n) in other.counts {
+            *self.counts.entry(key).or_default() += n;
+        }
+        self.owed.extend(other.owed);
+        self.cases += other.cases;
+    }
+}
+
 /// The deadlines service's working parts.
 pub struct Timers {
     pub ledger: Ledger,
@@ -440,21 +466,13 @@ impl Timers {
         Ok(())
     }
 
-    /// Replays a case's whole history (`all`, oldest first) into a store being rebuilt
+    /// Replays a case's whole history (`all`, oldest first) for a store being rebuilt
     /// ([`crate::rebuild`]): each event of `triggers` is planned as its delivery would have
-    /// been, against the case's events up to it, with the case's records held in memory; only
-    /// the last state is written, and what the events add to the indicators is added to
-    /// `counts`. A breach owed by a step that closed late is added to `owed`, for
-    /// [`Self::fire_owed`]. The due index and gauges are read again after the rebuild
-    /// ([`Self::reload`]). No ledger I/O: cases replay on several threads at once.
-    pub fn replay(
-        &self,
-        case: &CaseId,
-        all: &[Envelope],
-        triggers: &[&str],
-        counts: &mut HashMap<Vec<u8>, u64>,
-        owed: &mut Vec<(Fire, Instant)>,
-    ) -> Result<(), String> {
+    /// been, against the case's events up to it, with the case's records held in memory; its
+    /// last records, what its events add to the indicators and any breach owed by a step that
+    /// closed late are added to `into`. No I/O: cases replay on several threads at once, and
+    /// what they gathered is written after ([`Self::write_replayed`]).
+    pub fn replay(&self, case: &CaseId, all: &[Envelope], triggers: &[&str], into: &mut Replayed) {
         let calendar = self.calendar();
         let rules = Rules { policy: &self.policy, calendar: &calendar };
         let mut records = Vec::new();
@@ -465,34 +483,37 @@ impl Timers {
             let Some(plan) = plan::plan(&rules, case, &records, &all[..=i], all, event.at, Cause::Rebuild) else {
                 continue;
             };
-            owed.extend(
+            into.owed.extend(
                 plan.breached_late.iter().map(|(step, armed)| (Fire::of(case, *step, Kind::Breached, armed), event.at)),
             );
             if let Some(o) = &plan.observed {
-                *counts.entry(count_key(o)).or_default() += 1;
+                *into.counts.entry(count_key(o)).or_default() += 1;
             }
             records = plan::after(&plan);
         }
+        into.records.extend(records.into_iter().map(|(step, armed)| (armed_key(case.as_str(), step), armed.encode())));
+        into.cases += 1;
+    }
+
+    /// Writes the armed records a rebuild's replay hands over, until every sender is gone.
+    pub fn write_records(&self, records: std::sync::mpsc::Receiver<Records>) -> Result<(), String> {
         let tree = self.projection.tree();
-        for (step, armed) in records {
-            tree.insert(armed_key(case.as_str(), step), armed.encode()).map_err(|e| e.to_string())?;
+        for (key, value) in records.into_iter().flatten() {
+            tree.insert(key, value).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 
-    /// Appends the breaches a rebuild found owed (under their firing ids, so once).
-    pub async fn fire_owed(&self, owed: Vec<(Fire, Instant)>) -> Result<(), String> {
-        for (fire, at) in owed {
-            self.append_fire(&fire, at, false).await?;
-        }
-        Ok(())
-    }
-
-    /// Writes the counts a rebuild counted (at no ledger position: any event after it adds).
-    pub fn write_counts(&self, counts: HashMap<Vec<u8>, u64>) -> Result<(), String> {
+    /// Writes the rest of what a rebuild's replay gathered (its records went to
+    /// [`Self::write_records`] as they gathered): the counts at no ledger position (any event after the rebuild adds to them),
+    /// and the breaches owed, appended under their firing ids (so once).
+    pub async fn write_replayed(&self, replayed: Replayed) -> Result<(), String> {
         let tree = self.projection.tree();
-        for (key, n) in counts {
+        for (key, n) in replayed.counts {
             tree.insert(key, encode_count(n, 0)).map_err(|e| e.to_string())?;
+        }
+        for (fire, at) in replayed.owed {
+            self.append_fire(&fire, at, false).await?;
         }
         Ok(())
     }

@@ -4,9 +4,10 @@
 //! Usage: `xinfang-bench [--petitions N] [--concurrency C]` after
 //! `cargo build --release --workspace --bins`. Prints a Markdown report.
 //!
-//! `xinfang-bench --pipeline [--petitions N] [--concurrency C]` instead measures the whole
-//! pipeline on one node — intake → routed → timers armed → notices delivered to a webhook
-//! served by the bench — with each stage's throughput and per-case latencies.
+//! `xinfang-bench --pipeline [--petitions N] [--concurrency C] [--notification-processes P]`
+//! instead measures the whole pipeline on one node — intake → routed → timers armed → notices
+//! delivered to a webhook served by the bench — with each stage's throughput and per-case
+//! latencies; with P notification processes splitting the cases.
 //!
 //! `xinfang-bench --city [--petitions N] [--concurrency C]` runs a city of three nodes (each its
 //! own nats-server, leaf links) and measures transfers and escalations crossing the links.
@@ -23,15 +24,18 @@ use xinfang_tests::{node_toml, petition, petition_by, NatsServer, ServiceProcess
 struct Args {
     petitions: usize,
     concurrency: usize,
+    /// Notification processes in the pipeline (`notification.processes`).
+    notification: usize,
 }
 
 fn args() -> Args {
-    let mut a = Args { petitions: 5000, concurrency: 32 };
+    let mut a = Args { petitions: 5000, concurrency: 32, notification: 1 };
     let argv: Vec<String> = std::env::args().collect();
     for w in argv.windows(2) {
         match w[0].as_str() {
             "--petitions" => a.petitions = w[1].parse().expect("--petitions N"),
             "--concurrency" => a.concurrency = w[1].parse().expect("--concurrency C"),
+            "--notification-processes" => a.notification = w[1].parse().expect("--notification-processes P"),
             _ => {}
         }
     }
@@ -364,10 +368,10 @@ async fn armed_timers(metrics: &str) -> f64 {
 }
 
 /// The whole pipeline on one node (nats-server with fsync always; intake, routing, deadlines
-/// and notification as processes; notices to a webhook served here): `n` petitions from `c`
+/// and `p` notification processes; notices to a webhook served here): `n` petitions from `c`
 /// clients. Reports when each stage had all `n` cases, and per case the latencies between
 /// stages (ledger times of the events, arrival times at the webhook).
-async fn pipeline(n: usize, c: usize) {
+async fn pipeline(n: usize, c: usize, p: usize) {
     use std::collections::HashMap;
     use xinfang_shared::ids::NodeCode;
     use xinfang_shared::{ledger, subjects};
@@ -381,12 +385,16 @@ async fn pipeline(n: usize, c: usize) {
     let raw = raw_publish(&nats, n, serde_json::to_vec(&petition()).expect("json").len() + 600, c).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("node.toml");
-    let extra = format!("\n[notification]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\n");
+    let extra = format!("\n[notification]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\nprocesses = {p}\n");
     std::fs::write(&config, node_toml("320211", &nats.url, &extra)).expect("config");
-    let services: Vec<ServiceProcess> = ["intake", "routing", "deadlines", "notification"]
+    let mut services: Vec<ServiceProcess> = ["intake", "routing", "deadlines", "notification"]
         .iter()
         .map(|s| ServiceProcess::start(s, &config, &nats.url, dir.path()))
         .collect();
+    for k in 2..=p {
+        let own = dir.path().join(format!("notification-{k}"));
+        services.push(ServiceProcess::start_replica("notification", &config, &nats.url, &own, &k.to_string()));
+    }
     let (intake, deadlines) = (&services[0], &services[2]);
     let started = Instant::now();
     let (_, submits) = intake_http(&intake.http, n, c).await;
@@ -465,7 +473,9 @@ async fn pipeline(n: usize, c: usize) {
             );
         }
     };
-    println!("\nThe pipeline: {n} petitions, {c} clients, fsync always; raw acked publishes on the same server {raw:.0}/s.\n");
+    println!(
+        "\nThe pipeline: {n} petitions, {c} clients, {p} notification process(es), fsync always; raw acked publishes on the same server {raw:.0}/s.\n"
+    );
     println!("| stage complete for all {n} cases | since the first submission |");
     println!("| --- | --- |");
     println!("| submitted (intake answered) | {} |", rate(Some(submitted)));
@@ -590,7 +600,7 @@ async fn city(n: usize, c: usize) {
 async fn main() {
     let a = args();
     if std::env::args().any(|a| a == "--pipeline") {
-        pipeline(a.petitions, a.concurrency).await;
+        pipeline(a.petitions, a.concurrency, a.notification).await;
         return;
     }
     if std::env::args().any(|a| a == "--city") {
