@@ -171,9 +171,8 @@ mod tests {
         let rules = Rules { policy: &policy, calendar: &calendar };
         let registered = fixtures::registered("01R", at(2, 9));
         let case = registered.case_id.clone();
-        let route = plan(&rules, &case, &[], &[registered.clone()], &[registered.clone()], at(2, 9), Cause::Rebuild)
-            .map(|p| after(&p))
-            .unwrap();
+        let first = std::slice::from_ref(&registered);
+        let route = plan(&rules, &case, &[], first, first, at(2, 9), Cause::Rebuild).map(|p| after(&p)).unwrap();
         // routed a month late: the route step closes past its due, its breach never fired
         let late = fixtures::routed(&registered, at(28, 9));
         let events = [registered, late.clone()];
