@@ -91,9 +91,9 @@ pub struct NotificationSection {
     /// Template name → text (minijinja), overriding the Chinese defaults.
     #[serde(default)]
     pub templates: BTreeMap<String, String>,
-    /// How many notification processes the node runs (default 1; issue 18: replicas): each plans and
-    /// delivers the notices of its share of the cases ([`crate::ids::CaseId::share`]), the
-    /// process with `store.replica` "" or "1" the first share, "2" the second, and so on.
+    /// How many notification processes the node runs (default 1; issue 18: replicas): each
+    /// plans and delivers the notices of its share of the cases ([`crate::ids::CaseId::share`]),
+    /// the process with `store.replica` "" or "1" the first share, "2" the second, and so on.
     #[serde(default)]
     pub processes: Option<u32>,
 }
@@ -951,6 +951,7 @@ organ = "320211-zjj"
             (NODE.replace("organ = \"320211-zjj\"", "organ = \"nobody\""), "rules[0].organ"),
             (NODE.replace("role = \"petition_bureau\"", "role = \"department\""), "organs"),
             (format!("{NODE}\n[deadlines.periods]\nacceptance = \"15x\"\n"), "deadlines.periods.acceptance"),
+            (format!("{NODE}\n[notification]\nprocesses = 0\n"), "notification.processes"),
         ];
         for (text, key) in cases {
             let e = Settings::from_toml(&text).unwrap_err().to_string();

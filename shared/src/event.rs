@@ -57,7 +57,7 @@ pub struct Envelope {
     pub data: Value,
     /// `data` as typed by the first [`Envelope::data`] call (not on the wire). A case's
     /// history is read by many rules, each looking at the data of many events; parsing it once
-    /// per event made a replay several times faster (issue 18). Set `kind` and `data` before
+    /// per event cut a replay's time by more than a third (issue 18). Set `kind` and `data` before
     /// reading the typed data: it is not parsed again after they change.
     #[serde(skip)]
     pub typed: TypedData,
@@ -119,8 +119,8 @@ impl Envelope {
     }
 
     /// Parses the wire form for rules only (a rebuild's replay): the typed data straight from
-    /// the bytes, `data` left `null` — about a third less work than [`Envelope::from_slice`],
-    /// which builds `data` as JSON first. Never write such an envelope back or show it.
+    /// the bytes, `data` left `null` — less work than [`Envelope::from_slice`], which builds
+    /// `data` as JSON first. Never write such an envelope back or show it.
     pub fn for_rules(bytes: &[u8]) -> Result<Self, EventError> {
         #[derive(Deserialize)]
         struct Wire<'a> {

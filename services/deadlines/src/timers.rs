@@ -505,8 +505,9 @@ impl Timers {
     }
 
     /// Writes the rest of what a rebuild's replay gathered (its records went to
-    /// [`Self::write_records`] as they gathered): the counts at no ledger position (any event after the rebuild adds to them),
-    /// and the breaches owed, appended under their firing ids (so once).
+    /// [`Self::write_records`] as they gathered): the counts at no ledger position (any event
+    /// after the rebuild adds to them), and the breaches owed, appended under their firing ids
+    /// (so once).
     pub async fn write_replayed(&self, replayed: Replayed) -> Result<(), String> {
         let tree = self.projection.tree();
         for (key, n) in replayed.counts {
@@ -519,8 +520,9 @@ impl Timers {
     }
 
     /// Empties the armed records and counts (a rebuild starts from none: one cut short may
-    /// have left some).
+    /// have left some), and drops the scratch tree an older version's rebuild used.
     pub fn clear_for_rebuild(&self) -> Result<(), String> {
+        let _ = self.projection.db().drop_tree("rebuild");
         let tree = self.projection.tree();
         for prefix in [ARMED, COUNTS] {
             for item in tree.scan_prefix(prefix).flatten() {
