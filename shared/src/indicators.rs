@@ -85,18 +85,8 @@ pub struct Observation {
 /// What `event` adds to the counts, given the case's events before it (oldest first).
 pub fn observe(before: &[Envelope], event: &Envelope, policy: &Policy, cal: &Calendar) -> Option<Observation> {
     let data = event.data().ok().flatten()?;
-    if !matches!(
-        data,
-        EventData::Registered(_)
-            | EventData::Accepted { .. }
-            | EventData::Rejected { .. }
-            | EventData::Replied { .. }
-            | EventData::Evaluated { .. }
-    ) {
-        // most events count nothing: the case is not folded for them
-        return None;
-    }
-    let state = CaseState::fold(before);
+    // folded only for the events that need the case (most events count nothing)
+    let state = std::cell::LazyCell::new(|| CaseState::fold(before));
     let organ_of = |state: &Option<CaseState>| {
         state.as_ref().and_then(|s| s.organ.as_ref()).map_or(NO_ORGAN.to_string(), |o| o.to_string())
     };

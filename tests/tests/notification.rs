@@ -134,25 +134,41 @@ async fn sms(State(g): State<Arc<Gateway>>, headers: HeaderMap, Json(body): Json
     StatusCode::OK
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_sms_gateway_that_fails_and_a_kill_mid_retry_lose_no_notice() {
-    let gateway = Arc::new(Gateway { failing: AtomicBool::new(true), ..Default::default() });
+/// Serves `gateway` on a local port; the node file's `[notification]` sending petitioners' notices
+/// to it by SMS (retried after a second, `more` added), organs' to the file sink.
+async fn sms_node(gateway: &Arc<Gateway>, more: &str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let app = Router::new().route("/sms", post(sms)).with_state(gateway.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let extra = format!(
+    format!(
         r#"
 [notification]
 sms_url = "http://127.0.0.1:{port}/sms"
 retry_initial = "1s"
-retry_max = "2s"
+{more}
 
 [notification.channels]
 petitioner = "sms"
 organ = "file"
 "#
-    );
+    )
+}
+
+/// The ids of the notice outcomes (`notified`, `notification_failed`) in a case's ledger.
+async fn outcomes(node: &TestNode, case: &str) -> Vec<String> {
+    node.events(case)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "notified" || e.kind == "notification_failed")
+        .map(|e| e.event_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_sms_gateway_that_fails_and_a_kill_mid_retry_lose_no_notice() {
+    let gateway = Arc::new(Gateway { failing: AtomicBool::new(true), ..Default::default() });
+    let extra = sms_node(&gateway, "retry_max = \"2s\"").await;
     let nats = Arc::new(NatsServer::start(false));
     let mut node = TestNode::start_node(nats.clone(), &node_toml("320211", &nats.url, &extra), &["notification"]);
     let mut cases = Vec::new();
@@ -187,12 +203,7 @@ organ = "file"
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (case, _) in &cases {
-        let events = node.events(case).await;
-        let notified: Vec<&str> = events
-            .iter()
-            .filter(|e| e.kind == "notified" || e.kind == "notification_failed")
-            .map(|e| e.event_id.as_str())
-            .collect();
+        let notified = outcomes(&node, case).await;
         let mut unique = notified.clone();
         unique.sort();
         unique.dedup();
@@ -212,22 +223,7 @@ organ = "file"
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_split_the_notices_and_each_is_sent_once() {
     let gateway = Arc::new(Gateway::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = Router::new().route("/sms", post(sms)).with_state(gateway.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let extra = format!(
-        r#"
-[notification]
-processes = 2
-sms_url = "http://127.0.0.1:{port}/sms"
-retry_initial = "1s"
-
-[notification.channels]
-petitioner = "sms"
-organ = "file"
-"#
-    );
+    let extra = sms_node(&gateway, "processes = 2").await;
     let nats = Arc::new(NatsServer::start(false));
     let mut node = TestNode::start_node(nats.clone(), &node_toml("320211", &nats.url, &extra), &["notification"]);
     let first_http = node.service("notification").http.clone();
@@ -286,12 +282,7 @@ organ = "file"
     receipts(&burst).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for case in cases.iter().chain(&burst) {
-        let events = node.events(case.as_str()).await;
-        let recorded: Vec<&str> = events
-            .iter()
-            .filter(|e| e.kind == "notified" || e.kind == "notification_failed")
-            .map(|e| e.event_id.as_str())
-            .collect();
+        let recorded = outcomes(&node, case.as_str()).await;
         assert_eq!(recorded.len(), 1, "{case}: one receipt recorded once: {recorded:?}");
     }
 }

@@ -523,13 +523,8 @@ impl Timers {
     /// have left some), and drops the scratch tree an older version's rebuild used.
     pub fn clear_for_rebuild(&self) -> Result<(), String> {
         let _ = self.projection.db().drop_tree("rebuild");
-        let tree = self.projection.tree();
-        for prefix in [ARMED, COUNTS] {
-            for item in tree.scan_prefix(prefix).flatten() {
-                tree.remove(item.0).map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
+        self.clear_prefix(ARMED)?;
+        self.clear_prefix(COUNTS)
     }
 
     /// Reads the due index and the armed-timer gauges from the store again (after a rebuild).
@@ -653,8 +648,12 @@ impl Timers {
 
     /// Forgets every indicator count (a rebuild starts from none).
     pub fn clear_counts(&self) -> Result<(), String> {
+        self.clear_prefix(COUNTS)
+    }
+
+    fn clear_prefix(&self, prefix: &[u8]) -> Result<(), String> {
         let tree = self.projection.tree();
-        for item in tree.scan_prefix(COUNTS).flatten() {
+        for item in tree.scan_prefix(prefix).flatten() {
             tree.remove(item.0).map_err(|e| e.to_string())?;
         }
         Ok(())
