@@ -195,7 +195,7 @@ where
                 else {
                     return Ok(());
                 };
-                settle(&msg, outcome, spec, metrics, seq).await?;
+                settle(&msg, outcome, &spec.durable, metrics, seq).await?;
                 if let Some(p) = position.as_mut() {
                     *p = (*p).max(seq);
                 }
@@ -213,18 +213,20 @@ where
     }
 }
 
-/// Like [`run`] for a consumer that feeds no projection (`spec.resume_after` is `None`):
-/// deliveries are handled `lanes` at a time, each case's in order in one lane (the lane is
-/// chosen by the case id), so a handler's round trips to the ledger overlap instead of adding
-/// up (issue 18: routing kept pace with intake only this way). A lane that retries holds only
-/// its own cases. Several processes may share the durable consumer: the server hands each
+/// Like [`run`] for a consumer that feeds no projection (`spec.resume_after` is `None`): up to
+/// `at_once` cases are handled at the same time, each case's deliveries in order — a case's
+/// next delivery waits for its previous one and for nothing else, so a handler's round trips to
+/// the ledger overlap instead of adding up (issue 18: routing kept pace with intake only this
+/// way) and no case queues behind another's slow one. A case goes on to its next delivery once
+/// the handler is done, without waiting for the server to confirm the ack. A case that retries
+/// holds only itself. Several processes may share the durable consumer: the server hands each
 /// delivery to one of them.
-pub async fn run_in_lanes<H, F>(
+pub async fn run_by_case<H, F>(
     js: Context,
     spec: Spec,
     metrics: ConsumerMetrics,
     shutdown: CancellationToken,
-    lanes: usize,
+    at_once: usize,
     handler: H,
 ) where
     H: FnMut(Delivery) -> F + Clone + Send + 'static,
@@ -233,7 +235,7 @@ pub async fn run_in_lanes<H, F>(
     assert!(spec.resume_after.is_none(), "a projection's consumer handles its events in order, one at a time");
     let mut attempt = 0u32;
     while !shutdown.is_cancelled() {
-        match consume_in_lanes(&js, &spec, &metrics, &shutdown, lanes.max(1), &handler).await {
+        match consume_by_case(&js, &spec, &metrics, &shutdown, at_once.max(1), &handler).await {
             Ok(()) => return,
             Err(e) => {
                 if !pause_after(&spec, &shutdown, &mut attempt, &e).await {
@@ -244,12 +246,18 @@ pub async fn run_in_lanes<H, F>(
     }
 }
 
-async fn consume_in_lanes<H, F>(
+/// A delivery as [`run_by_case`] holds it until its case's turn.
+type Pending = (async_nats::jetstream::Message, u64, i64, Envelope);
+
+/// The cases being handled, each with its deliveries still to come, oldest first.
+type InHand = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<Pending>>>>;
+
+async fn consume_by_case<H, F>(
     js: &Context,
     spec: &Spec,
     metrics: &ConsumerMetrics,
     shutdown: &CancellationToken,
-    lanes: usize,
+    at_once: usize,
     handler: &H,
 ) -> Result<(), String>
 where
@@ -265,27 +273,10 @@ where
         .messages()
         .await
         .map_err(|e| e.to_string())?;
-    let (senders, workers): (Vec<_>, Vec<_>) = (0..lanes)
-        .map(|_| {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<(async_nats::jetstream::Message, u64, i64, Envelope)>(64);
-            let (mut handler, spec, metrics, shutdown) =
-                (handler.clone(), spec.clone(), metrics.clone(), shutdown.clone());
-            let worker = tokio::spawn(async move {
-                while let Some((msg, seq, delivered, event)) = rx.recv().await {
-                    let Some(outcome) =
-                        handle_in_place(&msg, seq, delivered, event, &spec, &metrics, &shutdown, &mut handler).await
-                    else {
-                        return;
-                    };
-                    // a failed ack is redelivered after `ack_wait`; handlers are idempotent
-                    if let Err(e) = settle(&msg, outcome, &spec, &metrics, seq).await {
-                        tracing::warn!(consumer = %spec.durable, seq, error = %e, "ack not confirmed; it will be redelivered");
-                    }
-                }
-            });
-            (tx, worker)
-        })
-        .unzip();
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(at_once));
+    let in_hand = InHand::default();
+    let spec = std::sync::Arc::new(spec.clone());
+    let mut cases = tokio::task::JoinSet::new();
     let result = loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
@@ -296,40 +287,86 @@ where
             Some(Err(e)) => break Err(e.to_string()),
             None => break Err("message stream ended".into()),
         };
-        let info = match msg.info() {
+        let (seq, delivered, pending) = match msg.info() {
             Ok(info) => (info.stream_sequence, info.delivered, info.pending),
             Err(e) => break Err(e.to_string()),
         };
-        let (seq, delivered, pending) = info;
         metrics.pending.set(pending as i64);
-        match Envelope::from_slice(&msg.payload) {
-            Ok(event) => {
-                let lane = lane_of(event.case_id.as_str(), lanes);
-                if senders[lane].send((msg, seq, delivered, event)).await.is_err() {
-                    break Ok(()); // the lane stopped: shutting down
-                }
-            }
+        let event = match Envelope::from_slice(&msg.payload) {
+            Ok(event) => event,
             Err(e) => {
                 dead_letter(metrics, &spec.durable, seq, "unreadable", &e.to_string());
                 if let Err(e) = msg.double_ack_with(AckKind::Term).await {
                     break Err(e.to_string());
                 }
+                continue;
             }
+        };
+        let case = event.case_id.to_string();
+        {
+            let mut in_hand = in_hand.lock().expect("cases in hand");
+            if let Some(waiting) = in_hand.get_mut(&case) {
+                waiting.push_back((msg, seq, delivered, event)); // after the one in hand
+                continue;
+            }
+            in_hand.insert(case.clone(), Default::default());
         }
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+        };
+        let (handler, spec, metrics, shutdown, in_hand) =
+            (handler.clone(), spec.clone(), metrics.clone(), shutdown.clone(), in_hand.clone());
+        cases.spawn(async move {
+            handle_case(case, (msg, seq, delivered, event), in_hand, handler, &spec, &metrics, &shutdown, permit).await
+        });
+        while cases.try_join_next().is_some() {}
     };
-    drop(senders);
-    for worker in workers {
-        let _ = worker.await;
-    }
+    while cases.join_next().await.is_some() {}
     result
 }
 
-/// The lane of a case: the same case always in the same lane.
-fn lane_of(case: &str, lanes: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    case.hash(&mut h);
-    (h.finish() % lanes as u64) as usize
+/// Handles `first` and then every later delivery of `case` that arrives meanwhile, in order;
+/// gives back its permit when the case has nothing more, then waits (briefly) for its acks.
+#[allow(clippy::too_many_arguments)]
+async fn handle_case<H, F>(
+    case: String,
+    first: Pending,
+    in_hand: InHand,
+    mut handler: H,
+    spec: &Spec,
+    metrics: &ConsumerMetrics,
+    shutdown: &CancellationToken,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    H: FnMut(Delivery) -> F,
+    F: Future<Output = Outcome>,
+{
+    let mut acks = tokio::task::JoinSet::new();
+    let mut next = Some(first);
+    while let Some((msg, seq, delivered, event)) = next.take() {
+        let Some(outcome) = handle_in_place(&msg, seq, delivered, event, spec, metrics, shutdown, &mut handler).await
+        else {
+            break; // shutting down: what is unacked is redelivered
+        };
+        // The handler's outputs are durable: the case goes on without waiting for the server to
+        // confirm the ack (its answer is one more turn of the stream's loop, behind the
+        // appends). A lost ack is redelivered after `ack_wait`; handlers recognise their own
+        // answers.
+        let (durable, metrics) = (spec.durable.clone(), metrics.clone());
+        acks.spawn(async move {
+            if let Err(e) = settle(&msg, outcome, &durable, &metrics, seq).await {
+                tracing::warn!(consumer = %durable, seq, error = %e, "ack not confirmed; it will be redelivered");
+            }
+        });
+        let mut in_hand = in_hand.lock().expect("cases in hand");
+        next = in_hand.get_mut(&case).and_then(|waiting| waiting.pop_front());
+        if next.is_none() {
+            in_hand.remove(&case);
+        }
+    }
+    drop(permit);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while acks.join_next().await.is_some() {} }).await;
 }
 
 /// Runs the handler on one delivery, retrying a transient failure in place; `None` when shut
@@ -368,7 +405,7 @@ where
 async fn settle(
     msg: &async_nats::jetstream::Message,
     outcome: Outcome,
-    spec: &Spec,
+    durable: &str,
     metrics: &ConsumerMetrics,
     seq: u64,
 ) -> Result<(), String> {
@@ -378,11 +415,11 @@ async fn settle(
             msg.double_ack().await.map_err(|e| e.to_string())
         }
         Outcome::Retry(why) => {
-            dead_letter(metrics, &spec.durable, seq, "retries_exhausted", &why);
+            dead_letter(metrics, durable, seq, "retries_exhausted", &why);
             msg.double_ack_with(AckKind::Term).await.map_err(|e| e.to_string())
         }
         Outcome::Reject(why) => {
-            dead_letter(metrics, &spec.durable, seq, "rejected", &why);
+            dead_letter(metrics, durable, seq, "rejected", &why);
             msg.double_ack_with(AckKind::Term).await.map_err(|e| e.to_string())
         }
     }

@@ -1,6 +1,7 @@
 //! Routing across processes: SIGKILL during a burst, with a second routing process sharing
 //! the work, leaves every case routed exactly once;
-//! a rule change is picked up without a restart, and a bad one is refused.
+//! a rule change is picked up without a restart, and a bad one is refused; a case written to
+//! before routing got its `registered` is routed from its history, once.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -132,4 +133,54 @@ async fn a_repeat_goes_to_the_organ_handling_the_original() {
     let routed = node.wait_for(&repeat, "routed", Duration::from_secs(10)).await.expect("the repeat is routed");
     assert_eq!(routed.data["organ_id"], "320211-gaj", "{:?}", routed.data);
     assert_eq!(routed.data["rule_id"], "repeat", "{:?}", routed.data);
+}
+
+/// Issue 18: routing decides on a `registered` event alone and appends `routed` on condition
+/// that the event is still the case's latest. When something was written to the case first
+/// (here a receipt, as notification writes while routing is down) the condition fails and
+/// routing reads the case: routed once all the same, and counted as a read. A case nobody
+/// touched is routed without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_written_to_before_routing_is_routed_from_its_history_once() {
+    use xinfang_shared::event::{Actor, Envelope, EventData};
+    use xinfang_shared::ids::CaseId;
+    let node = TestNode::start_with("");
+    let (_, r) = node.submit(&petition_by(1)).await;
+    let changed = r["case_id"].as_str().unwrap().to_string();
+    let registered = node.events(&changed).await.remove(0);
+    let receipt = Envelope::new(
+        registered.caused_id("receipt:petitioner:notified"),
+        CaseId::parse(&changed).unwrap(),
+        node.node.clone(),
+        xinfang_shared::time::now_cst(),
+        Actor::system("notification"),
+        Some(registered.event_id.clone()),
+        EventData::Notified {
+            cause_event_id: registered.event_id.clone(),
+            channel: "webhook".into(),
+            recipient: "138****5678".into(),
+            attempts: 1,
+            notice_id: registered.caused_id("receipt:petitioner"),
+            template: "receipt".into(),
+        },
+    );
+    node.ledger().await.append(&receipt, xinfang_shared::ledger::Expect::Any).await.unwrap();
+
+    let routing_dir = tempfile::tempdir().unwrap();
+    let routing = ServiceProcess::start("routing", &node.config, &node.nats.url, routing_dir.path());
+    node.wait_for(&changed, "routed", Duration::from_secs(10)).await.expect("the changed case is routed");
+    let (_, r) = node.submit(&petition_by(2)).await;
+    let untouched = r["case_id"].as_str().unwrap().to_string();
+    node.wait_for(&untouched, "routed", Duration::from_secs(10)).await.expect("the untouched case is routed");
+    for case in [&changed, &untouched] {
+        let events = node.events(case).await;
+        assert_eq!(events.iter().filter(|e| e.kind == "routed").count(), 1, "{case}: {events:?}");
+    }
+    let page = node.http.get(format!("{}/metrics", routing.http)).send().await.unwrap().text().await.unwrap();
+    let reads = |why: &str| {
+        let line = format!("xf_routing_case_reads_total{{why=\"{why}\"}}");
+        page.lines().find_map(|l| l.strip_prefix(line.as_str())).map(|v| v.trim().to_string())
+    };
+    assert_eq!(reads("case_changed").as_deref(), Some("1"), "{page}");
+    assert_eq!(reads("forward").as_deref(), Some("0"));
 }

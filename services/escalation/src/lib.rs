@@ -48,8 +48,8 @@ use crate::metrics::Metrics;
 /// node (found by the fault campaign).
 const GAUGE_REFRESH: Duration = Duration::from_secs(5);
 
-/// Cases the ladder's consumer handles at once ([`consumer::run_in_lanes`]).
-const LANES: usize = 32;
+/// Cases the ladder's consumer handles at once ([`consumer::run_by_case`]).
+const CASES_AT_ONCE: usize = 32;
 
 /// Runs escalation until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
@@ -161,9 +161,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         resume_after: None,
     };
     let m = ConsumerMetrics::register(&registry, "escalation");
-    // the ladder feeds no projection: its cases are handled 32 at a time, each case's events in
-    // order in one lane, as routing's are
-    consumer::run_in_lanes(js, spec, m, shutdown.clone(), LANES, move |d| {
+    // the ladder feeds no projection: 32 cases are handled at a time, each case's events in
+    // order, as routing's are
+    consumer::run_by_case(js, spec, m, shutdown.clone(), CASES_AT_ONCE, move |d| {
         let climb = climb.clone();
         async move { climb.handle(d).await }
     })

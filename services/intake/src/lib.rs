@@ -167,8 +167,8 @@ impl Intake {
     }
 }
 
-/// Transfers the inbox consumer handles at once ([`consumer::run_in_lanes`]).
-const INBOX_LANES: usize = 32;
+/// Cases whose transfers the inbox consumer handles at once ([`consumer::run_by_case`]).
+const INBOX_CASES_AT_ONCE: usize = 32;
 
 /// Runs intake until `shutdown`: HTTP API and ops endpoints on `http.listen`, NATS endpoints.
 /// Prints the ready line on stdout once both take requests.
@@ -246,7 +246,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         };
         let ledger = intake.ledger.clone();
         // no projection behind it: transfers are taken 32 cases at a time, each case's in order
-        tokio::spawn(consumer::run_in_lanes(js, spec, inbox_metrics, shutdown.clone(), INBOX_LANES, move |d| {
+        tokio::spawn(consumer::run_by_case(js, spec, inbox_metrics, shutdown.clone(), INBOX_CASES_AT_ONCE, move |d| {
             let ledger = ledger.clone();
             async move { inbox::receive(&ledger, d).await }
         }))

@@ -31,9 +31,9 @@ use crate::rules::Rules;
 pub const TRIGGERS: &[&str] =
     &["registered", "jurisdiction_declined", "transferred_in", "review_requested", "rereview_requested"];
 
-/// Cases routed at once (each case's events in order): a decision waits on the ledger twice
-/// (the case read and the append), so overlapping them is what keeps routing at intake's pace.
-pub const LANES: usize = 32;
+/// Cases routed at once (each case's events in order): a decision waits on the ledger (the
+/// append, sometimes a read), so overlapping them is what keeps routing at intake's pace.
+pub const CASES_AT_ONCE: usize = 32;
 
 /// Runs routing until `shutdown`. `config_path` is watched for rule changes.
 pub async fn run(settings: Settings, config_path: Option<PathBuf>, shutdown: CancellationToken) -> Result<(), String> {
@@ -60,7 +60,7 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>, shutdown: Can
     ready.set(true);
     println!("{}", ops::ready_line("routing", &format!("http://{addr}")));
     tracing::info!(%node, %addr, "routing ready");
-    consumer::run_in_lanes(js, spec, consumer_metrics, shutdown.clone(), LANES, move |d| {
+    consumer::run_by_case(js, spec, consumer_metrics, shutdown.clone(), CASES_AT_ONCE, move |d| {
         let routing = routing.clone();
         async move { routing.handle(d).await }
     })

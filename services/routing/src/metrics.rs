@@ -15,6 +15,11 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `xf_routing_duplicates_skipped_total`: redeliveries already routed.
     pub skipped: IntCounter,
+    /// `xf_routing_case_reads_total{why}`: events routed on the case's whole history rather
+    /// than on a `registered` event alone — `case_changed` (something was written to the case
+    /// first), `forward` (a forward writes twice), `not_registered` (a decline, a transfer, a
+    /// review request).
+    pub case_reads: IntCounterVec,
 }
 
 impl Metrics {
@@ -40,15 +45,24 @@ impl Metrics {
             .expect("valid"),
             skipped: IntCounter::new("xf_routing_duplicates_skipped_total", "Redeliveries of events already routed")
                 .expect("valid"),
+            case_reads: IntCounterVec::new(
+                Opts::new("xf_routing_case_reads_total", "Events routed on a read of the case's history, by why"),
+                &["why"],
+            )
+            .expect("valid"),
         };
         for result in ["assigned", "forwarded", "fallback"] {
             m.routed.with_label_values(&[result]);
+        }
+        for why in ["case_changed", "forward", "not_registered"] {
+            m.case_reads.with_label_values(&[why]);
         }
         registry.register(Box::new(m.routed.clone())).expect("register");
         registry.register(Box::new(m.reroutes.clone())).expect("register");
         registry.register(Box::new(m.latency.clone())).expect("register");
         registry.register(Box::new(m.reloads.clone())).expect("register");
         registry.register(Box::new(m.skipped.clone())).expect("register");
+        registry.register(Box::new(m.case_reads.clone())).expect("register");
         m
     }
 }

@@ -11,12 +11,18 @@
 //!
 //! `xinfang-bench --city [--petitions N] [--concurrency C]` runs a city of three nodes (each its
 //! own nats-server, leaf links) and measures transfers and escalations crossing the links.
+//!
+//! `xinfang-bench --routed [--petitions N] [--concurrency C]`: only the fsync-always figures of
+//! intake and routing, each with what the disk did meanwhile (/proc/diskstats), and the
+//! end-to-end run's timeline. `xinfang-bench --paced RATE [--petitions N]`: intake and routing
+//! at a steady RATE, submit and registered → routed percentiles; with
+//! `XF_BENCH_STAGES=file` it also writes, per case, when each of the two events was created and
+//! stored (where a slow case spent its time).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use futures::TryStreamExt;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use xinfang_tests::{node_toml, petition, petition_by, NatsServer, ServiceProcess};
@@ -136,15 +142,134 @@ async fn routed_end_to_end(nats: &NatsServer, n: usize, c: usize) -> f64 {
     std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
     let intake = ServiceProcess::start("intake", &config, &nats.url, dir.path());
     let routing = ServiceProcess::start("routing", &config, &nats.url, dir.path());
+    let mut routed = routed_counter(nats).await;
     let started = Instant::now();
     let _ = intake_http(&intake.http, n, c).await;
-    while count_of(nats, "XF_CASES_320211", "xf.320211.case.*.routed").await < n {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    routed.reach(n).await;
     let rate = n as f64 / started.elapsed().as_secs_f64();
     drop(routing);
     drop(intake);
     rate
+}
+
+/// `--routed`: only the fsync-always figures of routing — raw, intake alone, routed end to end
+/// (its own raw first) and routing alone on a backlog — each with what the disk did meanwhile
+/// (requests, bytes and cache flushes per second, from /proc/diskstats), and the end-to-end
+/// run's timeline.
+async fn routed_only(n: usize, c: usize) {
+    let event_size = serde_json::to_vec(&petition()).expect("json").len() + 600;
+    let mut rows = Vec::new();
+    let nats = NatsServer::start(true);
+    let disk = Disk::now();
+    let raw = raw_publish(&nats, n, event_size, c).await;
+    rows.push(("raw acked publishes", raw, n, disk.since()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, node_toml("320211", &nats.url, "")).expect("config");
+    let intake = ServiceProcess::start("intake", &config, &nats.url, dir.path());
+    let _ = intake_http(&intake.http, 200, c).await;
+    let disk = Disk::now();
+    let (intake_rate, _) = intake_http(&intake.http, n, c).await;
+    rows.push(("intake alone, petitions", intake_rate, n, disk.since()));
+    drop(intake);
+    let nats = NatsServer::start(true);
+    let disk = Disk::now();
+    let raw_again = raw_publish(&nats, n, event_size, c).await;
+    rows.push(("raw acked publishes, again", raw_again, n, disk.since()));
+    let disk = Disk::now();
+    let routed = routed_end_to_end(&nats, n, c).await;
+    rows.push(("routed end to end, cases", routed, 2 * n, disk.since()));
+    timeline(&nats).await;
+    let disk = Disk::now();
+    let alone = routing_backlog(true, n, c, 1).await;
+    rows.push(("routing alone on a backlog, cases", alone, n, disk.since()));
+    println!("| run (fsync always, {n}, {c} in flight) | per s | ledger appends/s | disk writes/s | disk MB/s | disk flushes/s | KB written per append |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (name, rate, appends, disk) in rows {
+        let appends_per_s = rate * appends as f64 / n as f64;
+        match disk {
+            Some(d) => println!(
+                "| {name} | {rate:.0} | {appends_per_s:.0} | {:.0} | {:.1} | {:.0} | {:.1} |",
+                d.writes,
+                d.bytes / 1e6,
+                d.flushes,
+                d.bytes / appends_per_s / 1e3
+            ),
+            None => println!("| {name} | {rate:.0} | {appends_per_s:.0} | — | — | — | — |"),
+        }
+    }
+    println!("\nrouted end to end ÷ intake alone: {:.0} %", 100.0 * routed / intake_rate);
+}
+
+/// The disk's counters (/proc/diskstats, the device under the temporary directory) at a moment.
+struct Disk {
+    at: Instant,
+    counters: Option<[u64; 3]>,
+}
+
+/// What the disk did per second between two [`Disk`]s.
+struct DiskRates {
+    writes: f64,
+    bytes: f64,
+    flushes: f64,
+}
+
+impl Disk {
+    fn now() -> Self {
+        Disk { at: Instant::now(), counters: disk_counters() }
+    }
+
+    fn since(&self) -> Option<DiskRates> {
+        let (before, after) = (self.counters?, disk_counters()?);
+        let secs = self.at.elapsed().as_secs_f64();
+        let per_s = |i: usize| (after[i] - before[i]) as f64 / secs;
+        Some(DiskRates { writes: per_s(0), bytes: per_s(1) * 512.0, flushes: per_s(2) })
+    }
+}
+
+/// Writes completed, sectors written and flushes completed of the device holding the temporary
+/// directory (Linux ≥ 5.5; `None` elsewhere).
+fn disk_counters() -> Option<[u64; 3]> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(std::env::temp_dir()).ok()?.dev();
+    let (major, minor) = (((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff));
+    let stats = std::fs::read_to_string("/proc/diskstats").ok()?;
+    stats.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 20 || f[0].parse::<u64>().ok()? != major || f[1].parse::<u64>().ok()? != minor {
+            return None;
+        }
+        Some([f[7].parse().ok()?, f[9].parse().ok()?, f[18].parse().ok()?])
+    })
+}
+
+/// Per 250 ms of the run on `nats` (by the events' own times): how many `registered` and how
+/// many `routed` were written — where end to end spends its time.
+async fn timeline(nats: &NatsServer) {
+    use std::collections::BTreeMap;
+    use xinfang_shared::ids::NodeCode;
+    use xinfang_shared::{ledger, subjects};
+    let node = NodeCode::parse("320211").expect("node");
+    let all = ledger::read_stream(&nats.jetstream().await, &subjects::case_stream(&node), String::new())
+        .await
+        .expect("ledger");
+    let Some(first) = all.iter().map(|s| s.event.at).min() else { return };
+    let mut slots: BTreeMap<i64, (usize, usize)> = BTreeMap::new();
+    for s in &all {
+        let slot = (s.event.at - first).num_milliseconds() / 250;
+        let e = slots.entry(slot).or_default();
+        match s.event.kind.as_str() {
+            "registered" => e.0 += 1,
+            "routed" => e.1 += 1,
+            _ => {}
+        }
+    }
+    println!("| from s | registered | routed |");
+    println!("| --- | --- | --- |");
+    for (slot, (r, o)) in slots {
+        println!("| {:.2} | {r} | {o} |", slot as f64 / 4.0);
+    }
+    println!();
 }
 
 /// Routing alone on a backlog: `n` petitions registered while routing is down, then routing
@@ -160,32 +285,54 @@ async fn routing_backlog(sync_always: bool, n: usize, c: usize, processes: usize
     let intake = ServiceProcess::start("intake", &config, &nats.url, dir.path());
     let _ = intake_http(&intake.http, n, c).await;
     drop(intake);
+    let mut routed = routed_counter(nats).await;
     let started = Instant::now();
     let dirs: Vec<_> = (0..processes).map(|_| tempfile::tempdir().expect("tempdir")).collect();
     let routing = replicas("routing", &config, nats, &dirs);
-    while count_of(nats, "XF_CASES_320211", "xf.320211.case.*.routed").await < n {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    routed.reach(n).await;
     let rate = n as f64 / started.elapsed().as_secs_f64();
     drop(routing);
     rate
 }
 
-/// Messages of `stream` on subjects matching `filter`.
-async fn count_of(nats: &NatsServer, stream: &str, filter: &str) -> usize {
-    count_on(&nats.jetstream().await, stream, filter).await
+/// Messages of `stream` on subjects matching `filter`, counted by a consumer that never fetches
+/// (its pending count): one small request per poll on one connection. Listing the matching
+/// subjects instead made nats-server serialise thousands of entries per poll, on a new
+/// connection each time — server CPU taken from the services being measured.
+struct Counter {
+    consumer: async_nats::jetstream::consumer::PullConsumer,
 }
 
-/// [`count_of`] through any JetStream context (a node of the city).
-async fn count_on(js: &async_nats::jetstream::Context, stream: &str, filter: &str) -> usize {
-    let stream = js.get_stream(stream).await.expect("stream");
-    stream
-        .info_with_subjects(filter)
-        .await
-        .expect("info")
-        .try_fold(0usize, |acc, (_, n)| async move { Ok(acc + n) })
-        .await
-        .expect("subjects")
+impl Counter {
+    async fn new(js: &async_nats::jetstream::Context, stream: &str, filter: &str) -> Self {
+        let stream = js.get_stream(stream).await.expect("stream");
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                filter_subject: filter.to_string(),
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .expect("counting consumer");
+        Counter { consumer }
+    }
+
+    async fn count(&mut self) -> usize {
+        self.consumer.info().await.expect("consumer info").num_pending as usize
+    }
+
+    /// Waits until `n` are there, polling every 20 ms.
+    async fn reach(&mut self, n: usize) {
+        while self.count().await < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A [`Counter`] of the routed cases of 320211 on `nats`.
+async fn routed_counter(nats: &NatsServer) -> Counter {
+    Counter::new(&nats.jetstream().await, "XF_CASES_320211", "xf.320211.case.*.routed").await
 }
 
 /// Reading one case's history, as every service does per event: through an ephemeral consumer
@@ -292,14 +439,15 @@ async fn paced_node(n: usize, rate: f64, with_routing: bool) -> (Vec<Duration>, 
     if routing.is_none() {
         return (submits, Vec::new());
     }
-    while count_of(&nats, "XF_CASES_320211", "xf.320211.case.*.routed").await < n + WARM {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    routed_counter(&nats).await.reach(n + WARM).await;
     drop(routing);
     drop(intake);
     let js = nats.jetstream().await;
     let node = NodeCode::parse("320211").expect("node");
     let all = ledger::read_stream(&js, &subjects::case_stream(&node), String::new()).await.expect("ledger");
+    if let Ok(path) = std::env::var("XF_BENCH_STAGES") {
+        stages(&js, &all, &path).await;
+    }
     let mut registered = HashMap::new();
     let mut lags = Vec::new();
     for s in &all {
@@ -317,6 +465,43 @@ async fn paced_node(n: usize, rate: f64, with_routing: bool) -> (Vec<Duration>, 
     }
     lags.sort();
     (submits, lags)
+}
+
+/// Diagnostics (`XF_BENCH_STAGES=file`): per routed case, in µs since the epoch, the
+/// `registered` event's own time, when the stream stored it, the `routed` event's own time and
+/// when the stream stored that.
+async fn stages(js: &async_nats::jetstream::Context, all: &[xinfang_shared::ledger::Stored], path: &str) {
+    use futures::StreamExt;
+    use std::collections::HashMap;
+    use std::io::Write;
+    let stream = js.get_stream("XF_CASES_320211").await.expect("stream");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut stored = HashMap::new();
+    while stored.len() < all.len() {
+        let m = messages.next().await.expect("message").expect("message");
+        let info = m.info().expect("info");
+        stored.insert(info.stream_sequence, (info.published.unix_timestamp_nanos() / 1000) as i64);
+    }
+    let mut registered = HashMap::new();
+    let mut f = std::fs::File::create(path).expect("stages file");
+    for s in all {
+        match s.event.kind.as_str() {
+            "registered" => {
+                registered.insert(s.event.case_id.clone(), (s.event.at.timestamp_micros(), stored[&s.seq]));
+            }
+            "routed" => {
+                if let Some((at, at_stored)) = registered.get(&s.event.case_id) {
+                    let (routed_at, case) = (s.event.at.timestamp_micros(), &s.event.case_id);
+                    writeln!(f, "{at} {at_stored} {routed_at} {} {case}", stored[&s.seq]).expect("write");
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Raw sled: `n` inserts of 64-byte values, one flush at the end.
@@ -396,6 +581,7 @@ async fn pipeline(n: usize, c: usize, p: usize) {
         services.push(ServiceProcess::start_replica("notification", &config, &nats.url, &own, &k.to_string()));
     }
     let (intake, deadlines) = (&services[0], &services[2]);
+    let mut routed_count = routed_counter(&nats).await;
     let started = Instant::now();
     let (_, submits) = intake_http(&intake.http, n, c).await;
     let submitted = started.elapsed();
@@ -405,7 +591,7 @@ async fn pipeline(n: usize, c: usize, p: usize) {
     while (routed_at.is_none() || armed_at.is_none() || receipts_at.is_none() || assignments_at.is_none())
         && Instant::now() < deadline
     {
-        if routed_at.is_none() && count_of(&nats, "XF_CASES_320211", "xf.320211.case.*.routed").await >= n {
+        if routed_at.is_none() && routed_count.count().await >= n {
             routed_at = Some(started.elapsed());
         }
         if armed_at.is_none() && routed_at.is_some() && armed_timers(&deadlines.http).await >= n as f64 {
@@ -527,6 +713,9 @@ async fn city(n: usize, c: usize) {
         .collect();
     // i % 3 == 0 are transfers, i % 3 == 1 group petitions
     let (transfers, groups) = (n.div_ceil(3), (n + 1) / 3);
+    let mut arrivals = Counter::new(&liangxi, "XF_CASES_320213", "xf.320213.case.*.transferred_in").await;
+    let escalation = format!("xf.320211.out.320200.{}", xinfang_shared::escalation::ESCALATION);
+    let mut escalations = Counter::new(&hub, "XF_INBOX_320200", &escalation).await;
     let sem = Arc::new(Semaphore::new(c));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
@@ -543,20 +732,10 @@ async fn city(n: usize, c: usize) {
     let (mut arrived_at, mut escalated_at) = (None, None);
     let limit = Instant::now() + Duration::from_secs(600);
     while (arrived_at.is_none() || escalated_at.is_none()) && Instant::now() < limit {
-        if arrived_at.is_none()
-            && count_on(&liangxi, "XF_CASES_320213", "xf.320213.case.*.transferred_in").await >= transfers
-        {
+        if arrived_at.is_none() && arrivals.count().await >= transfers {
             arrived_at = Some(started.elapsed());
         }
-        if escalated_at.is_none()
-            && count_on(
-                &hub,
-                "XF_INBOX_320200",
-                &format!("xf.320211.out.320200.{}", xinfang_shared::escalation::ESCALATION),
-            )
-            .await
-                >= groups
-        {
+        if escalated_at.is_none() && escalations.count().await >= groups {
             escalated_at = Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -605,6 +784,26 @@ async fn main() {
     }
     if std::env::args().any(|a| a == "--city") {
         city(a.petitions, a.concurrency).await;
+        return;
+    }
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(rate) = argv.windows(2).find(|w| w[0] == "--paced").map(|w| w[1].parse::<f64>().expect("--paced RATE"))
+    {
+        let (submits, lags) = paced_node(a.petitions, rate, true).await;
+        println!("| offered/s | submit p50 ms | p99 ms | registered → routed p50 ms | p99 ms | max ms |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        println!(
+            "| {rate:.0} | {} | {} | {} | {} | {} |",
+            ms(percentile(&submits, 0.5)),
+            ms(percentile(&submits, 0.99)),
+            ms(percentile(&lags, 0.5)),
+            ms(percentile(&lags, 0.99)),
+            ms(*lags.last().expect("routed"))
+        );
+        return;
+    }
+    if std::env::args().any(|a| a == "--routed") {
+        routed_only(a.petitions, a.concurrency).await;
         return;
     }
     let event_size = serde_json::to_vec(&petition()).expect("json").len() + 600;
