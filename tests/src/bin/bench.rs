@@ -204,7 +204,7 @@ async fn routed_only(n: usize, c: usize) {
 /// The disk's counters (/proc/diskstats, the device under the temporary directory) at a moment.
 struct Disk {
     at: Instant,
-    counters: Option<[u64; 3]>,
+    counters: Option<[u64; 4]>,
 }
 
 /// What the disk did per second between two [`Disk`]s.
@@ -227,9 +227,9 @@ impl Disk {
     }
 }
 
-/// Writes completed, sectors written and flushes completed of the device holding the temporary
-/// directory (Linux ≥ 5.5; `None` elsewhere).
-fn disk_counters() -> Option<[u64; 3]> {
+/// Writes completed, sectors written, flushes completed and milliseconds spent flushing, of the
+/// device holding the temporary directory (Linux ≥ 5.5; `None` elsewhere).
+fn disk_counters() -> Option<[u64; 4]> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(std::env::temp_dir()).ok()?.dev();
     let (major, minor) = (((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff));
@@ -239,8 +239,76 @@ fn disk_counters() -> Option<[u64; 3]> {
         if f.len() < 20 || f[0].parse::<u64>().ok()? != major || f[1].parse::<u64>().ok()? != minor {
             return None;
         }
-        Some([f[7].parse().ok()?, f[9].parse().ok()?, f[18].parse().ok()?])
+        Some([f[7].parse().ok()?, f[9].parse().ok()?, f[18].parse().ok()?, f[19].parse().ok()?])
     })
+}
+
+/// /proc/diskstats sampled every 20 ms on a thread of its own, until stopped.
+struct DiskWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(i64, [u64; 4])>>,
+}
+
+impl DiskWatch {
+    fn start() -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(c) = disk_counters() {
+                    samples.push((chrono::Utc::now().timestamp_micros(), c));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            samples
+        });
+        DiskWatch { stop, thread }
+    }
+
+    /// The samples: (µs since the epoch, [`disk_counters`]).
+    fn stop(self) -> Vec<(i64, [u64; 4])> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("disk watch")
+    }
+}
+
+/// Whether the slow cases of a paced run are the ones that met a slow disk: per 20 ms of the
+/// run, the disk's mean time per cache flush (fsync) from `samples`; per case (`lags`:
+/// registration µs, registered → routed), the slowest such interval while it was on its way.
+fn slow_flushes(samples: &[(i64, [u64; 4])], lags: &[(i64, Duration)]) {
+    const SLOW_FLUSH_MS: f64 = 1.0;
+    let intervals: Vec<(i64, i64, f64)> = samples
+        .windows(2)
+        .filter(|w| w[1].1[2] > w[0].1[2])
+        .map(|w| (w[0].0, w[1].0, (w[1].1[3] - w[0].1[3]) as f64 / (w[1].1[2] - w[0].1[2]) as f64))
+        .collect();
+    if intervals.is_empty() {
+        return;
+    }
+    let mut means: Vec<f64> = intervals.iter().map(|i| i.2).collect();
+    means.sort_by(f64::total_cmp);
+    let worst = |from: i64, lag: Duration| {
+        let to = from + lag.as_micros() as i64;
+        intervals.iter().filter(|i| i.1 > from && i.0 < to).map(|i| i.2).fold(0.0, f64::max)
+    };
+    let (slow, fast): (Vec<_>, Vec<_>) = lags.iter().partition(|(_, lag)| *lag > Duration::from_millis(20));
+    let met = |cases: &[&(i64, Duration)]| cases.iter().filter(|(at, lag)| worst(*at, *lag) > SLOW_FLUSH_MS).count();
+    println!(
+        "\nThe disk: mean time per flush over 20 ms intervals: median {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} of {} intervals above {SLOW_FLUSH_MS} ms.",
+        means[means.len() / 2],
+        means[(means.len() - 1) * 99 / 100],
+        means[means.len() - 1],
+        means.iter().filter(|m| **m > SLOW_FLUSH_MS).count(),
+        means.len()
+    );
+    println!(
+        "Cases slower than 20 ms: {}, of which {} were on their way during such an interval; of the {} faster cases, {}.",
+        slow.len(),
+        met(&slow),
+        fast.len(),
+        met(&fast)
+    );
 }
 
 /// Per 250 ms of the run on `nats` (by the events' own times): how many `registered` and how
@@ -420,10 +488,67 @@ async fn paced(base: &str, n: usize, rate: f64) -> Vec<Duration> {
     all
 }
 
+/// The raw baseline of a paced run: on a fresh nats-server with fsync always, `n` acked
+/// publishes of `size` bytes at a steady `rate` (each on its own task) to new subjects of a
+/// ledger-shaped stream (the node's own, `ledger::provision`) with one consumer receiving them.
+/// Returns the publishes' latencies and, per message, stream timestamp → receipt by the
+/// consumer, both sorted.
+async fn raw_paced(n: usize, rate: f64, size: usize) -> (Vec<Duration>, Vec<Duration>) {
+    use futures::StreamExt;
+    use xinfang_shared::ids::NodeCode;
+    use xinfang_shared::{ledger, subjects};
+    let nats = NatsServer::start(true);
+    let js = nats.jetstream().await;
+    let node = NodeCode::parse("320211").expect("node");
+    ledger::provision(&js, &node, 1).await.expect("streams");
+    let stream = js.get_stream(subjects::case_stream(&node)).await.expect("stream");
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("bench".into()),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let receiver = tokio::spawn(async move {
+        let mut messages = consumer.stream().max_messages_per_batch(256).messages().await.expect("messages");
+        let mut lags = Vec::with_capacity(n);
+        while lags.len() < n {
+            let m = messages.next().await.expect("message").expect("message");
+            let stored = m.info().expect("info").published.unix_timestamp_nanos() as i64;
+            let now = chrono::Utc::now().timestamp_nanos_opt().expect("now");
+            lags.push(Duration::from_nanos((now - stored).max(0) as u64));
+            let _ = m.ack().await;
+        }
+        lags
+    });
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut appends = Vec::with_capacity(n);
+    for i in 0..n {
+        ticks.tick().await;
+        let (js, payload) = (js.clone(), payload.clone());
+        appends.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let headers = ledger::headers(&format!("01BENCH{i:08}"), "registered");
+            let subject = format!("xf.320211.case.320211-20261203-{i:06}.registered");
+            js.publish_with_headers(subject, headers, payload).await.expect("publish").await.expect("ack");
+            t.elapsed()
+        }));
+    }
+    let mut append: Vec<Duration> = join_all(appends).await.into_iter().map(|r| r.expect("append")).collect();
+    let mut lags = receiver.await.expect("receiver");
+    append.sort();
+    lags.sort();
+    (append, lags)
+}
+
 /// Intake (and routing, when `with_routing`) running on a fresh nats-server with fsync
-/// always, `n` petitions at a steady `rate` after 200 to warm up: the submit latencies and,
-/// with routing, per case registered → routed (the two events' own times), both sorted.
-async fn paced_node(n: usize, rate: f64, with_routing: bool) -> (Vec<Duration>, Vec<Duration>) {
+/// always, `n` petitions at a steady `rate` after 200 to warm up: the submit latencies, sorted,
+/// and, with routing, per case its registration (µs since the epoch) and registered → routed
+/// (the two events' own times), in ledger order.
+async fn paced_node(n: usize, rate: f64, with_routing: bool) -> (Vec<Duration>, Vec<(i64, Duration)>) {
     use std::collections::HashMap;
     use xinfang_shared::ids::NodeCode;
     use xinfang_shared::{ledger, subjects};
@@ -457,13 +582,14 @@ async fn paced_node(n: usize, rate: f64, with_routing: bool) -> (Vec<Duration>, 
                 registered.insert(s.event.case_id.clone(), (order, s.event.at));
             }
             "routed" => match registered.get(&s.event.case_id) {
-                Some((order, at)) if *order >= WARM => lags.push((s.event.at - *at).to_std().unwrap_or_default()),
+                Some((order, at)) if *order >= WARM => {
+                    lags.push((at.timestamp_micros(), (s.event.at - *at).to_std().unwrap_or_default()))
+                }
                 _ => {}
             },
             _ => {}
         }
     }
-    lags.sort();
     (submits, lags)
 }
 
@@ -789,17 +915,25 @@ async fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if let Some(rate) = argv.windows(2).find(|w| w[0] == "--paced").map(|w| w[1].parse::<f64>().expect("--paced RATE"))
     {
+        let watch = DiskWatch::start();
         let (submits, lags) = paced_node(a.petitions, rate, true).await;
+        let samples = watch.stop();
+        let sorted = |mut v: Vec<Duration>| {
+            v.sort();
+            v
+        };
+        let all = sorted(lags.iter().map(|(_, lag)| *lag).collect());
         println!("| offered/s | submit p50 ms | p99 ms | registered → routed p50 ms | p99 ms | max ms |");
         println!("| --- | --- | --- | --- | --- | --- |");
         println!(
             "| {rate:.0} | {} | {} | {} | {} | {} |",
             ms(percentile(&submits, 0.5)),
             ms(percentile(&submits, 0.99)),
-            ms(percentile(&lags, 0.5)),
-            ms(percentile(&lags, 0.99)),
-            ms(*lags.last().expect("routed"))
+            ms(percentile(&all, 0.5)),
+            ms(percentile(&all, 0.99)),
+            ms(*all.last().expect("routed"))
         );
+        slow_flushes(&samples, &lags);
         return;
     }
     if std::env::args().any(|a| a == "--routed") {
@@ -862,9 +996,21 @@ async fn main() {
     println!();
     println!("At half load (fsync always, a steady rate, each on a fresh nats-server):");
     println!();
-    println!("| load | petitions/s offered | submit p50 ms | submit p99 ms | registered → routed p50 ms | p99 ms | max ms | petitions |");
+    println!("| load | petitions/s offered (raw: publishes/s) | submit p50 ms (raw: publish) | submit p99 ms (raw: publish) | registered → routed p50 ms (raw: stored → received) | p99 ms | max ms | petitions |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let half = intake_rate / 2.0;
+    let raw_row = |what: &str, rate: f64, (append, delivery): (Vec<Duration>, Vec<Duration>)| {
+        println!(
+            "| raw: acked publishes at {what}, one consumer receiving | {rate:.0} | {} | {} | {} | {} | {} | {} |",
+            ms(percentile(&append, 0.5)),
+            ms(percentile(&append, 0.99)),
+            ms(percentile(&delivery, 0.5)),
+            ms(percentile(&delivery, 0.99)),
+            ms(*delivery.last().expect("delivered")),
+            a.petitions
+        )
+    };
+    raw_row("intake's half load", half, raw_paced(a.petitions, half, event_size).await);
     let (submits, _) = paced_node(a.petitions, half, false).await;
     println!(
         "| half of intake's rate above, intake alone | {half:.0} | {} | {} | — | — | — | {} |",
@@ -873,7 +1019,14 @@ async fn main() {
         a.petitions
     );
     let half = routed_rate / 2.0;
+    raw_row(
+        "twice the routed half load (two appends a case)",
+        2.0 * half,
+        raw_paced(2 * a.petitions, 2.0 * half, event_size).await,
+    );
     let (submits, lags) = paced_node(a.petitions, half, true).await;
+    let mut lags: Vec<Duration> = lags.into_iter().map(|(_, lag)| lag).collect();
+    lags.sort();
     println!(
         "| half of the routed rate above, intake and routing | {half:.0} | {} | {} | {} | {} | {} | {} |",
         ms(percentile(&submits, 0.5)),
