@@ -12,8 +12,8 @@
 //! `xinfang-bench --city [--petitions N] [--concurrency C]` runs a city of three nodes (each its
 //! own nats-server, leaf links) and measures transfers and escalations crossing the links.
 //!
-//! `xinfang-bench --routed [--petitions N] [--concurrency C]`: only the fsync-always figures of
-//! intake and routing, each with what the disk did meanwhile (/proc/diskstats), and the
+//! `xinfang-bench --routed [--fsync-default] [--petitions N] [--concurrency C]`: only the
+//! fsync-always (or default) figures of intake and routing, each with what the disk did meanwhile (/proc/diskstats), and the
 //! end-to-end run's timeline. `xinfang-bench --paced RATE [--petitions N]`: intake and routing
 //! at a steady RATE, submit and registered → routed percentiles; with
 //! `XF_BENCH_STAGES=file` it also writes, per case, when each of the two events was created and
@@ -152,14 +152,15 @@ async fn routed_end_to_end(nats: &NatsServer, n: usize, c: usize) -> f64 {
     rate
 }
 
-/// `--routed`: only the fsync-always figures of routing — raw, intake alone, routed end to end
+/// `--routed`: only the fsync-always (`--fsync-default`: default) figures of routing — raw, intake alone, routed end to end
 /// (its own raw first) and routing alone on a backlog — each with what the disk did meanwhile
 /// (requests, bytes and cache flushes per second, from /proc/diskstats), and the end-to-end
 /// run's timeline.
 async fn routed_only(n: usize, c: usize) {
+    let sync_always = !std::env::args().any(|a| a == "--fsync-default");
     let event_size = serde_json::to_vec(&petition()).expect("json").len() + 600;
     let mut rows = Vec::new();
-    let nats = NatsServer::start(true);
+    let nats = NatsServer::start(sync_always);
     let disk = Disk::now();
     let raw = raw_publish(&nats, n, event_size, c).await;
     rows.push(("raw acked publishes", raw, n, disk.since()));
@@ -172,7 +173,7 @@ async fn routed_only(n: usize, c: usize) {
     let (intake_rate, _) = intake_http(&intake.http, n, c).await;
     rows.push(("intake alone, petitions", intake_rate, n, disk.since()));
     drop(intake);
-    let nats = NatsServer::start(true);
+    let nats = NatsServer::start(sync_always);
     let disk = Disk::now();
     let raw_again = raw_publish(&nats, n, event_size, c).await;
     rows.push(("raw acked publishes, again", raw_again, n, disk.since()));
@@ -181,9 +182,10 @@ async fn routed_only(n: usize, c: usize) {
     rows.push(("routed end to end, cases", routed, 2 * n, disk.since()));
     timeline(&nats).await;
     let disk = Disk::now();
-    let alone = routing_backlog(true, n, c, 1).await;
+    let alone = routing_backlog(sync_always, n, c, 1).await;
     rows.push(("routing alone on a backlog, cases", alone, n, disk.since()));
-    println!("| run (fsync always, {n}, {c} in flight) | per s | ledger appends/s | disk writes/s | disk MB/s | disk flushes/s | KB written per append |");
+    let fsync = if sync_always { "fsync always" } else { "fsync default" };
+    println!("| run ({fsync}, {n}, {c} in flight) | per s | ledger appends/s | disk writes/s | disk MB/s | disk flushes/s | KB written per append |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (name, rate, appends, disk) in rows {
         let appends_per_s = rate * appends as f64 / n as f64;
