@@ -359,10 +359,10 @@ async fn handle_case<H, F>(
                 tracing::warn!(consumer = %durable, seq, error = %e, "ack not confirmed; it will be redelivered");
             }
         });
-        let mut in_hand = in_hand.lock().expect("cases in hand");
-        next = in_hand.get_mut(&case).and_then(|waiting| waiting.pop_front());
+        let mut cases = in_hand.lock().expect("cases in hand");
+        next = cases.get_mut(&case).and_then(|waiting| waiting.pop_front());
         if next.is_none() {
-            in_hand.remove(&case);
+            cases.remove(&case);
         }
     }
     drop(permit);
