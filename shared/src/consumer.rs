@@ -165,14 +165,7 @@ where
     if nothing_left(consumer.cached_info()) {
         caught_up.send_replace(true);
     }
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(64)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut messages = deliveries(&consumer, 64).await?;
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -182,27 +175,18 @@ where
             return Err("message stream ended".into());
         };
         let msg = msg.map_err(|e| e.to_string())?;
-        let info = msg.info().map_err(|e| e.to_string())?;
-        let (seq, delivered, pending) = (info.stream_sequence, info.delivered, info.pending);
-        metrics.pending.set(pending as i64);
-        match Envelope::from_slice(&msg.payload) {
-            Ok(event) => {
-                // a transient failure is retried in place, never by a nak that lets later
-                // events through first: a projection records the highest sequence it applied
-                // and would take the late redelivery for done (found by the fault campaign)
-                let Some(outcome) =
-                    handle_in_place(&msg, seq, delivered, event, spec, metrics, shutdown, handler).await
-                else {
-                    return Ok(());
-                };
-                settle(&msg, outcome, &spec.durable, metrics, seq).await?;
-                if let Some(p) = position.as_mut() {
-                    *p = (*p).max(seq);
-                }
-            }
-            Err(e) => {
-                dead_letter(metrics, &spec.durable, seq, "unreadable", &e.to_string());
-                msg.double_ack_with(AckKind::Term).await.map_err(|e| e.to_string())?;
+        let Received { seq, delivered, pending, event } = receive(&msg, spec, metrics).await?;
+        if let Some(event) = event {
+            // a transient failure is retried in place, never by a nak that lets later events
+            // through first: a projection records the highest sequence it applied and would
+            // take the late redelivery for done (found by the fault campaign)
+            let Some(outcome) = handle_in_place(&msg, seq, delivered, event, spec, metrics, shutdown, handler).await
+            else {
+                return Ok(());
+            };
+            settle(&msg, outcome, &spec.durable, metrics, seq).await?;
+            if let Some(p) = position.as_mut() {
+                *p = (*p).max(seq);
             }
         }
         // The server's word, asked only at the end of what it had to deliver: redeliveries
@@ -265,14 +249,7 @@ where
     F: Future<Output = Outcome> + Send + 'static,
 {
     let consumer = open(js, spec, None).await?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(max_ack_pending(spec).min(256) as usize)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut messages = deliveries(&consumer, max_ack_pending(spec).min(256) as usize).await?;
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(at_once));
     let in_hand = InHand::default();
     let spec = std::sync::Arc::new(spec.clone());
@@ -287,20 +264,10 @@ where
             Some(Err(e)) => break Err(e.to_string()),
             None => break Err("message stream ended".into()),
         };
-        let (seq, delivered, pending) = match msg.info() {
-            Ok(info) => (info.stream_sequence, info.delivered, info.pending),
-            Err(e) => break Err(e.to_string()),
-        };
-        metrics.pending.set(pending as i64);
-        let event = match Envelope::from_slice(&msg.payload) {
-            Ok(event) => event,
-            Err(e) => {
-                dead_letter(metrics, &spec.durable, seq, "unreadable", &e.to_string());
-                if let Err(e) = msg.double_ack_with(AckKind::Term).await {
-                    break Err(e.to_string());
-                }
-                continue;
-            }
+        let (seq, delivered, event) = match receive(&msg, &spec, metrics).await {
+            Ok(Received { seq, delivered, event: Some(event), .. }) => (seq, delivered, event),
+            Ok(_) => continue, // unreadable: a dead letter
+            Err(e) => break Err(e),
         };
         let case = event.case_id.to_string();
         {
@@ -367,6 +334,49 @@ async fn handle_case<H, F>(
     }
     drop(permit);
     let _ = tokio::time::timeout(Duration::from_secs(2), async { while acks.join_next().await.is_some() {} }).await;
+}
+
+/// The consumer's deliveries, pulled `batch` at a time.
+async fn deliveries(consumer: &consumer::PullConsumer, batch: usize) -> Result<consumer::pull::Stream, String> {
+    consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// One delivery as read off the wire.
+struct Received {
+    seq: u64,
+    delivered: i64,
+    /// What the server has not yet delivered after it.
+    pending: u64,
+    /// `None` when the payload is no event: it was termed as a dead letter.
+    event: Option<Envelope>,
+}
+
+/// Reads a delivery's sequence numbers and event and sets the pending gauge; an unreadable
+/// event is counted, logged and termed.
+async fn receive(
+    msg: &async_nats::jetstream::Message,
+    spec: &Spec,
+    metrics: &ConsumerMetrics,
+) -> Result<Received, String> {
+    let info = msg.info().map_err(|e| e.to_string())?;
+    let (seq, delivered, pending) = (info.stream_sequence, info.delivered, info.pending);
+    metrics.pending.set(pending as i64);
+    let event = match Envelope::from_slice(&msg.payload) {
+        Ok(event) => Some(event),
+        Err(e) => {
+            dead_letter(metrics, &spec.durable, seq, "unreadable", &e.to_string());
+            msg.double_ack_with(AckKind::Term).await.map_err(|e| e.to_string())?;
+            None
+        }
+    };
+    Ok(Received { seq, delivered, pending, event })
 }
 
 /// Runs the handler on one delivery, retrying a transient failure in place; `None` when shut

@@ -13,8 +13,8 @@
 //! own nats-server, leaf links) and measures transfers and escalations crossing the links.
 //!
 //! `xinfang-bench --routed [--fsync-default] [--petitions N] [--concurrency C]`: only the
-//! fsync-always (or default) figures of intake and routing, each with what the disk did meanwhile (/proc/diskstats), and the
-//! end-to-end run's timeline. `xinfang-bench --paced RATE [--petitions N]`: intake and routing
+//! fsync-always (or default) figures of intake and routing, each with what the disk did
+//! meanwhile (/proc/diskstats), and the end-to-end run's timeline. `xinfang-bench --paced RATE [--petitions N]`: intake and routing
 //! at a steady RATE, submit and registered → routed percentiles; with
 //! `XF_BENCH_STAGES=file` it also writes, per case, when each of the two events was created and
 //! stored (where a slow case spent its time).
@@ -54,6 +54,26 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// Five table cells from two sorted samples: the first's p50 and p99, the second's p50, p99
+/// and max (a submit or publish latency, then what followed it).
+fn cells(first: &[Duration], then: &[Duration]) -> String {
+    format!(
+        "{} | {} | {} | {} | {}",
+        ms(percentile(first, 0.5)),
+        ms(percentile(first, 0.99)),
+        ms(percentile(then, 0.5)),
+        ms(percentile(then, 0.99)),
+        ms(*then.last().expect("a sample"))
+    )
+}
+
+/// The registered → routed lags of [`paced_node`], sorted.
+fn lags_sorted(lags: &[(i64, Duration)]) -> Vec<Duration> {
+    let mut v: Vec<Duration> = lags.iter().map(|(_, lag)| *lag).collect();
+    v.sort();
+    v
 }
 
 /// Raw JetStream: `n` acked publishes of `size` bytes, `window` in flight.
@@ -152,10 +172,10 @@ async fn routed_end_to_end(nats: &NatsServer, n: usize, c: usize) -> f64 {
     rate
 }
 
-/// `--routed`: only the fsync-always (`--fsync-default`: default) figures of routing — raw, intake alone, routed end to end
-/// (its own raw first) and routing alone on a backlog — each with what the disk did meanwhile
-/// (requests, bytes and cache flushes per second, from /proc/diskstats), and the end-to-end
-/// run's timeline.
+/// `--routed`: only the fsync-always (`--fsync-default`: default) figures of routing — raw,
+/// intake alone, routed end to end (its own raw first) and routing alone on a backlog — each
+/// with what the disk did meanwhile (requests, bytes and cache flushes per second, from
+/// /proc/diskstats), and the end-to-end run's timeline.
 async fn routed_only(n: usize, c: usize) {
     let sync_always = !std::env::args().any(|a| a == "--fsync-default");
     let event_size = serde_json::to_vec(&petition()).expect("json").len() + 600;
@@ -920,21 +940,9 @@ async fn main() {
         let watch = DiskWatch::start();
         let (submits, lags) = paced_node(a.petitions, rate, true).await;
         let samples = watch.stop();
-        let sorted = |mut v: Vec<Duration>| {
-            v.sort();
-            v
-        };
-        let all = sorted(lags.iter().map(|(_, lag)| *lag).collect());
         println!("| offered/s | submit p50 ms | p99 ms | registered → routed p50 ms | p99 ms | max ms |");
         println!("| --- | --- | --- | --- | --- | --- |");
-        println!(
-            "| {rate:.0} | {} | {} | {} | {} | {} |",
-            ms(percentile(&submits, 0.5)),
-            ms(percentile(&submits, 0.99)),
-            ms(percentile(&all, 0.5)),
-            ms(percentile(&all, 0.99)),
-            ms(*all.last().expect("routed"))
-        );
+        println!("| {rate:.0} | {} |", cells(&submits, &lags_sorted(&lags)));
         slow_flushes(&samples, &lags);
         return;
     }
@@ -1003,12 +1011,8 @@ async fn main() {
     let half = intake_rate / 2.0;
     let raw_row = |what: &str, rate: f64, (append, delivery): (Vec<Duration>, Vec<Duration>)| {
         println!(
-            "| raw: acked publishes at {what}, one consumer receiving | {rate:.0} | {} | {} | {} | {} | {} | {} |",
-            ms(percentile(&append, 0.5)),
-            ms(percentile(&append, 0.99)),
-            ms(percentile(&delivery, 0.5)),
-            ms(percentile(&delivery, 0.99)),
-            ms(*delivery.last().expect("delivered")),
+            "| raw: acked publishes at {what}, one consumer receiving | {rate:.0} | {} | {} |",
+            cells(&append, &delivery),
             a.petitions
         )
     };
@@ -1027,15 +1031,9 @@ async fn main() {
         raw_paced(2 * a.petitions, 2.0 * half, event_size).await,
     );
     let (submits, lags) = paced_node(a.petitions, half, true).await;
-    let mut lags: Vec<Duration> = lags.into_iter().map(|(_, lag)| lag).collect();
-    lags.sort();
     println!(
-        "| half of the routed rate above, intake and routing | {half:.0} | {} | {} | {} | {} | {} | {} |",
-        ms(percentile(&submits, 0.5)),
-        ms(percentile(&submits, 0.99)),
-        ms(percentile(&lags, 0.5)),
-        ms(percentile(&lags, 0.99)),
-        ms(*lags.last().expect("routed")),
+        "| half of the routed rate above, intake and routing | {half:.0} | {} | {} |",
+        cells(&submits, &lags_sorted(&lags)),
         a.petitions
     );
     println!();
