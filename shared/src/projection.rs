@@ -1,20 +1,24 @@
-//! A sled projection that stores the last applied stream sequence together with the state, in
-//! one atomic batch, so a replay after a crash skips what is already applied and a lost
-//! directory is rebuilt from the stream (the consumer starts after [`Projection::last_applied`]).
+//! A sled projection that stores the last applied stream sequence with the state, so a replay
+//! after a crash skips what is already applied and a lost directory is rebuilt from the stream
+//! (the consumer starts after [`Projection::last_applied`]).
 //!
-//! Batches are not fsynced one by one: sled flushes every few hundred milliseconds and recovers
-//! to a consistent prefix of batches after a crash. A consumer that acked events whose batches
-//! were lost is then ahead of the projection, and the consumer helper recreates it from
+//! Writes are not fsynced one by one: sled flushes every few hundred milliseconds and recovers
+//! a prefix of its log after a crash. A consumer that acked events whose writes were lost is
+//! then ahead of the projection, and the consumer helper recreates it from
 //! `last_applied() + 1` (`consumer::Spec::resume_after`), so nothing acked is ever missing.
 //!
-//! A projection that writes a lot per event can skip the batch ([`Projection::apply_in_order`]):
-//! a sled batch costs about ten plain writes and doubles the log on disk (docs/benchmarks.md,
-//! the timer store). Its writes must then converge when an event is applied a second time.
+//! An event's writes go in one at a time, in order, and its sequence last — not as a sled
+//! batch. A sled batch seals and writes out sled's log buffer before and after it: two writes
+//! to the file and, through sled's I/O pool (which wakes all its idle threads for each job),
+//! some fourteen thread wakeups per event; at 870 petitions a second that was a tenth of the
+//! node's two cores (docs/benchmarks.md, "Fourth pass"). A crash can therefore keep part of an
+//! event's writes, and the event is applied again: every projection's writes converge.
 
 use std::path::Path;
 
 use sled::Db;
-pub use sled::{Batch, Error as StoreError, Tree};
+use sled::IVec;
+pub use sled::{Error as StoreError, Tree};
 
 const LAST_SEQ: &[u8] = b"\x00last_applied_seq";
 
@@ -69,15 +73,11 @@ impl Projection {
             .unwrap_or(0)
     }
 
-    /// Applies `batch` atomically as the effect of the event at stream sequence `seq`.
-    /// Returns `false` (and writes nothing) when `seq` was already applied.
-    pub async fn apply(&self, seq: u64, mut batch: Batch) -> Result<bool, sled::Error> {
-        if seq <= self.last_applied() {
-            return Ok(false);
-        }
-        batch.insert(LAST_SEQ, &seq.to_be_bytes());
-        self.tree.apply_batch(batch)?;
-        Ok(true)
+    /// Applies `batch` as the effect of the event at stream sequence `seq`: its writes one at a
+    /// time, in order, then `seq` as applied. Returns `false` (and writes nothing) when `seq` was
+    /// already applied. See [`Projection::apply_in_order`] for what a crash leaves.
+    pub async fn apply(&self, seq: u64, batch: Batch) -> Result<bool, sled::Error> {
+        self.apply_in_order(seq, batch.writes).await
     }
 
     /// Applies `writes` one at a time, in order, then records `seq` as applied; returns `false`
@@ -85,7 +85,9 @@ impl Projection {
     /// its log after a crash, so when `seq` is found applied every write before it is there too.
     /// A crash can keep some of the writes without `seq`, and the event is then applied again:
     /// the caller's writes must converge on a second application (each replaces a whole record;
-    /// an increment carries the sequence it counts, as the deadlines service's counts do).
+    /// an increment carries the sequence it counts, as the deadlines service's and the
+    /// worklist's counts do; a record that moves is written at its new key before it is removed
+    /// from its old one).
     pub async fn apply_in_order(&self, seq: u64, writes: Vec<Write>) -> Result<bool, sled::Error> {
         if seq <= self.last_applied() {
             return Ok(false);
@@ -103,6 +105,29 @@ impl Projection {
 
 /// One write of [`Projection::apply_in_order`]: a key and its new value, or `None` to remove it.
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// The writes of one event for [`Projection::apply`], in order.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    writes: Vec<Write>,
+}
+
+impl Batch {
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
+        self.writes.push((key.into().to_vec(), Some(value.into().to_vec())));
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: impl Into<IVec>) {
+        self.writes.push((key.into().to_vec(), None));
+    }
+
+    /// The writes, in order (a test cutting an event's writes short, as a crash would).
+    pub fn into_writes(self) -> Vec<Write> {
+        self.writes
+    }
+}
 
 /// Writes `writes` into `tree` one at a time, in order.
 pub fn write_in_order(tree: &Tree, writes: Vec<Write>) -> Result<(), sled::Error> {

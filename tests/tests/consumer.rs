@@ -55,7 +55,7 @@ async fn project(
                     .unwrap()
                     .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap()))
                     .unwrap_or(0);
-                let mut batch = sled::Batch::default();
+                let mut batch = xinfang_shared::projection::Batch::default();
                 batch.insert(key.as_bytes(), &(n + 1).to_be_bytes());
                 match p.apply(d.seq, batch).await {
                     Ok(_) => {
@@ -213,7 +213,7 @@ async fn deliveries_held_by_a_dead_process_are_applied_before_anything_after_the
                     if d.event.event_id == "ev-3" {
                         futures::future::pending::<()>().await;
                     }
-                    let mut batch = sled::Batch::default();
+                    let mut batch = xinfang_shared::projection::Batch::default();
                     batch.insert(d.event.case_id.to_string().as_bytes(), &1u64.to_be_bytes());
                     p.apply(d.seq, batch).await.unwrap();
                     Outcome::Done

@@ -5,6 +5,10 @@
 //! `f/<case>`, where nothing moves them any more (Open311 lists closed requests from there).
 //! Lines are computed when asked ([`shared::worklist::item`]), so a new holiday schedule
 //! moves their dues at once.
+//!
+//! An event's writes are applied in order, not as one batch ([`Projection::apply`]): a count
+//! carries the ledger sequence it last counted, so an event applied again after a crash does
+//! not count twice, and a final case is written to `f/` before it leaves `c/`.
 
 use std::collections::BTreeMap;
 
@@ -21,10 +25,11 @@ use xinfang_shared::transfer::registered_of;
 use xinfang_shared::worklist::{self, Filter, Item, Urgency};
 
 /// The projection's tree; a new layout takes a new name, so it is rebuilt from the ledger.
-pub const TREE: &str = "worklist-2";
+pub const TREE: &str = "worklist-3";
 
-/// Trees of older layouts, dropped at start (version 1 forgot final cases).
-pub const OLD_TREES: &[&str] = &["worklist"];
+/// Trees of older layouts, dropped at start (version 1 forgot final cases; version 2's counts
+/// carried no sequence).
+pub const OLD_TREES: &[&str] = &["worklist", "worklist-2"];
 
 /// The most lines one answer carries.
 pub const MAX_ITEMS: usize = 500;
@@ -47,8 +52,24 @@ fn count_key(state: &CaseState) -> Vec<u8> {
 
 const REPEATS: &[u8] = b"r";
 
-fn read_count(p: &Projection, key: &[u8]) -> Result<i64, StoreError> {
-    Ok(p.tree().get(key)?.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(i64::from_be_bytes).unwrap_or(0))
+/// A count and the ledger sequence of the event it last counted.
+fn decode_count(v: &[u8]) -> (i64, u64) {
+    let n = v.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, i64::from_be_bytes);
+    let seq = v.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
+    (n, seq)
+}
+
+fn read_count(p: &Projection, key: &[u8]) -> Result<(i64, u64), StoreError> {
+    Ok(p.tree().get(key)?.map_or((0, 0), |v| decode_count(&v)))
+}
+
+/// Adds `delta` to the count at `key` as the event at `seq`, unless it counted that event.
+fn count(p: &Projection, batch: &mut Batch, key: Vec<u8>, delta: i64, seq: u64) -> Result<(), StoreError> {
+    let (n, last) = read_count(p, &key)?;
+    if seq > last {
+        batch.insert(key, [(n + delta).max(0).to_be_bytes(), seq.to_be_bytes()].concat());
+    }
+    Ok(())
 }
 
 fn events_of(p: &Projection, case: &str) -> Result<Vec<Envelope>, StoreError> {
@@ -90,17 +111,17 @@ fn apply_one(p: &Projection, d: &Delivery) -> Result<Batch, StoreError> {
     }
     *counts.entry(count_key(&after)).or_default() += 1;
     for (key, delta) in counts.into_iter().filter(|(_, d)| *d != 0) {
-        batch.insert(key.clone(), &(read_count(p, &key)? + delta).max(0).to_be_bytes());
+        count(p, &mut batch, key, delta, d.seq)?;
     }
     if before.is_none() && registered_of(std::slice::from_ref(e)).is_some_and(|r| r.repeat_of.is_some()) {
-        batch.insert(REPEATS, &(read_count(p, REPEATS)? + 1).to_be_bytes());
+        count(p, &mut batch, REPEATS.to_vec(), 1, d.seq)?;
     }
     if let Some(organ) = before.as_ref().and_then(|b| b.organ.as_ref()) {
         batch.remove(organ_key(organ.as_str(), case));
     }
     if after.stage.is_final() {
-        batch.remove(case_key(case));
         batch.insert(final_key(case), serde_json::to_vec(&events).expect("serializes"));
+        batch.remove(case_key(case));
     } else {
         batch.insert(case_key(case), serde_json::to_vec(&events).expect("serializes"));
         if let Some(organ) = &after.organ {
@@ -180,7 +201,7 @@ pub fn overview(p: &Projection, policy: &Policy, cal: &Calendar, now: Instant) -
     let mut by_organ: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for item in p.tree().scan_prefix(b"n/") {
         let (k, v) = item?;
-        let n = <[u8; 8]>::try_from(v.as_ref()).map(i64::from_be_bytes).unwrap_or(0);
+        let (n, _) = decode_count(&v);
         if n == 0 {
             continue;
         }
@@ -200,6 +221,68 @@ pub fn overview(p: &Projection, policy: &Policy, cal: &Calendar, now: Instant) -
         "late": late,
         "late_total": late_total,
         "overdue": overdue,
-        "repeats": read_count(p, REPEATS)?,
+        "repeats": read_count(p, REPEATS)?.0,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xinfang_shared::event::EventData;
+    use xinfang_shared::fixtures::{at, event, registered, routed};
+    use xinfang_shared::projection::write_in_order;
+
+    /// A case registered, routed and closed, as its deliveries.
+    fn lifecycle() -> Vec<Delivery> {
+        let r = registered("ev-registered", at(1, 9));
+        let routed = routed(&r, at(1, 10));
+        let closed = event("ev-closed", at(2, 9), "staff", None, EventData::Closed { reason: "办结".into() });
+        [r, routed, closed].into_iter().zip(1..).map(|(event, seq)| Delivery { seq, delivered: 1, event }).collect()
+    }
+
+    /// Everything in the tree but the position.
+    fn state(p: &Projection) -> Vec<(Vec<u8>, Vec<u8>)> {
+        p.tree()
+            .iter()
+            .flatten()
+            .filter(|(k, _)| !k.starts_with(b"\0"))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    async fn apply_all(p: &Projection, deliveries: impl IntoIterator<Item = Delivery>) {
+        for d in deliveries {
+            assert!(matches!(apply(p, d).await, Outcome::Done));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_applied_again_after_a_crash_leaves_what_one_application_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let once = Projection::open(dir.path(), TREE).unwrap();
+        apply_all(&once, lifecycle()).await;
+        let want = state(&once);
+        assert!(want.iter().any(|(k, _)| k.starts_with(b"f/")) && !want.iter().any(|(k, _)| k.starts_with(b"c/")));
+        assert!(want.iter().any(|(k, v)| k.starts_with(b"n/closed/") && decode_count(v).0 == 1));
+        for cut_event in 0..lifecycle().len() {
+            let before = || lifecycle().into_iter().take(cut_event);
+            let d = lifecycle().swap_remove(cut_event);
+            let n = {
+                let dir = tempfile::tempdir().unwrap();
+                let p = Projection::open(dir.path(), TREE).unwrap();
+                apply_all(&p, before()).await;
+                apply_one(&p, &d).unwrap().into_writes().len()
+            };
+            for kept in 0..=n {
+                // a crash kept the first `kept` writes of the event and not its position
+                let dir = tempfile::tempdir().unwrap();
+                let p = Projection::open(dir.path(), TREE).unwrap();
+                apply_all(&p, before()).await;
+                let writes = apply_one(&p, &d).unwrap().into_writes();
+                write_in_order(p.tree(), writes.into_iter().take(kept).collect()).unwrap();
+                apply_all(&p, lifecycle().into_iter().skip(cut_event)).await;
+                assert_eq!(state(&p), want, "event {cut_event} cut after {kept} of its {n} writes");
+            }
+        }
+    }
 }
