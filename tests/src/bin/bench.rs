@@ -142,7 +142,8 @@ async fn intake_http_on(bases: &[String], n: usize, c: usize) -> (f64, Vec<Durat
 /// The bodies submitted: 1000 different petitioners, as at a real bureau (a petitioner's
 /// earlier cases are looked up for repeats at every submission).
 fn bodies() -> Arc<Vec<Vec<u8>>> {
-    Arc::new((0..1000).map(|i| serde_json::to_vec(&petition_by(i)).expect("json")).collect())
+    let petitioners = std::env::var("XF_BENCH_PETITIONERS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    Arc::new((0..petitioners).map(|i| serde_json::to_vec(&petition_by(i)).expect("json")).collect())
 }
 
 /// One submission, request sent → receipt parsed.
@@ -617,7 +618,7 @@ async fn paced_node(n: usize, rate: f64, with_routing: bool) -> (Vec<Duration>, 
 
 /// Diagnostics (`XF_BENCH_STAGES=file`): per routed case, in µs since the epoch, the
 /// `registered` event's own time, when the stream stored it, the `routed` event's own time and
-/// when the stream stored that.
+/// when the stream stored that; then the case and the `registered` event's stream sequence.
 async fn stages(js: &async_nats::jetstream::Context, all: &[xinfang_shared::ledger::Stored], path: &str) {
     use futures::StreamExt;
     use std::collections::HashMap;
@@ -639,12 +640,12 @@ async fn stages(js: &async_nats::jetstream::Context, all: &[xinfang_shared::ledg
     for s in all {
         match s.event.kind.as_str() {
             "registered" => {
-                registered.insert(s.event.case_id.clone(), (s.event.at.timestamp_micros(), stored[&s.seq]));
+                registered.insert(s.event.case_id.clone(), (s.event.at.timestamp_micros(), stored[&s.seq], s.seq));
             }
             "routed" => {
-                if let Some((at, at_stored)) = registered.get(&s.event.case_id) {
+                if let Some((at, at_stored, seq)) = registered.get(&s.event.case_id) {
                     let (routed_at, case) = (s.event.at.timestamp_micros(), &s.event.case_id);
-                    writeln!(f, "{at} {at_stored} {routed_at} {} {case}", stored[&s.seq]).expect("write");
+                    writeln!(f, "{at} {at_stored} {routed_at} {} {case} {seq}", stored[&s.seq]).expect("write");
                 }
             }
             _ => {}
