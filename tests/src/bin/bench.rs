@@ -139,8 +139,9 @@ async fn intake_http_on(bases: &[String], n: usize, c: usize) -> (f64, Vec<Durat
     (rate, all)
 }
 
-/// The bodies submitted: 1000 different petitioners, as at a real bureau (a petitioner's
-/// earlier cases are looked up for repeats at every submission).
+/// The bodies submitted: 1000 different petitioners (`XF_BENCH_PETITIONERS` to change it), as
+/// at a real bureau (a petitioner's earlier cases are looked up for repeats at every
+/// submission).
 fn bodies() -> Arc<Vec<Vec<u8>>> {
     let petitioners = std::env::var("XF_BENCH_PETITIONERS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
     Arc::new((0..petitioners).map(|i| serde_json::to_vec(&petition_by(i)).expect("json")).collect())
