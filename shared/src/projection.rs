@@ -74,25 +74,18 @@ impl Projection {
     }
 
     /// Applies `batch` as the effect of the event at stream sequence `seq`: its writes one at a
-    /// time, in order, then `seq` as applied. Returns `false` (and writes nothing) when `seq` was
-    /// already applied. See [`Projection::apply_in_order`] for what a crash leaves.
-    pub async fn apply(&self, seq: u64, batch: Batch) -> Result<bool, sled::Error> {
-        self.apply_in_order(seq, batch.writes).await
-    }
-
-    /// Applies `writes` one at a time, in order, then records `seq` as applied; returns `false`
-    /// (and writes nothing) when `seq` was already applied. No batch: sled recovers a prefix of
-    /// its log after a crash, so when `seq` is found applied every write before it is there too.
-    /// A crash can keep some of the writes without `seq`, and the event is then applied again:
-    /// the caller's writes must converge on a second application (each replaces a whole record;
-    /// an increment carries the sequence it counts, as the deadlines service's and the
-    /// worklist's counts do; a record that moves is written at its new key before it is removed
-    /// from its old one).
-    pub async fn apply_in_order(&self, seq: u64, writes: Vec<Write>) -> Result<bool, sled::Error> {
+    /// time, in order, then `seq` as applied; returns `false` (and writes nothing) when `seq` was
+    /// already applied. No sled batch: sled recovers a prefix of its log after a crash, so when
+    /// `seq` is found applied every write before it is there too. A crash can keep some of the
+    /// writes without `seq`, and the event is then applied again: the caller's writes must
+    /// converge on a second application (each replaces a whole record; an increment carries the
+    /// sequence it counts, [`encode_count`]; a record that moves is written at its new key before
+    /// it is removed from its old one).
+    pub async fn apply(&self, seq: u64, batch: impl Into<Batch>) -> Result<bool, sled::Error> {
         if seq <= self.last_applied() {
             return Ok(false);
         }
-        write_in_order(&self.tree, writes)?;
+        write_in_order(&self.tree, batch.into().writes)?;
         self.tree.insert(LAST_SEQ, &seq.to_be_bytes())?;
         Ok(true)
     }
@@ -103,8 +96,20 @@ impl Projection {
     }
 }
 
-/// One write of [`Projection::apply_in_order`]: a key and its new value, or `None` to remove it.
+/// One write of a [`Batch`]: a key and its new value, or `None` to remove it.
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// A count as a projection stores it: the count and the ledger sequence of the event it last
+/// counted (big-endian u64 each), so an event applied again after a crash is not counted twice.
+pub fn encode_count(n: u64, seq: u64) -> Vec<u8> {
+    [n.to_be_bytes(), seq.to_be_bytes()].concat()
+}
+
+/// The count and the sequence of [`encode_count`]; zeros for what is not one.
+pub fn decode_count(v: &[u8]) -> (u64, u64) {
+    let half = |r: std::ops::Range<usize>| v.get(r).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+    (half(0..8).unwrap_or(0), half(8..16).unwrap_or(0))
+}
 
 /// The writes of one event for [`Projection::apply`], in order.
 #[derive(Debug, Default, Clone)]
@@ -126,6 +131,12 @@ impl Batch {
     /// The writes, in order (a test cutting an event's writes short, as a crash would).
     pub fn into_writes(self) -> Vec<Write> {
         self.writes
+    }
+}
+
+impl From<Vec<Write>> for Batch {
+    fn from(writes: Vec<Write>) -> Self {
+        Self { writes }
     }
 }
 
@@ -169,10 +180,10 @@ mod tests {
         let p = Projection::open(dir.path(), "cases").unwrap();
         let writes =
             vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"a".to_vec(), None), (b"b".to_vec(), Some(b"2".to_vec()))];
-        assert!(p.apply_in_order(3, writes.clone()).await.unwrap());
+        assert!(p.apply(3, writes.clone()).await.unwrap());
         assert_eq!((p.tree().get("a").unwrap(), p.last_applied()), (None, 3));
         p.tree().remove("b").unwrap();
-        assert!(!p.apply_in_order(3, writes).await.unwrap(), "a replay is skipped");
+        assert!(!p.apply(3, writes).await.unwrap(), "a replay is skipped");
         assert_eq!(p.tree().get("b").unwrap(), None);
     }
 }

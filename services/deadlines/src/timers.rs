@@ -9,7 +9,7 @@
 //!
 //! One record per timer and no sled batch keep the store small (≈ 280 B per timer at
 //! 1,000,000, docs/benchmarks.md): an event's writes go one by one with its ledger position
-//! last ([`Projection::apply_in_order`]), and each replaces a whole record, so an event applied
+//! last ([`Projection::apply`]), and each replaces a whole record, so an event applied
 //! again after a crash converges.
 //!
 //! The due index ([`Due`], one entry per armed step: its warning, or its breach once the
@@ -36,7 +36,7 @@ use xinfang_shared::event::{self, Actor, Envelope, EventData, Step};
 use xinfang_shared::ids::CaseId;
 use xinfang_shared::indicators::{Count, Observation, NO_ORGAN};
 use xinfang_shared::ledger::{duplicate_window, Expect, Ledger, Outgoing};
-use xinfang_shared::projection::{write_in_order, Projection, StoreError, Write};
+use xinfang_shared::projection::{decode_count, encode_count, write_in_order, Projection, StoreError, Write};
 use xinfang_shared::time::{to_cst, Instant};
 
 use crate::metrics::Metrics;
@@ -263,15 +263,6 @@ fn count_key(o: &Observation) -> Vec<u8> {
     format!("c/{}/{}/{}", o.count.name(), o.organ, o.outcome).into_bytes()
 }
 
-fn decode_count(v: &[u8]) -> (u64, u64) {
-    let half = |r: std::ops::Range<usize>| v.get(r).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
-    (half(0..8).unwrap_or(0), half(8..16).unwrap_or(0))
-}
-
-fn encode_count(n: u64, seq: u64) -> Vec<u8> {
-    [n.to_be_bytes(), seq.to_be_bytes()].concat()
-}
-
 fn labels(o: &Observation) -> Vec<&str> {
     if o.count.by_organ() {
         vec![o.organ.as_str(), o.outcome]
@@ -314,7 +305,7 @@ pub async fn arm_stored(
     step: Step,
     armed: &Armed,
 ) -> Result<bool, StoreError> {
-    projection.apply_in_order(seq, vec![(armed_key(case.as_str(), step), Some(armed.encode()))]).await
+    projection.apply(seq, vec![(armed_key(case.as_str(), step), Some(armed.encode()))]).await
 }
 
 /// How many events a firing makes: one, and the case's closing when a petitioner lets the
@@ -593,7 +584,7 @@ impl Timers {
             }
         }
         let applied = match cause {
-            Cause::Event(seq) => self.projection.apply_in_order(seq, writes).await.map_err(|e| e.to_string())?,
+            Cause::Event(seq) => self.projection.apply(seq, writes).await.map_err(|e| e.to_string())?,
             Cause::Calendar | Cause::Rebuild => {
                 write_in_order(tree, writes).map(|_| true).map_err(|e| e.to_string())?
             }

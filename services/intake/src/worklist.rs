@@ -18,7 +18,7 @@ use xinfang_shared::calendar::Calendar;
 use xinfang_shared::consumer::{Delivery, Outcome};
 use xinfang_shared::dues::Policy;
 use xinfang_shared::event::Envelope;
-use xinfang_shared::projection::{Batch, Projection, StoreError};
+use xinfang_shared::projection::{decode_count, encode_count, Batch, Projection, StoreError};
 use xinfang_shared::state::CaseState;
 use xinfang_shared::time::Instant;
 use xinfang_shared::transfer::registered_of;
@@ -52,14 +52,7 @@ fn count_key(state: &CaseState) -> Vec<u8> {
 
 const REPEATS: &[u8] = b"r";
 
-/// A count and the ledger sequence of the event it last counted.
-fn decode_count(v: &[u8]) -> (i64, u64) {
-    let n = v.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, i64::from_be_bytes);
-    let seq = v.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
-    (n, seq)
-}
-
-fn read_count(p: &Projection, key: &[u8]) -> Result<(i64, u64), StoreError> {
+fn read_count(p: &Projection, key: &[u8]) -> Result<(u64, u64), StoreError> {
     Ok(p.tree().get(key)?.map_or((0, 0), |v| decode_count(&v)))
 }
 
@@ -67,7 +60,7 @@ fn read_count(p: &Projection, key: &[u8]) -> Result<(i64, u64), StoreError> {
 fn count(p: &Projection, batch: &mut Batch, key: Vec<u8>, delta: i64, seq: u64) -> Result<(), StoreError> {
     let (n, last) = read_count(p, &key)?;
     if seq > last {
-        batch.insert(key, [(n + delta).max(0).to_be_bytes(), seq.to_be_bytes()].concat());
+        batch.insert(key, encode_count(n.saturating_add_signed(delta), seq));
     }
     Ok(())
 }
@@ -197,8 +190,8 @@ pub fn registered_between(
 /// The bureau's overview (本级): every case by stage and by organ, the open ones late or
 /// warned, and the repeat petitions.
 pub fn overview(p: &Projection, policy: &Policy, cal: &Calendar, now: Instant) -> Result<Value, StoreError> {
-    let mut by_stage: BTreeMap<String, i64> = BTreeMap::new();
-    let mut by_organ: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    let mut by_stage: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_organ: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for item in p.tree().scan_prefix(b"n/") {
         let (k, v) = item?;
         let (n, _) = decode_count(&v);
@@ -215,7 +208,7 @@ pub fn overview(p: &Projection, policy: &Policy, cal: &Calendar, now: Instant) -
     let overdue = late.iter().filter(|i| i.urgency == Urgency::Overdue).count();
     Ok(json!({
         "ok": true,
-        "total": by_stage.values().sum::<i64>(),
+        "total": by_stage.values().sum::<u64>(),
         "by_stage": by_stage,
         "by_organ": by_organ,
         "late": late,

@@ -33,17 +33,19 @@ pub struct Routing {
 impl Routing {
     /// Handles one delivery from the case stream.
     pub async fn handle(&self, d: Delivery) -> Outcome {
-        let why = if d.event.kind == "registered" {
+        let (why, forward) = if d.event.kind == "registered" {
             match self.route_unchanged(&d).await {
                 Unchanged::Done(outcome) => return outcome,
-                Unchanged::Changed => "case_changed",
-                Unchanged::Forward => "forward",
+                Unchanged::Changed => ("case_changed", None),
+                Unchanged::Forward(decision) => ("forward", Some(decision)),
             }
         } else {
-            "not_registered"
+            ("not_registered", None)
         };
         self.metrics.case_reads.with_label_values(&[why]).inc();
-        self.route_on_history(&d.event).await
+        // a forward decided on the `registered` alone still holds if nothing came after it
+        let decided = forward.map(|decision| (d.seq, decision));
+        self.route_on_history(&d.event, decided).await
     }
 
     /// The usual case: nothing has been written to the case since it was registered, so the
@@ -55,7 +57,7 @@ impl Routing {
         let events = std::slice::from_ref(&d.event);
         let decision = match self.decide(&d.event, events).await {
             Ok(Some(decision @ Decision::Assign { .. })) => decision,
-            Ok(Some(Decision::Forward { .. })) => return Unchanged::Forward,
+            Ok(Some(decision @ Decision::Forward { .. })) => return Unchanged::Forward(decision),
             // not awaiting a route on its own `registered`? let the whole case say
             Ok(None) => return Unchanged::Changed,
             Err(outcome) => return Unchanged::Done(outcome),
@@ -66,18 +68,24 @@ impl Routing {
         }
     }
 
-    /// Reads the case's whole history and answers `cause` unless routing already has.
-    async fn route_on_history(&self, cause: &Envelope) -> Outcome {
+    /// Reads the case's whole history and answers `cause` unless routing already has. `decided`:
+    /// a decision already taken on the case as it stood at that sequence, used if it still does.
+    async fn route_on_history(&self, cause: &Envelope, decided: Option<(u64, Decision)>) -> Outcome {
         let history = match self.ledger.history(&cause.case_id).await {
             Ok(h) => h,
             Err(e) => return Outcome::Retry(e.to_string()),
         };
+        let latest = history.last().map(|s| s.seq);
         let events: Vec<Envelope> = history.into_iter().map(|s| s.event).collect();
         if answered(cause, &events) {
             self.metrics.skipped.inc();
             return Outcome::Done;
         }
-        match self.decide(cause, &events).await {
+        let decision = match decided {
+            Some((seq, decision)) if latest == Some(seq) => Ok(Some(decision)),
+            _ => self.decide(cause, &events).await,
+        };
+        match decision {
             Ok(Some(decision)) => {
                 let result = self.answer(cause, &events, decision, Expect::Any).await;
                 self.settled(cause, result)
@@ -218,7 +226,7 @@ enum Unchanged {
     /// The case was written to since: read it.
     Changed,
     /// The decision is a forward: read the case (the transfer carries it).
-    Forward,
+    Forward(Decision),
 }
 
 /// Routing's answers to `cause`: its `routed` or `forwarded`, under their derived ids.
